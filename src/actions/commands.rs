@@ -1,0 +1,185 @@
+//! Workflow commands on stdout (`::error`, `::add-mask`, `::group`) and secret redaction.
+//!
+//! The runner parses these from the step's stdout (runner `ActionCommand.cs`): data escapes
+//! `%`, CR and LF; property values also `:` and `,`. Outside Actions they would be noise, so
+//! annotations fall back to plain `error:` lines on stderr.
+//!
+//! Secrets (passwords, tokens, URLs with credentials) are registered once with [`mask`]: the
+//! runner then hides them in the log, and [`redact`] removes them from every message we
+//! write ourselves (summary, alerts, manifest, errors), so they are never stored anywhere.
+
+use std::sync::Mutex;
+
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static IN_ACTIONS: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Whether workflow commands go to stdout (inside Actions) or plain lines to stderr.
+pub fn set_in_actions(on: bool) {
+    *IN_ACTIONS.lock().unwrap() = Some(on);
+}
+
+fn in_actions() -> bool {
+    IN_ACTIONS
+        .lock()
+        .unwrap()
+        .unwrap_or_else(|| std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"))
+}
+
+/// Escapes workflow-command data.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a workflow-command property value.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Registers a secret: masked in the Actions log from now on, and removed by [`redact`].
+/// Also registers the password part of a URL with credentials.
+pub fn mask(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < 3 {
+        // Masking 1-2 characters would blank out half the log; such a secret is no secret.
+        return;
+    }
+    let mut parts = vec![secret.to_string()];
+    if let Ok(u) = url::Url::parse(secret) {
+        if let Some(p) = u.password() {
+            parts.push(p.to_string());
+            if let Ok(decoded) = urlencoding_decode(p) {
+                parts.push(decoded);
+            }
+        }
+    }
+    let mut all = SECRETS.lock().unwrap();
+    for p in parts {
+        if p.len() >= 3 && !all.contains(&p) {
+            if in_actions() {
+                for line in p.lines() {
+                    println!("::add-mask::{}", escape_data(line));
+                }
+            }
+            all.push(p);
+        }
+    }
+    // Longest first, so that a secret containing another is replaced whole.
+    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+fn urlencoding_decode(s: &str) -> Result<String, ()> {
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .ok_or(())?;
+    String::from_utf8(bytes).map_err(|_| ())
+}
+
+/// Replaces every registered secret, and the password of any URL, with `***`.
+pub fn redact(s: &str) -> String {
+    let mut out = s.to_string();
+    for secret in SECRETS.lock().unwrap().iter() {
+        out = out.replace(secret.as_str(), "***");
+    }
+    redact_url_passwords(&out)
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`, wherever it appears in text.
+fn redact_url_passwords(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An `::error` annotation naming the file and the failed check (or `error:` on stderr).
+pub fn error(title: &str, file: Option<&str>, message: &str) {
+    annotate("error", title, file, message)
+}
+
+/// A `::warning` annotation.
+pub fn warning(title: &str, file: Option<&str>, message: &str) {
+    annotate("warning", title, file, message)
+}
+
+/// A `::notice` annotation.
+pub fn notice(title: &str, message: &str) {
+    annotate("notice", title, None, message)
+}
+
+fn annotate(level: &str, title: &str, file: Option<&str>, message: &str) {
+    let message = redact(message);
+    let title = redact(title);
+    if in_actions() {
+        let mut props = vec![format!("title={}", escape_property(&title))];
+        if let Some(f) = file {
+            props.insert(0, format!("file={}", escape_property(f)));
+        }
+        println!("::{level} {}::{}", props.join(","), escape_data(&message));
+    } else {
+        let at = file.map(|f| format!(" [{f}]")).unwrap_or_default();
+        eprintln!("{level}: {title}{at}: {message}");
+    }
+}
+
+/// A log line (stderr, so stdout stays clean for workflow commands and `info` output).
+pub fn log(message: &str) {
+    eprintln!("{}", redact(message));
+}
+
+/// Starts a collapsible log group (Actions) or a heading (CLI).
+pub fn group(title: &str) {
+    if in_actions() {
+        println!("::group::{}", escape_data(title));
+    } else {
+        eprintln!("== {title}");
+    }
+}
+
+/// Ends the group started by [`group`].
+pub fn end_group() {
+    if in_actions() {
+        println!("::endgroup::");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_data("a%b\r\nc"), "a%25b%0D%0Ac");
+        assert_eq!(escape_property("x:y,z%"), "x%3Ay%2Cz%25");
+    }
+
+    #[test]
+    fn redacts_registered_secrets_and_url_passwords() {
+        mask("s3cr3t-value");
+        assert_eq!(redact("pw=s3cr3t-value!"), "pw=***!");
+        assert_eq!(
+            redact("postgres://app:hunter22@db:5432/x and more"),
+            "postgres://app:***@db:5432/x and more"
+        );
+        assert_eq!(redact("http://host/path"), "http://host/path");
+    }
+}

@@ -1,0 +1,126 @@
+//! The job summary (`$GITHUB_STEP_SUMMARY`): Markdown the user reads first.
+//!
+//! The runner drops a step summary over 1 MiB whole, so we cap ours well below that and cut
+//! long tables with a note rather than lose everything.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::commands::redact;
+
+/// Summaries larger than this are cut (the runner's hard limit is 1 MiB).
+pub const MAX_BYTES: usize = 900 * 1024;
+
+/// A Markdown document under construction.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    text: String,
+}
+
+impl Summary {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn heading(&mut self, level: usize, text: &str) -> &mut Self {
+        self.text
+            .push_str(&format!("{} {}\n\n", "#".repeat(level.clamp(1, 6)), text));
+        self
+    }
+
+    pub fn paragraph(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self.text.push_str("\n\n");
+        self
+    }
+
+    /// A table; cells are escaped so that `|` and newlines cannot break it.
+    pub fn table(&mut self, header: &[&str], rows: &[Vec<String>]) -> &mut Self {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', "<br>");
+        self.text.push_str(&format!("| {} |\n", header.join(" | ")));
+        self.text
+            .push_str(&format!("|{}\n", " --- |".repeat(header.len())));
+        for r in rows {
+            let cells: Vec<String> = r.iter().map(|c| cell(c)).collect();
+            self.text.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        self.text.push('\n');
+        self
+    }
+
+    /// A fenced code block.
+    pub fn code(&mut self, lang: &str, body: &str) -> &mut Self {
+        let fence = if body.contains("```") { "````" } else { "```" };
+        self.text
+            .push_str(&format!("{fence}{lang}\n{}\n{fence}\n\n", body.trim_end()));
+        self
+    }
+
+    /// A bullet list.
+    pub fn list(&mut self, items: &[String]) -> &mut Self {
+        for i in items {
+            self.text.push_str(&format!("- {}\n", i.replace('\n', " ")));
+        }
+        self.text.push('\n');
+        self
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Redacted and capped Markdown.
+    pub fn render(&self) -> String {
+        let mut s = redact(&self.text);
+        if s.len() > MAX_BYTES {
+            let mut cut = MAX_BYTES;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str("\n\n… (summary cut to stay under the runner's 1 MiB limit; the manifest has everything)\n");
+        }
+        s
+    }
+
+    /// Appends to the summary file.
+    pub fn write_to(&self, path: &Path) -> io::Result<()> {
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        f.write_all(self.render().as_bytes())
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_escape_cells() {
+        let mut s = Summary::new();
+        s.table(&["a", "b"], &[vec!["x|y".into(), "1\n2".into()]]);
+        assert!(s.as_str().contains("| x\\|y | 1<br>2 |"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,1 @@
+//! Alerts that always go out. (stub)

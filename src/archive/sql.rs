@@ -1,0 +1,1 @@
+//! pg_dump plain-format scanner. (stub)

@@ -1,0 +1,86 @@
+//! Exit codes, and how any error becomes one.
+//!
+//! PRODUCT.md promises four exit codes: `0` success, `1` a backup failed verification,
+//! `2` bad input or usage, `3` the environment failed (Docker, PostgreSQL, disk, network).
+//! Every module keeps its own typed error (so the message can say exactly what to do) and
+//! says which of these it is through [`Classify`]. Commands use `anyhow` at the edge; `main`
+//! walks the error chain with [`exit_kind`] to find the first classified cause.
+
+/// Which of PRODUCT.md's exit codes an error maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    /// `1`: a backup exists but failed verification (or a restore refused a tampered one).
+    Unverified,
+    /// `2`: the inputs are wrong; nothing was touched.
+    Usage,
+    /// `3`: Docker, PostgreSQL, the disk or the network failed.
+    Environment,
+}
+
+impl ExitKind {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitKind::Unverified => 1,
+            ExitKind::Usage => 2,
+            ExitKind::Environment => 3,
+        }
+    }
+}
+
+/// Implemented by each module's error type.
+pub trait Classify {
+    fn exit_kind(&self) -> ExitKind;
+}
+
+/// Bad input or usage, with what to do about it. The message is complete on its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Classify for UsageError {
+    fn exit_kind(&self) -> ExitKind {
+        ExitKind::Usage
+    }
+}
+
+/// A backup failed verification; the report has already been printed and annotated.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerificationFailed(pub String);
+
+impl Classify for VerificationFailed {
+    fn exit_kind(&self) -> ExitKind {
+        ExitKind::Unverified
+    }
+}
+
+/// Shorthand for a usage error.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// The first classified cause in the chain decides; anything else is an environment failure
+/// (an I/O error, a network error, ...), which is what exit code 3 is for.
+pub fn exit_kind(err: &anyhow::Error) -> ExitKind {
+    macro_rules! try_types {
+        ($cause:expr, $($t:ty),*) => {
+            $( if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit_kind(); } )*
+        };
+    }
+    for cause in err.chain() {
+        try_types!(
+            cause,
+            UsageError,
+            VerificationFailed,
+            crate::docker::DockerError,
+            crate::postgres::PgError,
+            crate::actions::artifact::ArtifactError,
+            crate::actions::rest::RestError,
+            crate::archive::restore::UnsafeArchive,
+            crate::retention::RetentionError,
+            crate::lock::LockError
+        );
+    }
+    ExitKind::Environment
+}

@@ -1,0 +1,23 @@
+//! predeploy-backup: a verified restore point before every deploy, and a rollback to it.
+//!
+//! The engine is this library; `main.rs` only parses, runs and maps errors to exit codes.
+//!
+//! - [`commands`]: one file per mode (`backup`, `verify`, `rollback`, `info`, `prune`).
+//! - [`actions`]: the GitHub Actions runtime: inputs, outputs, summary, annotations, artifacts.
+//! - [`docker`]: the Docker Engine API (exec streams, archive up/download, stop/start).
+//! - [`postgres`]: pg_dump / psql, in a container or over a URL.
+//! - [`archive`]: gzip, tar and pg_dump formats: writing, verifying, restore safety.
+//! - [`manifest`]: the record of a backup, and `.last-deployment-backup`.
+//! - [`retention`], [`alert`], [`lock`]: what keeps backups safe around a run.
+
+pub mod actions;
+pub mod alert;
+pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod docker;
+pub mod error;
+pub mod lock;
+pub mod manifest;
+pub mod postgres;
+pub mod retention;
