@@ -8,10 +8,12 @@
 #
 # Source this file; it defines functions only.
 
-# Print the first mirror URI that apt uses for Debian bookworm "main".
-# Understands deb822 *.sources files and one-line *.list files.
+# Print the first mirror URI that apt uses for Debian bookworm "main"
+# (env DEBIAN_MIRROR overrides it). Understands deb822 *.sources files and
+# one-line *.list files.
 act_images::debian_mirror() {
     local f uri
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then printf '%s\n' "$DEBIAN_MIRROR"; return 0; fi
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         # deb822: paragraphs separated by blank lines.
@@ -80,6 +82,42 @@ act_images::bootstrap() {
     # A container's /etc/hosts, /etc/resolv.conf and /etc/hostname are
     # provided by Docker at run time.
     : >"$dir/etc/hostname"
+}
+
+# act_images::trust_host_cas DIR
+# Make the rootfs trust every CA that this host trusts and Debian's bundle
+# does not (e.g. a TLS-inspecting proxy's CA in front of the package
+# registries): such certificates go to /usr/local/share/ca-certificates and
+# update-ca-certificates merges them into /etc/ssl/certs/ca-certificates.crt.
+# Without this, `cargo` in a container fails with "self-signed certificate in
+# certificate chain" on a machine whose traffic is inspected.
+act_images::trust_host_cas() {
+    local dir=$1 host_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+    [ -s "$host_bundle" ] || return 0
+    [ -s "$dir/etc/ssl/certs/ca-certificates.crt" ] || return 0
+    mkdir -p "$dir/usr/local/share/ca-certificates"
+    local n
+    n=$(python3 - "$host_bundle" "$dir/etc/ssl/certs/ca-certificates.crt" "$dir/usr/local/share/ca-certificates" <<'PY'
+import re, sys
+pat = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+def certs(p):
+    with open(p, encoding="ascii", errors="replace") as f:
+        return pat.findall(f.read())
+norm = lambda c: "".join(c.split())
+have = {norm(c) for c in certs(sys.argv[2])}
+n = 0
+for c in certs(sys.argv[1]):
+    if norm(c) not in have:
+        n += 1
+        with open(f"{sys.argv[3]}/host-extra-{n}.crt", "w") as f:
+            f.write(c + "\n")
+print(n)
+PY
+)
+    [ "$n" -gt 0 ] || return 0
+    echo "act-images: adding $n CA certificate(s) that the host trusts" >&2
+    chroot "$dir" update-ca-certificates >/dev/null 2>&1 ||
+        cat "$dir"/usr/local/share/ca-certificates/host-extra-*.crt >>"$dir/etc/ssl/certs/ca-certificates.crt"
 }
 
 # act_images::import DIR TAG [--change INSTR]...

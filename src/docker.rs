@@ -1,13 +1,595 @@
-//! The Docker Engine API. (stub)
+//! The Docker Engine API: what backup and restore need of it, and nothing else.
+//!
+//! - `exec` streams a process's stdout into a sink as it comes (pg_dump's output is never
+//!   buffered whole) and reads its exit code *after* the stream ends: EOF is not success.
+//! - Volumes are read and written through the archive API of a helper container that is
+//!   created but never started, with the volume mounted (read-only for a backup). No image is
+//!   pulled: the helper uses an image that is already present.
+//! - Containers we stop are recorded in a process-wide list so that they are started again
+//!   on success, on failure, and when the job is cancelled (SIGTERM; see `main.rs`).
 
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Errors talking to Docker, each with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("{0}")]
-    Unreachable(String),
+    #[error("cannot reach the Docker engine ({host}): {detail}. On a self-hosted runner the socket must be mounted (container actions get /var/run/docker.sock) or DOCKER_HOST must point at the engine")]
+    Unreachable { host: String, detail: String },
+    #[error("container `{0}` not found: check the name with `docker ps -a` (or use compose-project + postgres-service)")]
+    NoSuchContainer(String),
+    #[error("container `{0}` is not running: start it (`docker start {0}`) before the backup")]
+    NotRunning(String),
+    #[error("no running container has the labels com.docker.compose.project={project} and com.docker.compose.service={service}: is the stack up (`docker compose -p {project} ps`)?")]
+    NoComposeService { project: String, service: String },
+    #[error("volume `{0}` not found: check the name with `docker volume ls` (compose prefixes it with the project name, e.g. myapp_minio_data)")]
+    NoSuchVolume(String),
+    #[error("no local image to create a helper container from (no image can be pulled): pass one that exists with env PREDEPLOY_HELPER_IMAGE")]
+    NoHelperImage,
+    #[error("Docker {action} failed: {detail}")]
+    Api { action: String, detail: String },
 }
 
 impl crate::error::Classify for DockerError {
     fn exit_kind(&self) -> crate::error::ExitKind {
-        crate::error::ExitKind::Environment
+        match self {
+            DockerError::NoSuchContainer(_)
+            | DockerError::NoComposeService { .. }
+            | DockerError::NoSuchVolume(_) => crate::error::ExitKind::Usage,
+            _ => crate::error::ExitKind::Environment,
+        }
+    }
+}
+
+fn api(action: &str) -> impl Fn(bollard::errors::Error) -> DockerError + '_ {
+    move |e| DockerError::Api {
+        action: action.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// What we need to know about a container.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// The image reference it was created from.
+    pub image: String,
+    pub running: bool,
+    /// Names of the volumes it mounts.
+    pub volumes: Vec<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// How an exec ended.
+#[derive(Debug)]
+pub struct ExecOutcome {
+    pub exit_code: i64,
+    /// The last 64 KiB of stderr.
+    pub stderr: String,
+    pub stdout_bytes: u64,
+}
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+impl Engine {
+    /// Connects the way the docker CLI does (DOCKER_HOST, else the local socket) and
+    /// negotiates the API version, so that old and new engines both work.
+    pub async fn connect() -> Result<Engine, DockerError> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |detail: String| DockerError::Unreachable {
+            host: host.clone(),
+            detail,
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine { docker })
+    }
+
+    /// The raw client, for the few callers that need more.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Inspects a container by name or id.
+    pub async fn container(&self, name: &str) -> Result<ContainerInfo, DockerError> {
+        let c = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    DockerError::NoSuchContainer(name.to_string())
+                } else {
+                    api("inspect")(e)
+                }
+            })?;
+        let config = c.config.unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            running: c.state.and_then(|s| s.running).unwrap_or(false),
+            volumes: c
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.name)
+                .collect(),
+            labels: config.labels.unwrap_or_default(),
+        })
+    }
+
+    /// The running container of a compose service.
+    pub async fn compose_service(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<ContainerInfo, DockerError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("com.docker.compose.project={project}"),
+                format!("com.docker.compose.service={service}"),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api("list containers"))?;
+        let first = list.into_iter().find_map(|c| c.id).ok_or_else(|| {
+            DockerError::NoComposeService {
+                project: project.into(),
+                service: service.into(),
+            }
+        })?;
+        self.container(&first).await
+    }
+
+    /// Every container (running or not) that mounts `volume`.
+    pub async fn containers_using_volume(
+        &self,
+        volume: &str,
+    ) -> Result<Vec<ContainerInfo>, DockerError> {
+        let filters = HashMap::from([("volume".to_string(), vec![volume.to_string()])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api("list containers"))?;
+        let mut out = vec![];
+        for c in list {
+            if let Some(id) = c.id {
+                out.push(self.container(&id).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fails with a clear message when the volume does not exist.
+    pub async fn check_volume(&self, name: &str) -> Result<(), DockerError> {
+        self.docker.inspect_volume(name).await.map_err(|e| {
+            if is_not_found(&e) {
+                DockerError::NoSuchVolume(name.to_string())
+            } else {
+                api("inspect volume")(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Runs `cmd` in a running container; stdout goes to `stdout` chunk by chunk (the
+    /// receiver's pace is the producer's pace: nothing piles up in memory), `stdin` (if any)
+    /// is fed from a channel and closed at its end. The exit code is read after the stream.
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        stdout: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<ExecOutcome, DockerError> {
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions::<String> {
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    attach_stdin: Some(stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api("exec"))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(256 * 1024),
+                }),
+            )
+            .await
+            .map_err(api("exec start"))?;
+        let StartExecResults::Attached { mut output, input } = started else {
+            return Err(DockerError::Api {
+                action: "exec".into(),
+                detail: "the engine detached the exec".into(),
+            });
+        };
+        let feeder = async move {
+            let mut input = input;
+            if let Some(mut rx) = stdin {
+                while let Some(chunk) = rx.recv().await {
+                    if input.write_all(&chunk).await.is_err() {
+                        // The process stopped reading (it failed); its exit code says why.
+                        break;
+                    }
+                }
+            }
+            let _ = input.shutdown().await;
+        };
+        let reader = async move {
+            let mut stderr = Vec::new();
+            let mut bytes = 0u64;
+            let mut sink = stdout;
+            while let Some(frame) = output.next().await {
+                match frame.map_err(api("exec stream"))? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        bytes += message.len() as u64;
+                        if let Some(tx) = &sink {
+                            if tx.send(message).await.is_err() {
+                                // The consumer failed; stop feeding it but drain the stream.
+                                sink = None;
+                            }
+                        }
+                    }
+                    LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message);
+                        if stderr.len() > 64 * 1024 {
+                            stderr.drain(..stderr.len() - 64 * 1024);
+                        }
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok::<_, DockerError>((stderr, bytes))
+        };
+        let ((), read) = tokio::join!(feeder, reader);
+        let (stderr, stdout_bytes) = read?;
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(api("exec inspect"))?;
+        Ok(ExecOutcome {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            stdout_bytes,
+        })
+    }
+
+    /// Creates (never starts) a helper container that mounts `volume` at `/data`.
+    pub async fn helper(
+        &self,
+        volume: &str,
+        image: &str,
+        read_only: bool,
+        cmd: Option<Vec<String>>,
+    ) -> Result<Helper, DockerError> {
+        let bind = format!("{volume}:/data{}", if read_only { ":ro" } else { "" });
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(format!(
+                        "predeploy-backup-helper-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..12]
+                    )),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    entrypoint: cmd.as_ref().map(|_| vec![]),
+                    cmd,
+                    network_disabled: Some(true),
+                    labels: Some(HashMap::from([(
+                        "org.predeploy-backup.helper".to_string(),
+                        "true".to_string(),
+                    )])),
+                    host_config: Some(HostConfig {
+                        binds: Some(vec![bind]),
+                        network_mode: Some("none".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api("create helper container"))?;
+        Ok(Helper {
+            engine: self.clone(),
+            id: created.id,
+        })
+    }
+
+    /// An image that is already present to create helper containers from: env
+    /// `PREDEPLOY_HELPER_IMAGE`, else our own container's image (inside the action), else the
+    /// image of a container in `hint` (e.g. one that mounts the volume), else any local image.
+    /// `need_shell` skips candidates without `/bin/sh` (restore empties a volume with it).
+    pub async fn helper_image(
+        &self,
+        hint: &[ContainerInfo],
+        need_shell: bool,
+    ) -> Result<String, DockerError> {
+        let mut candidates: Vec<String> = vec![];
+        if let Ok(img) = std::env::var("PREDEPLOY_HELPER_IMAGE") {
+            if !img.trim().is_empty() {
+                candidates.push(img);
+            }
+        }
+        if std::path::Path::new("/.dockerenv").exists() {
+            if let Ok(me) = std::fs::read_to_string("/etc/hostname") {
+                if let Ok(c) = self.container(me.trim()).await {
+                    candidates.push(c.image);
+                }
+            }
+        }
+        candidates.extend(hint.iter().map(|c| c.image.clone()));
+        if let Ok(images) = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await {
+            for i in images {
+                candidates.extend(i.repo_tags.into_iter().filter(|t| t != "<none>:<none>"));
+                candidates.push(i.id);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for image in candidates.into_iter().filter(|c| seen.insert(c.clone())) {
+            if self.docker.inspect_image(&image).await.is_err() {
+                continue;
+            }
+            if !need_shell || self.image_has_shell(&image).await {
+                return Ok(image);
+            }
+        }
+        Err(DockerError::NoHelperImage)
+    }
+
+    async fn image_has_shell(&self, image: &str) -> bool {
+        let Ok(created) = self
+            .docker
+            .create_container(
+                None::<CreateContainerOptions>,
+                ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    entrypoint: Some(vec!["/bin/sh".into()]),
+                    network_disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+        else {
+            return false;
+        };
+        let mut s = self.docker.download_from_container(
+            &created.id,
+            Some(DownloadFromContainerOptions {
+                path: "/bin/sh".into(),
+            }),
+        );
+        let ok = matches!(s.next().await, Some(Ok(_)));
+        drop(s);
+        let _ = self
+            .docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        ok
+    }
+
+    /// Stops running containers (those already stopped are left alone) and records them
+    /// for [`restart_stopped`], which must run whatever happens next.
+    pub async fn stop(&self, names: &[String]) -> Result<(), DockerError> {
+        for name in names {
+            let c = self.container(name).await?;
+            if !c.running {
+                continue;
+            }
+            crate::actions::commands::log(&format!("Stopping container {}", c.name));
+            STOPPED.lock().unwrap().push(c.name.clone());
+            self.docker
+                .stop_container(
+                    &c.name,
+                    Some(StopContainerOptions {
+                        t: Some(30),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(api("stop container"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Containers we stopped and must start again.
+static STOPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Starts every container [`Engine::stop`] stopped; returns the ones that failed to start.
+pub async fn restart_stopped() -> Vec<String> {
+    let names: Vec<String> = std::mem::take(&mut *STOPPED.lock().unwrap());
+    if names.is_empty() {
+        return vec![];
+    }
+    let engine = match Engine::connect().await {
+        Ok(e) => e,
+        Err(_) => return names,
+    };
+    let mut failed = vec![];
+    for name in names.into_iter().rev() {
+        crate::actions::commands::log(&format!("Starting container {name} again"));
+        if let Err(e) = engine
+            .docker
+            .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            crate::actions::commands::error(
+                "Container not restarted",
+                None,
+                &format!("could not start {name} again: {e}; start it by hand: docker start {name}"),
+            );
+            failed.push(name);
+        }
+    }
+    failed
+}
+
+/// A created, never-started container with a volume at `/data`; removed by [`Helper::remove`].
+pub struct Helper {
+    engine: Engine,
+    pub id: String,
+}
+
+impl Helper {
+    /// The volume's content as a tar stream whose entries are relative to the volume root
+    /// (`./`, `./a/b`): the layout `tar xzf … -C /data` expects.
+    pub fn download(&self) -> Pin<Box<dyn Stream<Item = Result<Bytes, DockerError>> + Send>> {
+        Box::pin(
+            self.engine
+                .docker
+                .download_from_container(
+                    &self.id,
+                    Some(DownloadFromContainerOptions {
+                        path: "/data/.".into(),
+                    }),
+                )
+                .map(|r| r.map_err(api("read volume"))),
+        )
+    }
+
+    /// Extracts a tar stream into the volume (ownership and modes as in the archive).
+    pub async fn upload(
+        &self,
+        tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), DockerError> {
+        self.engine
+            .docker
+            .upload_to_container(
+                &self.id,
+                Some(UploadToContainerOptions {
+                    path: "/data".into(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map_err(api("write volume"))
+    }
+
+    /// Starts the helper (its command was given at creation), waits, returns the exit code
+    /// and the end of its output.
+    pub async fn run_to_end(&self) -> Result<(i64, String), DockerError> {
+        let d = &self.engine.docker;
+        d.start_container(&self.id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(api("start helper"))?;
+        let mut wait = d.wait_container(&self.id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut code = -1;
+        while let Some(r) = wait.next().await {
+            match r {
+                Ok(w) => code = w.status_code,
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+                Err(e) => return Err(api("wait helper")(e)),
+            }
+        }
+        let mut logs = d.logs(
+            &self.id,
+            Some(bollard::query_parameters::LogsOptions {
+                stdout: true,
+                stderr: true,
+                tail: "50".into(),
+                ..Default::default()
+            }),
+        );
+        let mut text = String::new();
+        while let Some(Ok(l)) = logs.next().await {
+            text.push_str(&l.to_string());
+        }
+        Ok((code, text.trim().to_string()))
+    }
+
+    /// Removes the helper container.
+    pub async fn remove(self) {
+        let _ = self
+            .engine
+            .docker
+            .remove_container(
+                &self.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
     }
 }

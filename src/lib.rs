@@ -19,5 +19,6 @@ pub mod docker;
 pub mod error;
 pub mod lock;
 pub mod manifest;
+pub mod pipe;
 pub mod postgres;
 pub mod retention;

@@ -1,1 +1,78 @@
-fn main() {}
+//! The `predeploy-backup` binary: parse, run, and turn the outcome into an exit code and,
+//! inside GitHub Actions, an `::error` annotation. Everything else is in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use predeploy_backup::actions::commands as wf;
+use predeploy_backup::cli::{argv_with_inputs, Cli};
+use predeploy_backup::error::{exit_kind, ExitKind};
+
+fn main() -> ExitCode {
+    let argv = match argv_with_inputs(std::env::args_os().collect(), |k| std::env::var(k).ok()) {
+        Ok(a) => a,
+        Err(msg) => return fail("Bad input", &msg, ExitKind::Usage),
+    };
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let msg = e.render().to_string();
+            return fail("Bad input", msg.trim(), ExitKind::Usage);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail("Environment failure", &e.to_string(), ExitKind::Environment),
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = predeploy_backup::commands::run(cli) => Some(r),
+            _ = cancelled() => None,
+        }
+    });
+    match result {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            let kind = exit_kind(&e);
+            let title = match kind {
+                ExitKind::Unverified => "Backup not verified",
+                ExitKind::Usage => "Bad input",
+                ExitKind::Environment => "Environment failure",
+            };
+            fail(title, &format!("{e:#}"), kind)
+        }
+        None => {
+            // The job was cancelled: put back what we stopped before the runner kills us.
+            let failed = runtime.block_on(predeploy_backup::docker::restart_stopped());
+            let msg = if failed.is_empty() {
+                "cancelled; containers stopped for the backup were started again".to_string()
+            } else {
+                format!("cancelled; start these containers by hand: {}", failed.join(", "))
+            };
+            fail("Cancelled", &msg, ExitKind::Environment)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (the runner sends SIGTERM when a job is cancelled).
+async fn cancelled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn fail(title: &str, message: &str, kind: ExitKind) -> ExitCode {
+    wf::error(title, None, message);
+    ExitCode::from(kind.code())
+}

@@ -1,13 +1,418 @@
-//! PostgreSQL dump and restore. (stub)
+//! PostgreSQL: pg_dump out, psql in, a few queries — inside the database container through
+//! the Docker API, or over a `database-url` with local client programs.
+//!
+//! Both ways run a client program with optional stdin and a streamed stdout ([`Server::run`]),
+//! so dump, restore and queries are written once. Running inside the container means the
+//! dump tool is the server's own version: the most common failure of dump-based tools (a
+//! `pg_dump` older than the server) cannot happen there; over a URL it is checked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::docker::{ContainerInfo, Engine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
+    #[error("{what} failed: password authentication failed for user `{user}`: check postgres-password (or env POSTGRES_PASSWORD)")]
+    Auth { what: String, user: String },
+    #[error("{what} failed: database `{db}` does not exist: check postgres-db")]
+    NoDatabase { what: String, db: String },
+    #[error("{what} failed (exit code {code}): {stderr}")]
+    Failed {
+        what: String,
+        code: i64,
+        stderr: String,
+    },
+    #[error("`{0}` was not found on PATH: install the PostgreSQL client (same major version as the server or newer), or use postgres-container to run it inside the database container")]
+    NoClient(String),
     #[error("{0}")]
-    Dump(String),
+    Other(String),
 }
 
 impl crate::error::Classify for PgError {
     fn exit_kind(&self) -> crate::error::ExitKind {
-        crate::error::ExitKind::Environment
+        match self {
+            PgError::Auth { .. } | PgError::NoDatabase { .. } | PgError::NoClient(_) => {
+                crate::error::ExitKind::Usage
+            }
+            _ => crate::error::ExitKind::Environment,
+        }
+    }
+}
+
+/// Who we connect as. The password is a registered secret; it travels only in `PGPASSWORD`.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub db: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// Where the server is.
+#[derive(Clone)]
+pub enum Server {
+    /// Client programs run inside this container.
+    Container { engine: Engine, info: ContainerInfo },
+    /// Client programs run here, connecting to this URL.
+    Url { url: String },
+}
+
+/// How a client program ended.
+pub struct RunOutcome {
+    pub code: i64,
+    pub stderr: String,
+}
+
+impl Server {
+    /// Runs a PostgreSQL client program (`pg_dump`, `psql`) with `args`; stdin from `stdin`,
+    /// stdout to `stdout` (both optional, both streamed).
+    pub async fn run(
+        &self,
+        creds: &Credentials,
+        program: &str,
+        args: Vec<String>,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        stdout: Option<mpsc::Sender<Bytes>>,
+    ) -> Result<RunOutcome, PgError> {
+        let mut env = vec!["PGCONNECT_TIMEOUT=15".to_string()];
+        if let Some(p) = &creds.password {
+            env.push(format!("PGPASSWORD={p}"));
+        }
+        match self {
+            Server::Container { engine, info } => {
+                let mut cmd = vec![program.to_string()];
+                cmd.extend(args);
+                let out = engine
+                    .exec(&info.id, cmd, env, stdin, stdout)
+                    .await
+                    .map_err(|e| PgError::Other(e.to_string()))?;
+                Ok(RunOutcome {
+                    code: out.exit_code,
+                    stderr: out.stderr,
+                })
+            }
+            Server::Url { .. } => run_local(program, args, env, stdin, stdout).await,
+        }
+    }
+
+    /// The connection arguments for `db`.
+    fn conn_args(&self, creds: &Credentials, db: &str) -> Vec<String> {
+        match self {
+            Server::Container { .. } => vec![
+                "--no-password".into(),
+                format!("--username={}", creds.user),
+                format!("--dbname={db}"),
+            ],
+            Server::Url { url } => {
+                let url = if db == creds.db {
+                    url.clone()
+                } else {
+                    with_database(url, db)
+                };
+                vec!["--no-password".into(), format!("--dbname={url}")]
+            }
+        }
+    }
+
+    /// Streams a plain-format dump of the database into `stdout`.
+    pub async fn dump(
+        &self,
+        creds: &Credentials,
+        stdout: mpsc::Sender<Bytes>,
+    ) -> Result<(), PgError> {
+        let mut args = vec!["--format=plain".to_string()];
+        args.extend(self.conn_args(creds, &creds.db));
+        let out = self
+            .run(creds, "pg_dump", args, None, Some(stdout))
+            .await?;
+        check("pg_dump", creds, &creds.db, out)
+    }
+
+    /// Runs SQL (`-c`) in `db` and returns stdout (unaligned, tuples only).
+    pub async fn query(&self, creds: &Credentials, db: &str, sql: &str) -> Result<String, PgError> {
+        let mut args = vec![
+            "-X".to_string(),
+            "-q".into(),
+            "-A".into(),
+            "-t".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-c".into(),
+            sql.to_string(),
+        ];
+        args.extend(self.conn_args(creds, db));
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        let collect = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(b) = rx.recv().await {
+                all.extend_from_slice(&b);
+            }
+            all
+        });
+        let out = self.run(creds, "psql", args, None, Some(tx)).await?;
+        let stdout = collect.await.unwrap_or_default();
+        check("psql", creds, db, out)?;
+        Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+    }
+
+    /// Feeds SQL from `stdin` into psql in `db`, stopping at the first error, in one
+    /// transaction (a failed restore leaves the database as it was before the load).
+    pub async fn load(
+        &self,
+        creds: &Credentials,
+        db: &str,
+        stdin: mpsc::Receiver<Bytes>,
+    ) -> Result<(), PgError> {
+        let mut args = vec![
+            "-X".to_string(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "--single-transaction".into(),
+            "-o".into(),
+            "/dev/null".into(),
+        ];
+        args.extend(self.conn_args(creds, db));
+        let out = self.run(creds, "psql", args, Some(stdin), None).await?;
+        check("psql (loading the dump)", creds, db, out)
+    }
+
+    /// The server's version (e.g. `15.8`).
+    pub async fn version(&self, creds: &Credentials) -> Result<String, PgError> {
+        self.query(creds, &creds.db, "SHOW server_version").await
+    }
+
+    /// On-disk size of the database in bytes.
+    pub async fn database_size(&self, creds: &Credentials) -> Result<u64, PgError> {
+        let s = self
+            .query(creds, &creds.db, "SELECT pg_database_size(current_database())")
+            .await?;
+        s.trim()
+            .parse()
+            .map_err(|_| PgError::Other(format!("unexpected database size `{s}`")))
+    }
+
+    /// Drops `db` (after ending its sessions) and creates it empty, owned by the user.
+    pub async fn recreate_database(&self, creds: &Credentials, db: &str) -> Result<(), PgError> {
+        let lit = db.replace('\'', "''");
+        self.query(
+            creds,
+            "postgres",
+            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}' AND pid <> pg_backend_pid()"),
+        )
+        .await?;
+        self.query(creds, "postgres", &format!("DROP DATABASE IF EXISTS {}", ident(db)))
+            .await?;
+        self.create_database(creds, db).await
+    }
+
+    /// Creates an empty database owned by the user.
+    pub async fn create_database(&self, creds: &Credentials, db: &str) -> Result<(), PgError> {
+        self.query(
+            creds,
+            "postgres",
+            &format!("CREATE DATABASE {} OWNER {}", ident(db), ident(&creds.user)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Drops a database if it exists.
+    pub async fn drop_database(&self, creds: &Credentials, db: &str) -> Result<(), PgError> {
+        self.query(
+            creds,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `count(*)` of each `schema.table` in `db`.
+    pub async fn count_rows(
+        &self,
+        creds: &Credentials,
+        db: &str,
+        tables: &[String],
+    ) -> Result<BTreeMap<String, u64>, PgError> {
+        let mut out = BTreeMap::new();
+        for chunk in tables.chunks(200) {
+            let sql = chunk
+                .iter()
+                .map(|t| {
+                    format!(
+                        "SELECT '{}', count(*) FROM {}",
+                        t.replace('\'', "''"),
+                        qualified(t)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let text = self.query(creds, db, &sql).await?;
+            for line in text.lines() {
+                if let Some((k, v)) = line.rsplit_once('|') {
+                    out.insert(k.to_string(), v.trim().parse().unwrap_or(0));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A description for logs and the manifest (no secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Server::Container { info, .. } => format!("container {}", info.name),
+            Server::Url { url } => crate::actions::commands::redact(url),
+        }
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `schema.table` → `"schema"."table"` (a name without a schema stays unqualified).
+fn qualified(t: &str) -> String {
+    match t.split_once('.') {
+        Some((s, n)) => format!("{}.{}", ident(s), ident(n)),
+        None => ident(t),
+    }
+}
+
+/// The same URL pointing at another database.
+fn with_database(url: &str, db: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{db}"));
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(), PgError> {
+    if out.code == 0 {
+        return Ok(());
+    }
+    let stderr = crate::actions::commands::redact(&out.stderr);
+    if stderr.contains("password authentication failed") || stderr.contains("no password supplied") {
+        return Err(PgError::Auth {
+            what: what.into(),
+            user: creds.user.clone(),
+        });
+    }
+    if stderr.contains("does not exist") && stderr.contains(&format!("database \"{db}\"")) {
+        return Err(PgError::NoDatabase {
+            what: what.into(),
+            db: db.into(),
+        });
+    }
+    let hint = if stderr.contains("server version mismatch") {
+        ": the local client is older than the server; install a newer PostgreSQL client or use postgres-container"
+    } else if out.code == 137 || out.code == 143 {
+        ": the process was killed"
+    } else {
+        ""
+    };
+    Err(PgError::Failed {
+        what: what.into(),
+        code: out.code,
+        stderr: format!(
+            "{}{hint}",
+            if stderr.is_empty() { "(no message)".to_string() } else { stderr }
+        ),
+    })
+}
+
+/// Runs a local client program found on PATH.
+async fn run_local(
+    program: &str,
+    args: Vec<String>,
+    env: Vec<String>,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+    stdout: Option<mpsc::Sender<Bytes>>,
+) -> Result<RunOutcome, PgError> {
+    let path: PathBuf = which::which(program).map_err(|_| PgError::NoClient(program.into()))?;
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(&args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for kv in env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| PgError::Other(format!("cannot start {program}: {e}")))?;
+    let mut child_in = child.stdin.take();
+    let mut child_out = child.stdout.take().expect("piped");
+    let mut child_err = child.stderr.take().expect("piped");
+    let feeder = async move {
+        if let (Some(mut rx), Some(w)) = (stdin, child_in.as_mut()) {
+            while let Some(chunk) = rx.recv().await {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(child_in);
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut sink = stdout;
+        loop {
+            match child_out.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(tx) = &sink {
+                        if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            sink = None;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let errs = async move {
+        let mut s = Vec::new();
+        let _ = child_err.read_to_end(&mut s).await;
+        s
+    };
+    let ((), (), err) = tokio::join!(feeder, reader, errs);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| PgError::Other(format!("{program}: {e}")))?;
+    Ok(RunOutcome {
+        code: status.code().map(i64::from).unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&err).trim().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified("billing.invoices"), "\"billing\".\"invoices\"");
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/app?sslmode=disable", "postgres"),
+            "postgres://u:p@h:5432/postgres?sslmode=disable"
+        );
     }
 }

@@ -8,6 +8,9 @@
 #
 # Contents, mimicking the official rust:*-slim-bookworm:
 #   - debootstrap --variant=minbase bookworm + gcc libc6-dev ca-certificates pkg-config
+#   - plus any CA certificate the host trusts beyond Debian's (see
+#     act_images::trust_host_cas), so cargo can reach crates.io from
+#     `docker build` behind a TLS-inspecting proxy
 #   - the host's Rust toolchain (must be 1.95.x, x86_64-unknown-linux-gnu) under
 #     /usr/local/rustup/toolchains/<name> (RUSTUP_HOME=/usr/local/rustup), its
 #     bin/ on PATH after CARGO_HOME=/usr/local/cargo/bin (empty, for `cargo
@@ -58,6 +61,7 @@ root=$work/rootfs
 mkdir -p "$root"
 
 act_images::bootstrap "$root" gcc,libc6-dev,ca-certificates,pkg-config
+act_images::trust_host_cas "$root"
 
 # Copy what building needs: cargo, rustc, rustdoc (doctests), clippy and
 # rustfmt, their shared libraries and the x86_64 std. Docs (share/) are 800 MB

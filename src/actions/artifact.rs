@@ -1,20 +1,86 @@
-//! Workflow artifacts through the Actions results service ("v4" protocol). (stub)
-use std::path::{Path, PathBuf};
+//! Workflow artifacts through the Actions results service (the "v4" protocol that
+//! `actions/upload-artifact@v4` and later use).
+//!
+//! Two halves, as in `@actions/artifact`:
+//!
+//! 1. Twirp JSON RPCs to `<origin of ACTIONS_RESULTS_URL>/twirp/github.actions.results.api.v1.
+//!    ArtifactService/<Method>` with `Authorization: Bearer $ACTIONS_RUNTIME_TOKEN`: request
+//!    keys in snake_case, int64 as strings; responses accepted in snake_case (github.com) and
+//!    lowerCamelCase (act, Gitea), int64 as string or number.
+//! 2. The bytes go to (or come from) a signed blob URL, never with our token: Azure Put Block
+//!    (`comp=block`, 8 MiB, sequentially: act appends blocks in arrival order) then Put Block
+//!    List (`comp=blocklist`).
+//!
+//! The zip is produced while it is uploaded (a writer thread feeds 8 MiB blocks through a
+//! bounded channel), so neither memory nor the disk ever holds a second copy of the backups.
+//! Downloads are streamed to a private temporary file while hashed, checked against the
+//! recorded digest, and only then unpacked, refusing any entry that would leave the target.
+//! The REST path ([`super::rest`]) uses the same download, check and unpack code.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use super::commands;
+
+const SERVICE_PATH: &str = "twirp/github.actions.results.api.v1.ArtifactService";
+/// Size of one Azure block (and of the zip writer's hand-off to the uploader).
+pub const BLOCK_SIZE: usize = 8 * 1024 * 1024;
+/// Attempts per request (the first try included), as `@actions/artifact`.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Production back-off base: 3 s × 1.5^n, with jitter, as `@actions/artifact`.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(3);
+/// Environment variable (milliseconds) that overrides [`DEFAULT_RETRY_BASE`] (tests, impatient CI).
+pub const RETRY_BASE_ENV: &str = "PREDEPLOY_RETRY_BASE_MS";
+const RETRY_MULTIPLIER: f64 = 1.5;
+/// Characters GitHub refuses in artifact names (toolkit `path-and-artifact-name-validation.ts`).
+pub const FORBIDDEN_NAME_CHARS: [char; 11] =
+    ['"', ':', '<', '>', '|', '*', '?', '\r', '\n', '\\', '/'];
+/// Characters refused in a path inside the artifact (same list, minus the separators).
+const FORBIDDEN_PATH_CHARS: [char; 9] = ['"', ':', '<', '>', '|', '*', '?', '\r', '\n'];
 
 /// Errors of the artifact service.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// Bad input: a name GitHub would refuse, a runtime token without its claims, a file that
+    /// is missing. Nothing was sent.
     #[error("{0}")]
     Invalid(String),
+    /// The artifact does not exist (in this run).
+    #[error("{0}")]
+    NotFound(String),
+    /// The service, the storage or the network failed.
     #[error("{0}")]
     Service(String),
+    /// The downloaded bytes differ from the digest recorded at upload: refused, nothing unpacked.
+    #[error("{0}")]
+    Digest(String),
+    /// The archive is corrupt, or has an entry that would write outside the destination.
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 impl crate::error::Classify for ArtifactError {
     fn exit_kind(&self) -> crate::error::ExitKind {
         match self {
-            ArtifactError::Invalid(_) => crate::error::ExitKind::Usage,
+            ArtifactError::Invalid(_) | ArtifactError::NotFound(_) => crate::error::ExitKind::Usage,
             ArtifactError::Service(_) => crate::error::ExitKind::Environment,
+            ArtifactError::Digest(_) | ArtifactError::Unsafe(_) => {
+                crate::error::ExitKind::Unverified
+            }
         }
     }
 }
@@ -31,36 +97,1461 @@ pub struct UploadedArtifact {
 /// An artifact fetched and unpacked.
 #[derive(Clone, Debug)]
 pub struct DownloadedArtifact {
+    /// Where it was unpacked (the `dest` given).
     pub dir: PathBuf,
+    /// Lowercase hex SHA-256 of the zip as downloaded.
     pub digest: String,
+    /// The unpacked files (full paths under `dir`), in archive order.
     pub files: Vec<PathBuf>,
 }
 
-/// A client of the results service, built from the runtime's URL and token.
-pub struct ArtifactClient;
+/// `https://github.com/<repo>/actions/runs/<run>/artifacts/<id>`: upload-artifact's
+/// `artifact-url` output.
+pub fn artifact_url(
+    server_url: &str,
+    repository: &str,
+    run_id: impl fmt::Display,
+    artifact_id: i64,
+) -> String {
+    let server = server_url.trim().trim_end_matches('/');
+    let server = if server.is_empty() {
+        "https://github.com"
+    } else {
+        server
+    };
+    format!("{server}/{repository}/actions/runs/{run_id}/artifacts/{artifact_id}")
+}
 
-impl ArtifactClient {
-    pub fn new(results_url: &str, runtime_token: &str) -> Result<Self, ArtifactError> {
-        let _ = (results_url, runtime_token);
-        Ok(ArtifactClient)
+/// Checks an artifact name as GitHub does: not empty, none of [`FORBIDDEN_NAME_CHARS`].
+pub fn validate_name(name: &str) -> Result<(), ArtifactError> {
+    if name.trim().is_empty() {
+        return Err(ArtifactError::Invalid(
+            "the artifact name is empty: set artifact-name (the default is predeploy-backup)"
+                .into(),
+        ));
+    }
+    let found: Vec<&str> = FORBIDDEN_NAME_CHARS
+        .iter()
+        .filter(|c| name.contains(**c))
+        .map(|c| describe_char(*c))
+        .collect();
+    if !found.is_empty() {
+        return Err(ArtifactError::Invalid(format!(
+            "the artifact name \"{}\" is not valid: it contains {}. GitHub refuses these \
+             characters in artifact names: double quote \", colon :, less than <, greater than >, \
+             vertical bar |, asterisk *, question mark ?, carriage return \\r, line feed \\n, \
+             backslash \\, forward slash /. Choose another artifact-name.",
+            name.escape_debug(),
+            found.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn describe_char(c: char) -> &'static str {
+    match c {
+        '"' => "a double quote \"",
+        ':' => "a colon :",
+        '<' => "a less than <",
+        '>' => "a greater than >",
+        '|' => "a vertical bar |",
+        '*' => "an asterisk *",
+        '?' => "a question mark ?",
+        '\r' => "a carriage return \\r",
+        '\n' => "a line feed \\n",
+        '\\' => "a backslash \\",
+        '/' => "a forward slash /",
+        _ => "a forbidden character",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and HTTP clients (shared with the REST path)
+
+/// Back-off policy: `base × 1.5^n`, jittered up to × 1.5, for [`MAX_ATTEMPTS`] attempts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retry {
+    pub base: Duration,
+    pub attempts: u32,
+}
+
+impl Retry {
+    /// [`DEFAULT_RETRY_BASE`], or `PREDEPLOY_RETRY_BASE_MS` when set.
+    pub(crate) fn from_env() -> Self {
+        let base = std::env::var(RETRY_BASE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_RETRY_BASE);
+        Retry {
+            base,
+            attempts: MAX_ATTEMPTS,
+        }
     }
 
+    /// The wait before retry number `n` (0 for the first retry).
+    pub(crate) fn delay(&self, n: u32) -> Duration {
+        let min = self.base.as_secs_f64() * RETRY_MULTIPLIER.powi(n as i32);
+        let max = min * RETRY_MULTIPLIER;
+        Duration::from_secs_f64(min + (max - min) * random_unit())
+    }
+
+    /// Sleeps before attempt `attempt` (0-based; no wait before the first), logging why.
+    pub(crate) async fn wait(&self, attempt: u32, why: &str) {
+        if attempt == 0 {
+            return;
+        }
+        let d = self.delay(attempt - 1);
+        commands::log(&format!(
+            "{why}; retrying in {:.1} s (attempt {} of {})",
+            d.as_secs_f64(),
+            attempt + 1,
+            self.attempts
+        ));
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn random_unit() -> f64 {
+    let r = (uuid::Uuid::new_v4().as_u128() >> 64) as u64;
+    (r >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// 429 and any 5xx are worth another try.
+pub(crate) fn is_retryable(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// An HTTP client with our user agent. `follow` redirects only for blob downloads (reqwest
+/// would drop credentials across hosts, and we never give it any for blobs anyway).
+pub(crate) fn http_client(follow: bool) -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("predeploy-backup/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(300))
+        .redirect(if follow {
+            reqwest::redirect::Policy::limited(5)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .build()
+        .map_err(|e| format!("could not set up the HTTP client: {}", error_chain(&e)))
+}
+
+/// An error and its sources on one line (reqwest's own message is terse).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_txt = s.to_string();
+        if !out.contains(&s_txt) {
+            out.push_str(": ");
+            out.push_str(&s_txt);
+        }
+        cur = s.source();
+    }
+    commands::redact(&out)
+}
+
+/// A reqwest error without the URL it carries (a signed URL must never be printed).
+pub(crate) fn req_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    error_chain(&e)
+}
+
+/// Registers a signed URL's secret parts with the masker.
+pub(crate) fn mask_signed_url(u: &Url) {
+    for (k, v) in u.query_pairs() {
+        if k.eq_ignore_ascii_case("sig") || k.eq_ignore_ascii_case("signature") {
+            commands::mask(&v);
+            // As it appears, percent-encoded, in the URL text.
+            let enc: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+            commands::mask(&enc);
+        }
+    }
+}
+
+/// `scheme://host:port/path`, without the query (which holds the signature).
+pub(crate) fn describe_url(u: &Url) -> String {
+    let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+    if let Some(p) = u.port() {
+        s.push_str(&format!(":{p}"));
+    }
+    s.push_str(u.path());
+    s
+}
+
+fn snippet(body: &str) -> String {
+    let t: String = body.trim().chars().take(300).collect();
+    commands::redact(&t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lenient deserialisation: int64 as string or number, null as default, StringValue wrappers
+
+fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(0),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .ok_or_else(|| D::Error::custom(format!("not an int64: {n}"))),
+        serde_json::Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| D::Error::custom(format!("not an int64: {s:?}"))),
+        other => Err(D::Error::custom(format!("not an int64: {other}"))),
+    }
+}
+
+fn de_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(de_opt_string(d)?.unwrap_or_default())
+}
+
+/// A string, `null`, or a `{"value": "..."}` wrapper.
+fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Object(m) => m.get("value").and_then(|v| v.as_str()).map(String::from),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn de_vec<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct CreateArtifactRequest<'a> {
+    workflow_run_backend_id: &'a str,
+    workflow_job_run_backend_id: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    version: i32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CreateArtifactResponse {
+    ok: bool,
+    #[serde(alias = "signedUploadUrl", deserialize_with = "de_string")]
+    signed_upload_url: String,
+}
+
+#[derive(Serialize)]
+struct FinalizeArtifactRequest<'a> {
+    workflow_run_backend_id: &'a str,
+    workflow_job_run_backend_id: &'a str,
+    name: &'a str,
+    /// int64, as a string.
+    size: String,
+    hash: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FinalizeArtifactResponse {
+    ok: bool,
+    #[serde(alias = "artifactId", deserialize_with = "de_i64")]
+    artifact_id: i64,
+}
+
+#[derive(Serialize)]
+struct ListArtifactsRequest<'a> {
+    workflow_run_backend_id: &'a str,
+    workflow_job_run_backend_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_filter: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ListArtifactsResponse {
+    #[serde(deserialize_with = "de_vec")]
+    artifacts: Vec<ListedArtifact>,
+}
+
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+struct ListedArtifact {
+    #[serde(alias = "workflowRunBackendId", deserialize_with = "de_string")]
+    workflow_run_backend_id: String,
+    #[serde(alias = "workflowJobRunBackendId", deserialize_with = "de_string")]
+    workflow_job_run_backend_id: String,
+    #[serde(alias = "databaseId", deserialize_with = "de_i64")]
+    database_id: i64,
+    #[serde(deserialize_with = "de_string")]
+    name: String,
+    #[serde(deserialize_with = "de_i64")]
+    size: i64,
+    #[serde(deserialize_with = "de_opt_string")]
+    digest: Option<String>,
+}
+
+#[derive(Serialize)]
+struct GetSignedArtifactUrlRequest<'a> {
+    workflow_run_backend_id: &'a str,
+    workflow_job_run_backend_id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GetSignedArtifactUrlResponse {
+    #[serde(alias = "signedUrl", deserialize_with = "de_string")]
+    signed_url: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TwirpError {
+    #[serde(deserialize_with = "de_string")]
+    code: String,
+    #[serde(deserialize_with = "de_string")]
+    msg: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runtime token
+
+const TOKEN_HELP: &str = "artifacts can be uploaded or downloaded only inside a GitHub Actions \
+     job, which gives the step ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL; under act, pass \
+     --artifact-server-path <dir> so that act starts its artifact server and hands out a token. \
+     Outside Actions set upload-artifact: false";
+
+fn backend_ids(token: &str) -> Result<(String, String), ArtifactError> {
+    let invalid = |why: &str| {
+        ArtifactError::Invalid(format!(
+            "the Actions runtime token (ACTIONS_RUNTIME_TOKEN) is invalid and/or missing claims \
+             ({why}): {TOKEN_HELP}"
+        ))
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(invalid("it is not a JWT of three dot-separated parts"));
+    }
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let payload = lenient
+        .decode(parts[1])
+        .map_err(|_| invalid("its payload is not base64url"))?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|_| invalid("its payload is not JSON"))?;
+    let scp = match claims.get("scp") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => return Err(invalid("it has no `scp` claim")),
+    };
+    for scope in scp.split_whitespace() {
+        if scope.starts_with("Actions.Results:") {
+            let p: Vec<&str> = scope.split(':').collect();
+            if p.len() == 3 && !p[1].is_empty() && !p[2].is_empty() {
+                return Ok((p[1].to_string(), p[2].to_string()));
+            }
+            return Err(invalid(
+                "its `Actions.Results` scope is not `Actions.Results:<run>:<job>`",
+            ));
+        }
+    }
+    Err(invalid(
+        "its `scp` claim has no `Actions.Results:<run>:<job>` scope",
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// A client of the results service, built from the runtime's URL and token.
+pub struct ArtifactClient {
+    origin: String,
+    token: String,
+    run_backend_id: String,
+    job_backend_id: String,
+    api: reqwest::Client,
+    blob: reqwest::Client,
+    retry: Retry,
+    retention_cap: Option<u32>,
+}
+
+impl fmt::Debug for ArtifactClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtifactClient")
+            .field("origin", &self.origin)
+            .field("run_backend_id", &self.run_backend_id)
+            .field("job_backend_id", &self.job_backend_id)
+            .field("retry", &self.retry)
+            .field("retention_cap", &self.retention_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArtifactClient {
+    /// `results_url` is `ACTIONS_RESULTS_URL` (only its origin is used); `runtime_token` is
+    /// `ACTIONS_RUNTIME_TOKEN`, whose `scp` claim names the run and job. The token is masked.
+    /// The retry base comes from `PREDEPLOY_RETRY_BASE_MS` (default 3 s) and the retention cap
+    /// from `GITHUB_RETENTION_DAYS`; both can be overridden with the `with_*` methods.
+    pub fn new(results_url: &str, runtime_token: &str) -> Result<Self, ArtifactError> {
+        let token = runtime_token.trim().to_string();
+        commands::mask(&token);
+        let (run_backend_id, job_backend_id) = backend_ids(&token)?;
+        if token.chars().any(|c| c.is_control() || !c.is_ascii()) {
+            return Err(ArtifactError::Invalid(format!(
+                "the Actions runtime token (ACTIONS_RUNTIME_TOKEN) is invalid: it contains \
+                 characters that cannot be sent in an HTTP header: {TOKEN_HELP}"
+            )));
+        }
+        let url = Url::parse(results_url.trim()).map_err(|e| {
+            ArtifactError::Invalid(format!(
+                "ACTIONS_RESULTS_URL `{}` is not a URL ({e}): {TOKEN_HELP}",
+                commands::redact(results_url.trim())
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ArtifactError::Invalid(format!(
+                "ACTIONS_RESULTS_URL `{}` is not an http(s) URL: {TOKEN_HELP}",
+                commands::redact(results_url.trim())
+            )));
+        }
+        let origin = url.origin().ascii_serialization();
+        let api = http_client(false).map_err(ArtifactError::Service)?;
+        let blob = http_client(true).map_err(ArtifactError::Service)?;
+        let retention_cap = std::env::var("GITHUB_RETENTION_DAYS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|d| *d > 0);
+        Ok(ArtifactClient {
+            origin,
+            token,
+            run_backend_id,
+            job_backend_id,
+            api,
+            blob,
+            retry: Retry::from_env(),
+            retention_cap,
+        })
+    }
+
+    /// Sets the back-off base (production: 3 s; tests: a few ms).
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.retry.base = base;
+        self
+    }
+
+    /// Sets the repository's maximum retention (`GITHUB_RETENTION_DAYS`); `None` for no cap.
+    pub fn with_retention_cap(mut self, cap: Option<u32>) -> Self {
+        self.retention_cap = cap.filter(|d| *d > 0);
+        self
+    }
+
+    /// The `(workflow run, workflow job run)` backend IDs read from the token.
+    pub fn backend_ids(&self) -> (&str, &str) {
+        (&self.run_backend_id, &self.job_backend_id)
+    }
+
+    /// The origin all RPCs go to.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Uploads `files` (path inside the zip, file on disk) as the artifact `name`.
+    ///
+    /// `.gz`/`.tar.gz` (and other already compressed) entries are stored, the rest deflated.
+    /// The zip is streamed in 8 MiB blocks while it is written; nothing is held whole.
+    /// `retention_days`: `None` or 0 leaves the repository's default.
     pub async fn upload(
         &self,
         name: &str,
         files: &[(String, PathBuf)],
         retention_days: Option<u32>,
     ) -> Result<UploadedArtifact, ArtifactError> {
-        let _ = (name, files, retention_days);
-        Err(ArtifactError::Service("not implemented".into()))
+        validate_name(name)?;
+        let entries = plan_entries(files)?;
+        let expires_at = self.expires_at(retention_days);
+        commands::log(&format!(
+            "Uploading artifact `{name}` ({} file{})",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" }
+        ));
+
+        let created: CreateArtifactResponse = self
+            .twirp(
+                "CreateArtifact",
+                &CreateArtifactRequest {
+                    workflow_run_backend_id: &self.run_backend_id,
+                    workflow_job_run_backend_id: &self.job_backend_id,
+                    name,
+                    expires_at,
+                    version: 4,
+                },
+            )
+            .await?;
+        if !created.ok || created.signed_upload_url.is_empty() {
+            return Err(ArtifactError::Service(format!(
+                "the results service did not accept the artifact `{name}` (CreateArtifact \
+                 answered ok=false): an artifact of that name may already exist in this run \
+                 (names must be unique per run; choose another artifact-name)"
+            )));
+        }
+        let signed = Url::parse(&created.signed_upload_url).map_err(|e| {
+            ArtifactError::Service(format!(
+                "CreateArtifact returned an upload URL that is not a URL: {e}"
+            ))
+        })?;
+        mask_signed_url(&signed);
+
+        let (size, digest) = self.upload_zip(&signed, entries).await?;
+
+        let fin: FinalizeArtifactResponse = self
+            .twirp(
+                "FinalizeArtifact",
+                &FinalizeArtifactRequest {
+                    workflow_run_backend_id: &self.run_backend_id,
+                    workflow_job_run_backend_id: &self.job_backend_id,
+                    name,
+                    size: size.to_string(),
+                    hash: format!("sha256:{digest}"),
+                },
+            )
+            .await?;
+        if !fin.ok {
+            return Err(ArtifactError::Service(format!(
+                "the results service did not finalize the artifact `{name}` (FinalizeArtifact \
+                 answered ok=false) after {size} bytes were uploaded"
+            )));
+        }
+        commands::log(&format!(
+            "Uploaded artifact `{name}`: id {}, {size} bytes, sha256:{digest}",
+            fin.artifact_id
+        ));
+        Ok(UploadedArtifact {
+            id: fin.artifact_id,
+            digest,
+            size,
+        })
     }
 
+    /// Downloads the newest artifact `name` of this run into `dest` (created if needed),
+    /// refusing it if its SHA-256 differs from the digest the service recorded.
     pub async fn download(
         &self,
         name: &str,
         dest: &Path,
     ) -> Result<DownloadedArtifact, ArtifactError> {
-        let _ = (name, dest);
-        Err(ArtifactError::Service("not implemented".into()))
+        validate_name(name)?;
+        let run = std::env::var("GITHUB_RUN_ID")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| format!("run {v}"))
+            .unwrap_or_else(|| format!("the current run (backend id {})", self.run_backend_id));
+        let list: ListArtifactsResponse = self
+            .twirp(
+                "ListArtifacts",
+                &ListArtifactsRequest {
+                    workflow_run_backend_id: &self.run_backend_id,
+                    workflow_job_run_backend_id: &self.job_backend_id,
+                    name_filter: Some(name),
+                },
+            )
+            .await?;
+        let Some(found) = list
+            .artifacts
+            .into_iter()
+            .filter(|a| a.name == name)
+            .max_by_key(|a| a.database_id)
+        else {
+            return Err(ArtifactError::NotFound(format!(
+                "{run} has no artifact named `{name}`: the backup step of this run did not \
+                 upload it (upload-artifact: false, or it has not run yet), or it was deleted. \
+                 To restore a backup of another run, pass run-id (with github-token that has \
+                 actions: read), or manifest with the path of a local manifest.yml"
+            )));
+        };
+        let run_id = if found.workflow_run_backend_id.is_empty() {
+            self.run_backend_id.as_str()
+        } else {
+            found.workflow_run_backend_id.as_str()
+        };
+        let job_id = if found.workflow_job_run_backend_id.is_empty() {
+            self.job_backend_id.as_str()
+        } else {
+            found.workflow_job_run_backend_id.as_str()
+        };
+        let signed: GetSignedArtifactUrlResponse = self
+            .twirp(
+                "GetSignedArtifactURL",
+                &GetSignedArtifactUrlRequest {
+                    workflow_run_backend_id: run_id,
+                    workflow_job_run_backend_id: job_id,
+                    name,
+                },
+            )
+            .await?;
+        if signed.signed_url.is_empty() {
+            return Err(ArtifactError::Service(format!(
+                "GetSignedArtifactURL returned no URL for the artifact `{name}` of {run}"
+            )));
+        }
+        let url = Url::parse(&signed.signed_url).map_err(|e| {
+            ArtifactError::Service(format!(
+                "GetSignedArtifactURL returned a download URL that is not a URL: {e}"
+            ))
+        })?;
+        mask_signed_url(&url);
+        let what = format!("the artifact `{name}` (id {}) of {run}", found.database_id);
+        fetch_verify_unpack(
+            &self.blob,
+            self.retry,
+            &url,
+            found.digest.as_deref(),
+            &what,
+            dest,
+        )
+        .await
+    }
+
+    fn expires_at(&self, retention_days: Option<u32>) -> Option<String> {
+        let mut days = retention_days.filter(|d| *d > 0)?;
+        if let Some(cap) = self.retention_cap {
+            if days > cap {
+                commands::warning(
+                    "Artifact retention",
+                    None,
+                    &format!(
+                        "retention-days {days} is more than this repository's maximum of {cap} \
+                         days (GITHUB_RETENTION_DAYS): the artifact will be kept {cap} days"
+                    ),
+                );
+                days = cap;
+            }
+        }
+        let at = chrono::Utc::now() + chrono::Duration::days(i64::from(days));
+        Some(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+
+    /// One Twirp RPC, with retries on 429, 5xx, transport errors and unreadable answers.
+    async fn twirp<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp, ArtifactError> {
+        let url = format!("{}/{SERVICE_PATH}/{method}", self.origin);
+        let body = Bytes::from(
+            serde_json::to_vec(req).map_err(|e| ArtifactError::Service(e.to_string()))?,
+        );
+        let mut last = String::new();
+        for attempt in 0..self.retry.attempts {
+            self.retry.wait(attempt, &last).await;
+            let sent = self
+                .api
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::ACCEPT, "application/json")
+                .bearer_auth(&self.token)
+                .body(body.clone())
+                .send()
+                .await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!(
+                        "could not reach the results service at {} for {method}: {}",
+                        self.origin,
+                        req_error(e)
+                    );
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let text = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = format!("{method}: the answer was cut short: {}", req_error(e));
+                    continue;
+                }
+            };
+            if status.is_success() {
+                match serde_json::from_slice::<Resp>(&text) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        last = format!(
+                            "{method} answered {status} with a body that is not the expected \
+                             JSON ({e}): {}",
+                            snippet(&String::from_utf8_lossy(&text))
+                        );
+                        continue;
+                    }
+                }
+            }
+            let twirp: TwirpError = serde_json::from_slice(&text).unwrap_or_default();
+            let detail = if twirp.msg.is_empty() {
+                snippet(&String::from_utf8_lossy(&text))
+            } else if twirp.code.is_empty() {
+                commands::redact(&twirp.msg)
+            } else {
+                commands::redact(&format!("{} ({})", twirp.msg, twirp.code))
+            };
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            };
+            if twirp.msg.contains("insufficient usage") {
+                return Err(ArtifactError::Service(format!(
+                    "the results service refused {method}{detail}: the account's artifact \
+                     storage quota is used up; delete old artifacts or lower retention-days"
+                )));
+            }
+            if is_retryable(status) {
+                last = format!("{method} answered {status}{detail}");
+                continue;
+            }
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
+                return Err(ArtifactError::Service(format!(
+                    "the results service refused the runtime token ({method} answered \
+                     {status}{detail}): the token is invalid or has expired; {TOKEN_HELP}"
+                )));
+            }
+            return Err(ArtifactError::Service(format!(
+                "the results service refused {method} with {status}{detail}"
+            )));
+        }
+        Err(ArtifactError::Service(format!(
+            "the Actions results service failed {} times; last: {last}. Check ACTIONS_RESULTS_URL \
+             ({}); under act, the artifact server (--artifact-server-path, \
+             --artifact-server-addr) must be reachable from the action's container",
+            self.retry.attempts, self.origin
+        )))
+    }
+
+    /// Writes the zip on a blocking thread and uploads it block by block as it comes.
+    async fn upload_zip(
+        &self,
+        signed: &Url,
+        entries: Vec<ZipEntry>,
+    ) -> Result<(u64, String), ArtifactError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let writer = tokio::task::spawn_blocking(move || write_zip(entries, tx));
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut ids: Vec<String> = Vec::new();
+        while let Some(block) = rx.recv().await {
+            hasher.update(&block);
+            size += block.len() as u64;
+            let id = block_id(ids.len());
+            let mut url = signed.clone();
+            url.query_pairs_mut()
+                .append_pair("comp", "block")
+                .append_pair("blockid", &id);
+            let what = format!("block {} ({} bytes)", ids.len() + 1, block.len());
+            self.put_blob(&url, block, None, &what).await?;
+            ids.push(id);
+        }
+        match writer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(ArtifactError::Service(format!(
+                    "the zip writer stopped unexpectedly: {e}"
+                )))
+            }
+        }
+        let mut xml = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
+        for id in &ids {
+            xml.push_str("<Latest>");
+            xml.push_str(id);
+            xml.push_str("</Latest>");
+        }
+        xml.push_str("</BlockList>");
+        let mut url = signed.clone();
+        url.query_pairs_mut().append_pair("comp", "blocklist");
+        self.put_blob(&url, Bytes::from(xml), Some("zip"), "the block list")
+            .await?;
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    /// One PUT to the blob storage (no credentials but the URL's signature), with retries.
+    async fn put_blob(
+        &self,
+        url: &Url,
+        body: Bytes,
+        blob_content_type: Option<&str>,
+        what: &str,
+    ) -> Result<(), ArtifactError> {
+        let mut last = String::new();
+        for attempt in 0..self.retry.attempts {
+            self.retry.wait(attempt, &last).await;
+            let mut req = self.blob.put(url.clone()).body(body.clone());
+            if let Some(ct) = blob_content_type {
+                req = req
+                    .header("x-ms-blob-content-type", ct)
+                    .header(reqwest::header::CONTENT_TYPE, "application/xml");
+            }
+            match req.send().await {
+                Err(e) => {
+                    last = format!(
+                        "uploading {what} to {} failed: {}",
+                        describe_url(url),
+                        req_error(e)
+                    )
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    if status.is_success() {
+                        return Ok(());
+                    }
+                    let text = r.text().await.unwrap_or_default();
+                    let detail = azure_error(&text);
+                    if is_retryable(status) {
+                        last = format!("the artifact storage answered {status} to {what}{detail}");
+                        continue;
+                    }
+                    return Err(ArtifactError::Service(format!(
+                        "the artifact storage ({}) refused {what} with {status}{detail}; the \
+                         signed upload URL may have expired",
+                        describe_url(url)
+                    )));
+                }
+            }
+        }
+        Err(ArtifactError::Service(format!(
+            "uploading the artifact failed {} times; last: {last}",
+            self.retry.attempts
+        )))
+    }
+}
+
+/// Equal-length block IDs (Azure requires it), base64 of a fixed-width counter.
+fn block_id(index: usize) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("predeploy-block-{index:08}"))
+}
+
+/// `: <Code>: <Message>` from an Azure storage error body, if any.
+fn azure_error(body: &str) -> String {
+    let tag = |t: &str| -> Option<String> {
+        let open = format!("<{t}>");
+        let close = format!("</{t}>");
+        let s = body.find(&open)? + open.len();
+        let e = body[s..].find(&close)? + s;
+        Some(body[s..e].lines().next().unwrap_or("").trim().to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => commands::redact(&format!(": {c}: {m}")),
+        (Some(c), None) => commands::redact(&format!(": {c}")),
+        _ if body.trim().is_empty() => String::new(),
+        _ => format!(": {}", snippet(body)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zip writing
+
+struct ZipEntry {
+    name: String,
+    path: PathBuf,
+    size: u64,
+    stored: bool,
+}
+
+/// Already compressed: storing beats deflating again.
+fn is_compressed(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        ".gz", ".tgz", ".zip", ".zst", ".xz", ".bz2", ".7z", ".br", ".lz4",
+    ]
+    .iter()
+    .any(|s| n.ends_with(s))
+}
+
+fn plan_entries(files: &[(String, PathBuf)]) -> Result<Vec<ZipEntry>, ArtifactError> {
+    if files.is_empty() {
+        return Err(ArtifactError::Invalid(
+            "there are no files to upload as an artifact".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(files.len());
+    for (name, path) in files {
+        let rel = safe_relative(name).map_err(|why| {
+            ArtifactError::Invalid(format!(
+                "cannot upload `{}` as \"{}\" in the artifact: the path {why}",
+                path.display(),
+                name.escape_debug()
+            ))
+        })?;
+        if let Some(c) = FORBIDDEN_PATH_CHARS.iter().find(|c| name.contains(**c)) {
+            return Err(ArtifactError::Invalid(format!(
+                "cannot upload `{}` as \"{}\": the path contains {}, which GitHub refuses in \
+                 artifact paths",
+                path.display(),
+                name.escape_debug(),
+                describe_char(*c)
+            )));
+        }
+        let key = rel.to_string_lossy().into_owned();
+        if !seen.insert(key.clone()) {
+            return Err(ArtifactError::Invalid(format!(
+                "two files would be stored as `{key}` in the artifact"
+            )));
+        }
+        let meta = fs::metadata(path).map_err(|e| {
+            ArtifactError::Invalid(format!(
+                "cannot upload `{}` in the artifact: {e}",
+                path.display()
+            ))
+        })?;
+        if !meta.is_file() {
+            return Err(ArtifactError::Invalid(format!(
+                "cannot upload `{}` in the artifact: it is not a regular file",
+                path.display()
+            )));
+        }
+        out.push(ZipEntry {
+            name: key,
+            path: path.clone(),
+            size: meta.len(),
+            stored: is_compressed(name),
+        });
+    }
+    Ok(out)
+}
+
+/// Feeds the zip's bytes to the uploader in [`BLOCK_SIZE`] blocks.
+struct BlockWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl BlockWriter {
+    fn send(&mut self) -> io::Result<()> {
+        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK_SIZE));
+        self.tx
+            .blocking_send(Bytes::from(block))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the artifact upload stopped"))
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        }
+    }
+}
+
+impl Write for BlockWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (BLOCK_SIZE - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BLOCK_SIZE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn zip_time(meta: &fs::Metadata) -> Option<zip::DateTime> {
+    use chrono::{Datelike, Timelike};
+    let t: chrono::DateTime<chrono::Utc> = meta.modified().ok()?.into();
+    zip::DateTime::from_date_and_time(
+        u16::try_from(t.year()).ok()?,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+    )
+    .ok()
+}
+
+fn write_zip(
+    entries: Vec<ZipEntry>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), ArtifactError> {
+    let out = BlockWriter {
+        tx,
+        buf: Vec::with_capacity(BLOCK_SIZE),
+    };
+    let mut zip = zip::ZipWriter::new_stream(out);
+    let fail = |path: &Path, e: &dyn fmt::Display| {
+        ArtifactError::Service(format!(
+            "could not add `{}` to the artifact: {e}",
+            path.display()
+        ))
+    };
+    for e in &entries {
+        let file = File::open(&e.path).map_err(|err| fail(&e.path, &err))?;
+        let meta = file.metadata().map_err(|err| fail(&e.path, &err))?;
+        let size = meta.len().max(e.size);
+        let mut opts = zip::write::SimpleFileOptions::default()
+            .compression_method(if e.stored {
+                zip::CompressionMethod::Stored
+            } else {
+                zip::CompressionMethod::Deflated
+            })
+            .compression_level(if e.stored { None } else { Some(6) })
+            .unix_permissions(0o644)
+            // Deflate can grow incompressible data a little: leave a margin below 4 GiB.
+            .large_file(size >= 0xF000_0000);
+        if let Some(t) = zip_time(&meta) {
+            opts = opts.last_modified_time(t);
+        }
+        zip.start_file(e.name.as_str(), opts)
+            .map_err(|err| fail(&e.path, &err))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        io::copy(&mut reader, &mut zip).map_err(|err| fail(&e.path, &err))?;
+    }
+    let inner = zip
+        .finish()
+        .map_err(|e| ArtifactError::Service(format!("could not finish the artifact zip: {e}")))?
+        .into_inner();
+    inner
+        .finish()
+        .map_err(|e| ArtifactError::Service(format!("could not finish the artifact zip: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Download, verify, unpack (shared with the REST path)
+
+/// A private temporary file, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(prefix: &str) -> io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}.zip", uuid::Uuid::new_v4().simple()));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(TempFile(path))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// `sha256:<hex>` (or bare hex) → lowercase hex; `None` for another algorithm or format.
+pub(crate) fn parse_digest(d: &str) -> Option<String> {
+    let d = d.trim();
+    let hex = match d.split_once(':') {
+        Some((alg, h)) if alg.trim().eq_ignore_ascii_case("sha256") => h.trim(),
+        Some(_) => return None,
+        None => d,
+    };
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// Downloads `url` (no credentials) to a temporary file while hashing it, compares the hash
+/// with `expected` (`sha256:<hex>`) when there is one, then unpacks it safely into `dest`.
+/// `what` names the artifact in messages ("the artifact `x` (id 9) of run 123 of o/r").
+pub(crate) async fn fetch_verify_unpack(
+    http: &reqwest::Client,
+    retry: Retry,
+    url: &Url,
+    expected: Option<&str>,
+    what: &str,
+    dest: &Path,
+) -> Result<DownloadedArtifact, ArtifactError> {
+    let expected_hex = match expected.map(str::trim).filter(|d| !d.is_empty()) {
+        None => {
+            commands::log(&format!(
+                "{what} has no recorded digest (uploaded by an older client): its zip is not \
+                 checked against one; the manifest's checksums are still checked before restore"
+            ));
+            None
+        }
+        Some(d) => match parse_digest(d) {
+            Some(h) => Some(h),
+            None => {
+                commands::warning(
+                    "Artifact digest",
+                    None,
+                    &format!(
+                        "{what} has a digest in a form this version cannot check ({}); the \
+                         manifest's checksums are still checked before restore",
+                        d.escape_debug()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let tmp = TempFile::new("predeploy-artifact").map_err(|e| {
+        ArtifactError::Service(format!(
+            "cannot create a temporary file in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    })?;
+    let (size, digest) = download_to(http, retry, url, &tmp.0, what).await?;
+    if let Some(exp) = &expected_hex {
+        if *exp != digest {
+            return Err(ArtifactError::Digest(format!(
+                "refusing {what}: the downloaded zip ({size} bytes) has SHA-256 {digest}, but \
+                 sha256:{exp} was recorded when it was uploaded. The download is corrupt or the \
+                 artifact was changed; nothing was unpacked"
+            )));
+        }
+    }
+    let zip_path = tmp.0.clone();
+    let dest_owned = dest.to_path_buf();
+    let what_owned = what.to_string();
+    let files =
+        tokio::task::spawn_blocking(move || unpack_zip(&zip_path, &dest_owned, &what_owned))
+            .await
+            .map_err(|e| ArtifactError::Service(format!("unpacking {what} stopped: {e}")))??;
+    drop(tmp);
+    Ok(DownloadedArtifact {
+        dir: dest.to_path_buf(),
+        digest,
+        files,
+    })
+}
+
+async fn download_to(
+    http: &reqwest::Client,
+    retry: Retry,
+    url: &Url,
+    path: &Path,
+    what: &str,
+) -> Result<(u64, String), ArtifactError> {
+    let io_err = |e: io::Error| {
+        ArtifactError::Service(format!("cannot write {what} to {}: {e}", path.display()))
+    };
+    let mut last = String::new();
+    for attempt in 0..retry.attempts {
+        retry.wait(attempt, &last).await;
+        let resp = match http.get(url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!(
+                    "downloading {what} from {} failed: {}",
+                    describe_url(url),
+                    req_error(e)
+                );
+                continue;
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let detail = azure_error(&text);
+            if is_retryable(status) {
+                last = format!("the artifact storage answered {status} for {what}{detail}");
+                continue;
+            }
+            if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
+                return Err(ArtifactError::NotFound(format!(
+                    "the storage of {what} answered {status}{detail}: the artifact has expired \
+                     or was deleted"
+                )));
+            }
+            return Err(ArtifactError::Service(format!(
+                "the artifact storage ({}) refused the download of {what} with {status}{detail}; \
+                 the signed URL is valid only for a short time: try again",
+                describe_url(url)
+            )));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .await
+            .map_err(io_err)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut stream = resp.bytes_stream();
+        let mut cut = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    hasher.update(&c);
+                    size += c.len() as u64;
+                    file.write_all(&c).await.map_err(io_err)?;
+                }
+                Err(e) => {
+                    cut = Some(req_error(e));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = cut {
+            last = format!("the download of {what} was cut short after {size} bytes: {e}");
+            continue;
+        }
+        file.flush().await.map_err(io_err)?;
+        file.sync_all().await.map_err(io_err)?;
+        return Ok((size, hex::encode(hasher.finalize())));
+    }
+    Err(ArtifactError::Service(format!(
+        "downloading {what} failed {} times; last: {last}",
+        retry.attempts
+    )))
+}
+
+/// A zip entry name as a relative path that stays inside its target, or why not.
+fn safe_relative(name: &str) -> Result<PathBuf, &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if name.contains('\\') {
+        return Err("contains a backslash");
+    }
+    if name.starts_with('/') {
+        return Err("is absolute");
+    }
+    let b = name.as_bytes();
+    if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        return Err("starts with a drive letter");
+    }
+    let mut out = PathBuf::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("goes up with `..`"),
+            p => out.push(p),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err("names no file");
+    }
+    debug_assert!(out.components().all(|c| matches!(c, Component::Normal(_))));
+    Ok(out)
+}
+
+/// Creates `rel`'s directories under `dest`, refusing to go through a symbolic link or a file.
+fn ensure_dirs(dest: &Path, rel: &Path) -> Result<(), String> {
+    let mut cur = dest.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("`{}` is a symbolic link", cur.display()))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("`{}` exists and is not a directory", cur.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&cur).map_err(|e| format!("cannot create {}: {e}", cur.display()))?
+            }
+            Err(e) => return Err(format!("cannot inspect {}: {e}", cur.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks a zip into `dest`. Every entry is checked before any byte is written: absolute
+/// paths, `..`, backslashes, links, devices, encrypted and duplicate entries are refused.
+pub(crate) fn unpack_zip(
+    zip_path: &Path,
+    dest: &Path,
+    what: &str,
+) -> Result<Vec<PathBuf>, ArtifactError> {
+    let refuse =
+        |m: String| ArtifactError::Unsafe(format!("refusing {what}: {m}; nothing was unpacked"));
+    let file = File::open(zip_path)
+        .map_err(|e| ArtifactError::Service(format!("cannot read the downloaded zip: {e}")))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| refuse(format!("it is not a valid zip archive ({e})")))?;
+
+    // 1. Check every entry.
+    let mut plan: Vec<(usize, PathBuf, bool)> = Vec::with_capacity(zip.len());
+    let mut seen = HashSet::new();
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index_raw(i)
+            .map_err(|e| refuse(format!("entry {i} cannot be read ({e})")))?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let shown = name.escape_debug().to_string();
+        let rel = safe_relative(&name).map_err(|why| refuse(format!("entry `{shown}` {why}")))?;
+        if entry.encrypted() {
+            return Err(refuse(format!("entry `{shown}` is encrypted")));
+        }
+        if entry.is_symlink() {
+            return Err(refuse(format!("entry `{shown}` is a symbolic link")));
+        }
+        if let Some(mode) = entry.unix_mode() {
+            let kind = mode & 0o170000;
+            if kind != 0 && kind != 0o100000 && kind != 0o040000 {
+                return Err(refuse(format!(
+                    "entry `{shown}` is a device, FIFO or socket"
+                )));
+            }
+        }
+        let is_dir = entry.is_dir();
+        if !seen.insert(rel.clone()) {
+            return Err(refuse(format!("entry `{shown}` appears twice")));
+        }
+        plan.push((i, rel, is_dir));
+    }
+    let files_set: HashSet<&Path> = plan
+        .iter()
+        .filter(|p| !p.2)
+        .map(|p| p.1.as_path())
+        .collect();
+    for (_, rel, _) in &plan {
+        if let Some(a) = rel.ancestors().skip(1).find(|a| files_set.contains(a)) {
+            return Err(refuse(format!(
+                "`{}` is both a file and a directory",
+                a.display()
+            )));
+        }
+    }
+
+    // 2. Write.
+    fs::create_dir_all(dest)
+        .map_err(|e| ArtifactError::Service(format!("cannot create {}: {e}", dest.display())))?;
+    let unsafe_at = |m: String| ArtifactError::Unsafe(format!("refusing {what}: {m}"));
+    let mut files = Vec::new();
+    for (i, rel, is_dir) in plan {
+        let dir_part = if is_dir {
+            Some(rel.as_path())
+        } else {
+            rel.parent()
+        };
+        if let Some(d) = dir_part {
+            ensure_dirs(dest, d).map_err(unsafe_at)?;
+        }
+        if is_dir {
+            continue;
+        }
+        let target = dest.join(&rel);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() || m.is_dir() => {
+                return Err(unsafe_at(format!(
+                    "`{}` already exists and is a link or a directory",
+                    target.display()
+                )))
+            }
+            _ => {}
+        }
+        let file_name = rel.file_name().map(|f| f.to_string_lossy().into_owned());
+        let tmp = target.with_file_name(format!(
+            ".{}.partial-{}",
+            file_name.unwrap_or_default(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut write = || -> Result<(), ArtifactError> {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(|e| {
+                    ArtifactError::Service(format!("cannot write {}: {e}", tmp.display()))
+                })?;
+            let mut entry = zip.by_index(i).map_err(|e| {
+                unsafe_at(format!("entry `{}` cannot be read ({e})", rel.display()))
+            })?;
+            io::copy(&mut entry, &mut out).map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData
+                    || e.kind() == io::ErrorKind::UnexpectedEof
+                {
+                    unsafe_at(format!("entry `{}` is corrupt ({e})", rel.display()))
+                } else {
+                    ArtifactError::Service(format!("cannot write {}: {e}", tmp.display()))
+                }
+            })?;
+            out.sync_all().map_err(|e| {
+                ArtifactError::Service(format!("cannot write {}: {e}", tmp.display()))
+            })?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &target).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ArtifactError::Service(format!("cannot write {}: {e}", target.display()))
+        })?;
+        files.push(target);
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.sig",
+            e.encode(r#"{"alg":"HS256"}"#),
+            e.encode(payload)
+        )
+    }
+
+    #[test]
+    fn backend_ids_from_scp() {
+        let t = jwt(r#"{"scp":"Actions.ExampleScope Actions.Results:ce7f54c7:ca395085"}"#);
+        assert_eq!(
+            backend_ids(&t).unwrap(),
+            ("ce7f54c7".into(), "ca395085".into())
+        );
+        assert!(backend_ids("a.b").is_err());
+        assert!(backend_ids(&jwt(r#"{"sub":"x"}"#)).is_err());
+        assert!(backend_ids(&jwt(r#"{"scp":"Actions.Results:1"}"#)).is_err());
+    }
+
+    #[test]
+    fn lenient_responses() {
+        let a: FinalizeArtifactResponse =
+            serde_json::from_str(r#"{"ok":true,"artifactId":"42"}"#).unwrap();
+        assert_eq!(a.artifact_id, 42);
+        let b: FinalizeArtifactResponse =
+            serde_json::from_str(r#"{"ok":true,"artifact_id":43}"#).unwrap();
+        assert_eq!(b.artifact_id, 43);
+        let l: ListArtifactsResponse = serde_json::from_str(r#"{"artifacts":null}"#).unwrap();
+        assert!(l.artifacts.is_empty());
+        let l: ListArtifactsResponse = serde_json::from_str(r#"{}"#).unwrap();
+        assert!(l.artifacts.is_empty());
+    }
+
+    #[test]
+    fn names_and_paths() {
+        assert!(validate_name("predeploy-backup").is_ok());
+        for bad in ["", " ", "a:b", "a/b", "a\\b", "a\nb", "a?", "x\"y"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(safe_relative("a/b.txt").is_ok());
+        for bad in ["/etc/x", "../x", "a/../../x", "C:/x", "a\\b", ""] {
+            assert!(safe_relative(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(block_id(0).len(), block_id(123_456).len());
+        assert_eq!(
+            parse_digest("sha256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+                .as_deref(),
+            Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+        );
+        assert_eq!(parse_digest("md5:abc"), None);
     }
 }

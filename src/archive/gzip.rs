@@ -1,29 +1,450 @@
-//! A multi-threaded gzip writer. (stub: to be implemented)
+//! A multi-threaded gzip writer.
+//!
+//! [`ParallelGzEncoder`] cuts its input into chunks of [`CHUNK`] bytes and compresses each
+//! into an independent, standard gzip member on a pool of worker threads (one per core),
+//! writing the members in order. The output is an ordinary multi-member gzip file (RFC 1952
+//! allows any number of members) that `gzip -d`, `gzip -t`, `zcat`, `tar -z` and
+//! `flate2::read::MultiGzDecoder` read as one stream. Restarting the dictionary every 1 MiB
+//! costs well under 1% in size on pg_dump text.
+//!
+//! Incompressible chunks (PDFs, images, already-compressed data) are not deflated: a few
+//! small samples of the chunk are deflated at level 1 first, and when none of them shrinks
+//! by at least 3% the chunk is written as deflate *stored* blocks (still a normal member with
+//! its CRC-32), which costs only the CRC and a copy. Level 0 stores everything.
+//!
+//! Memory is bounded whatever the input size: at most `max_in_flight` chunks (input plus
+//! output buffers, reused) are queued or being compressed, capped at about 48 MiB in total.
+//! Input that fits in a single chunk is compressed on the caller's thread without starting
+//! any worker.
+
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+/// Input bytes per gzip member.
+pub const CHUNK: usize = 1 << 20;
+/// Upper bound on the memory held by queued and in-progress chunks.
+const MEMORY_BUDGET: usize = 48 << 20;
+/// Largest deflate stored block.
+const STORED_MAX: usize = 65_535;
+/// Bytes per incompressibility sample, and how many samples per chunk.
+const SAMPLE: usize = 8 * 1024;
+const SAMPLES: usize = 4;
+
+struct Job {
+    seq: u64,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+struct Done {
+    seq: u64,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    result: io::Result<()>,
+}
+
+/// Per-thread compression state (reused across chunks).
+struct Deflater {
+    level: u32,
+    main: Option<Compress>,
+    sampler: Option<Compress>,
+}
+
+impl Deflater {
+    fn new(level: u32) -> Self {
+        Deflater {
+            level,
+            main: None,
+            sampler: None,
+        }
+    }
+
+    /// Writes `input` as one complete gzip member to `out` (cleared first).
+    fn member(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        let xfl = match self.level {
+            9 => 2,
+            1 => 4,
+            _ => 0,
+        };
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]);
+        let crc = crc32fast::hash(input);
+        let start = out.len();
+        if self.level == 0 || input.is_empty() || self.incompressible(input)? {
+            write_stored(input, out);
+        } else {
+            self.deflate(input, out)?;
+            // Never worse than storing (plus a little block overhead).
+            if out.len() - start > stored_len(input.len()) {
+                out.truncate(start);
+                write_stored(input, out);
+            }
+        }
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        Ok(())
+    }
+
+    fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let level = self.level;
+        let c = self
+            .main
+            .get_or_insert_with(|| Compress::new(Compression::new(level), false));
+        c.reset();
+        out.reserve(input.len() / 2 + 1024);
+        let base_in = c.total_in();
+        loop {
+            if out.capacity() - out.len() < 4096 {
+                out.reserve(out.capacity() / 2 + 4096);
+            }
+            let consumed = (c.total_in() - base_in) as usize;
+            let status = c
+                .compress_vec(&input[consumed..], out, FlushCompress::Finish)
+                .map_err(io::Error::other)?;
+            if status == Status::StreamEnd {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deflates a few samples at level 1: incompressible when they shrink by less than 3%.
+    fn incompressible(&mut self, input: &[u8]) -> io::Result<bool> {
+        if input.len() < 4 * SAMPLE {
+            return Ok(false); // small: just deflate it (and fall back to stored if larger)
+        }
+        let c = self
+            .sampler
+            .get_or_insert_with(|| Compress::new(Compression::new(1), false));
+        let mut scratch = [0u8; SAMPLE + 1024];
+        let (mut raw, mut packed) = (0usize, 0usize);
+        for k in 0..SAMPLES {
+            let at = (input.len() - SAMPLE) * k / (SAMPLES - 1).max(1);
+            let sample = &input[at..at + SAMPLE];
+            c.reset();
+            let status = c
+                .compress(sample, &mut scratch, FlushCompress::Finish)
+                .map_err(io::Error::other)?;
+            let n = c.total_out() as usize;
+            if status != Status::StreamEnd || n >= sample.len() {
+                packed += sample.len();
+            } else {
+                packed += n;
+            }
+            raw += sample.len();
+            if packed * 100 < raw * 97 {
+                return Ok(false); // a compressible sample: deflate the chunk
+            }
+        }
+        Ok(packed * 100 >= raw * 97)
+    }
+}
+
+/// Size of `n` bytes as stored deflate blocks.
+fn stored_len(n: usize) -> usize {
+    n + 5 * n.div_ceil(STORED_MAX).max(1)
+}
+
+/// `input` as deflate stored blocks (the last one marked final).
+fn write_stored(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(stored_len(input.len()));
+    if input.is_empty() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        return;
+    }
+    let mut blocks = input.chunks(STORED_MAX).peekable();
+    while let Some(b) = blocks.next() {
+        let last = blocks.peek().is_none();
+        let len = b.len() as u16;
+        out.push(last as u8);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+}
 
 /// Compresses into a sequence of standard gzip members, one per chunk, on all cores.
 pub struct ParallelGzEncoder<W: Write> {
     inner: Option<W>,
+    level: u32,
+    /// The chunk being filled.
+    chunk: Vec<u8>,
+    chunk_size: usize,
+    next_seq: u64,
+    next_write: u64,
+    /// Finished members waiting for their turn to be written.
+    ready: BTreeMap<u64, Vec<u8>>,
+    in_flight: usize,
+    max_in_flight: usize,
+    threads: usize,
+    free_inputs: Vec<Vec<u8>>,
+    free_outputs: Vec<Vec<u8>>,
+    jobs: Option<SyncSender<Job>>,
+    done: Option<Receiver<Done>>,
+    workers: Vec<JoinHandle<()>>,
+    /// Set after a failure: every later call fails the same way.
+    poisoned: Option<(io::ErrorKind, String)>,
+    wrote_any: bool,
+    /// Used when no worker was started (input smaller than one chunk).
+    local: Option<Deflater>,
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
-    /// `level` is the gzip level 0–9.
+    /// `level` is the gzip level 0–9 (larger values are clamped to 9).
     pub fn new(inner: W, level: u32) -> Self {
-        let _ = level;
-        Self { inner: Some(inner) }
+        Self::with_threads(inner, level, 0)
     }
 
-    /// Flushes the last member and returns the inner writer.
+    /// Like [`new`](Self::new) with an explicit worker count (`0`: one per core).
+    pub fn with_threads(inner: W, level: u32, threads: usize) -> Self {
+        Self::with_options(inner, level, threads, CHUNK)
+    }
+
+    /// Explicit worker count and chunk size (for tuning and tests).
+    pub fn with_options(inner: W, level: u32, threads: usize, chunk_size: usize) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let chunk_size = chunk_size.clamp(64 * 1024, 16 << 20);
+        // Each in-flight chunk holds an input and an output buffer of about chunk_size.
+        let budget = (MEMORY_BUDGET / (2 * chunk_size)).max(2);
+        let max_in_flight = (2 * threads).min(budget).max(1);
+        let threads = threads.min(max_in_flight).max(1);
+        ParallelGzEncoder {
+            inner: Some(inner),
+            level: level.min(9),
+            chunk: Vec::new(),
+            chunk_size,
+            next_seq: 0,
+            next_write: 0,
+            ready: BTreeMap::new(),
+            in_flight: 0,
+            max_in_flight,
+            threads,
+            free_inputs: Vec::new(),
+            free_outputs: Vec::new(),
+            jobs: None,
+            done: None,
+            workers: Vec::new(),
+            poisoned: None,
+            wrote_any: false,
+            local: None,
+        }
+    }
+
+    /// Compresses what is left, writes every member, stops the workers and returns the
+    /// inner writer (flushed).
     pub fn finish(mut self) -> io::Result<W> {
-        Ok(self.inner.take().expect("finish once"))
+        self.check()?;
+        let r = self.finish_inner();
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r?;
+        self.shutdown();
+        let mut inner = self.inner.take().expect("finish once");
+        inner.flush()?;
+        Ok(inner)
+    }
+
+    fn finish_inner(&mut self) -> io::Result<()> {
+        if !self.chunk.is_empty() || !self.wrote_any {
+            if self.jobs.is_none() {
+                // Everything fits in one member: compress here, no threads.
+                let chunk = std::mem::take(&mut self.chunk);
+                let mut out = Vec::new();
+                let level = self.level;
+                self.local
+                    .get_or_insert_with(|| Deflater::new(level))
+                    .member(&chunk, &mut out)?;
+                self.wrote_any = true;
+                return self.inner.as_mut().expect("inner").write_all(&out);
+            }
+            self.submit()?;
+        }
+        self.drain(0)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.poisoned {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, e: &io::Error) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some((e.kind(), format!("gzip encoder failed earlier: {e}")));
+        }
+    }
+
+    fn start_workers(&mut self) {
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(self.max_in_flight);
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for i in 0..self.threads {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            let level = self.level;
+            let handle = std::thread::Builder::new()
+                .name(format!("gzip-{i}"))
+                .spawn(move || worker(level, job_rx, done_tx));
+            match handle {
+                Ok(h) => self.workers.push(h),
+                Err(_) if !self.workers.is_empty() => break,
+                Err(e) => {
+                    self.poison(&e);
+                    return;
+                }
+            }
+        }
+        self.jobs = Some(job_tx);
+        self.done = Some(done_rx);
+    }
+
+    /// Hands the current chunk to the workers.
+    fn submit(&mut self) -> io::Result<()> {
+        if self.jobs.is_none() {
+            self.start_workers();
+            self.check()?;
+        }
+        // Keep the number of chunks in flight bounded.
+        self.drain(self.max_in_flight - 1)?;
+        let input = std::mem::take(&mut self.chunk);
+        let output = self.free_outputs.pop().unwrap_or_default();
+        self.chunk = self.free_inputs.pop().unwrap_or_default();
+        let job = Job {
+            seq: self.next_seq,
+            input,
+            output,
+        };
+        self.jobs
+            .as_ref()
+            .expect("workers started")
+            .send(job)
+            .map_err(|_| io::Error::other("gzip worker threads stopped unexpectedly"))?;
+        self.next_seq += 1;
+        self.in_flight += 1;
+        self.wrote_any = true;
+        Ok(())
+    }
+
+    /// Writes finished members in order until at most `limit` chunks are in flight.
+    fn drain(&mut self, limit: usize) -> io::Result<()> {
+        loop {
+            // Write whatever is ready in sequence.
+            while let Some(out) = self.ready.remove(&self.next_write) {
+                let r = self.inner.as_mut().expect("inner").write_all(&out);
+                self.free_outputs.push(out);
+                r?;
+                self.next_write += 1;
+            }
+            if self.in_flight <= limit {
+                // Collect without blocking what has finished meanwhile.
+                match self.done.as_ref().map(|d| d.try_recv()) {
+                    Some(Ok(done)) => {
+                        self.accept(done)?;
+                        continue;
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            let done = self
+                .done
+                .as_ref()
+                .expect("workers started")
+                .recv()
+                .map_err(|_| io::Error::other("gzip worker threads stopped unexpectedly"))?;
+            self.accept(done)?;
+        }
+    }
+
+    fn accept(&mut self, done: Done) -> io::Result<()> {
+        self.in_flight -= 1;
+        let mut input = done.input;
+        input.clear();
+        self.free_inputs.push(input);
+        done.result?;
+        self.ready.insert(done.seq, done.output);
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        self.jobs = None; // workers see the channel close and exit
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        self.done = None;
+    }
+}
+
+fn worker(level: u32, jobs: Arc<Mutex<Receiver<Job>>>, done: mpsc::Sender<Done>) {
+    let mut deflater = Deflater::new(level);
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let mut output = job.output;
+        let result = deflater.member(&job.input, &mut output);
+        let msg = Done {
+            seq: job.seq,
+            input: job.input,
+            output,
+            result,
+        };
+        if done.send(msg).is_err() {
+            return;
+        }
     }
 }
 
 impl<W: Write> Write for ParallelGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
+        self.check()?;
+        if self.chunk.capacity() < self.chunk_size {
+            self.chunk.reserve_exact(self.chunk_size - self.chunk.len());
+        }
+        let n = buf.len().min(self.chunk_size - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == self.chunk_size {
+            if let Err(e) = self.submit() {
+                self.poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(n)
     }
+
+    /// Compresses the partial chunk as its own member and writes everything out. Frequent
+    /// flushes make smaller members and a larger file.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.check()?;
+        let r = (|| {
+            if !self.chunk.is_empty() {
+                self.submit()?;
+            }
+            self.drain(0)?;
+            self.inner.as_mut().expect("inner").flush()
+        })();
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
+    }
+}
+
+impl<W: Write> Drop for ParallelGzEncoder<W> {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

@@ -3,9 +3,19 @@
 //! Everything here is synchronous and streaming (constant memory whatever the input size):
 //! callers run it on a blocking thread and bridge it to async Docker/HTTP streams.
 //! Nothing in this module touches Docker or the network, which is what makes it fuzzable.
+//!
+//! - [`gzip`]: the parallel gzip writer used for every backup file.
+//! - [`hash`]: SHA-256 while writing or reading.
+//! - [`inflate`]: strict multi-member gzip decoding (where exactly a stream is broken).
+//! - [`sql`]: the pg_dump plain-format scanner (header, completion, rows per table).
+//! - [`tarwalk`]: the strict tar header walker shared by verification and restore.
+//! - [`verify`]: what "verified" means, in one streaming pass.
+//! - [`restore`]: the pre-restore safety check of a volume archive.
 
 pub mod gzip;
 pub mod hash;
+pub mod inflate;
 pub mod restore;
 pub mod sql;
+pub mod tarwalk;
 pub mod verify;

@@ -1,1 +1,412 @@
-//! pg_dump plain-format scanner. (stub)
+//! A streaming scanner for pg_dump's plain-format SQL.
+//!
+//! [`SqlScanner`] is fed the dump in blocks of any size and any split (a line may span many
+//! blocks; the bytes need not be UTF-8) and keeps constant memory: the start of the current
+//! line (up to [`LINE_PREFIX`] bytes) and its last bytes, never a whole line. It finds:
+//!
+//! - pg_dump's header (`--`, `-- PostgreSQL database dump`, `--` as the first three lines);
+//! - `-- Dumped from database version X` and `-- Dumped by pg_dump version Y`;
+//! - the rows of every `COPY <table> (...) FROM stdin;` block up to its `\.` line (a data line
+//!   is `\.` only at the end of a block: COPY text escapes a backslash as `\\`);
+//! - the completion comment `-- PostgreSQL database dump complete`, which must be the last
+//!   non-blank content. Since pg_dump 17.6 (CVE-2025-8714) a dump has `\restrict <key>` near
+//!   the top and `\unrestrict <key>` after the completion block; that line may follow the
+//!   completion (with the closing `--` and blank lines), and its key must match.
+//!
+//! A `COPY` line counts only where pg_dump writes one: after its `-- Data for Name: ...`
+//! comment block (the previous non-blank line is a comment). That keeps a `COPY ... FROM
+//! stdin;` line inside a function body from being taken for table data.
+
+use std::collections::BTreeMap;
+
+use super::verify::SqlSummary;
+
+/// How much of a line the scanner keeps to classify it.
+pub const LINE_PREFIX: usize = 64 * 1024;
+
+const HEADER: [&[u8]; 3] = [b"--", b"-- PostgreSQL database dump", b"--"];
+const COMPLETE: &[u8] = b"-- PostgreSQL database dump complete";
+const FROM_STDIN: &[u8] = b" FROM stdin;";
+
+/// The scanner's verdict, from [`SqlScanner::finish`].
+#[derive(Clone, Debug)]
+pub struct SqlScan {
+    /// `Err(message)` when the dump does not start with pg_dump's header.
+    pub header: Result<(), String>,
+    /// `Err(message)` when the dump is not complete.
+    pub complete: Result<(), String>,
+    pub summary: SqlSummary,
+    /// Total bytes and lines scanned.
+    pub bytes: u64,
+    pub lines: u64,
+}
+
+impl Default for SqlScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Feed it the dump with [`SqlScanner::feed`], then call [`SqlScanner::finish`].
+pub struct SqlScanner {
+    /// The start of the current line (at most `LINE_PREFIX` bytes).
+    line: Vec<u8>,
+    /// Full length of the current line so far.
+    line_len: u64,
+    /// The last bytes of the current line (for `FROM stdin;` on very long lines).
+    tail: [u8; 16],
+    /// 1-based number of the current line.
+    line_no: u64,
+    bytes: u64,
+    header: Option<Result<(), String>>,
+    copy: Option<(String, u64, u64)>,
+    tables: BTreeMap<String, u64>,
+    server_version: Option<String>,
+    dump_version: Option<String>,
+    restrict_key: Option<String>,
+    unrestrict_key: Option<String>,
+    /// Line number of the completion comment.
+    complete_at: Option<u64>,
+    /// The first problem after the completion comment.
+    after_complete: Option<String>,
+    prev_nonblank_comment: bool,
+    /// The last non-blank line (start of it), for "cut short" messages.
+    last_nonblank: (u64, Vec<u8>),
+}
+
+impl SqlScanner {
+    pub fn new() -> Self {
+        SqlScanner {
+            line: Vec::with_capacity(256),
+            line_len: 0,
+            tail: [0; 16],
+            line_no: 1,
+            bytes: 0,
+            header: None,
+            copy: None,
+            tables: BTreeMap::new(),
+            server_version: None,
+            dump_version: None,
+            restrict_key: None,
+            unrestrict_key: None,
+            complete_at: None,
+            after_complete: None,
+            prev_nonblank_comment: false,
+            last_nonblank: (0, Vec::new()),
+        }
+    }
+
+    /// Whether the header has already been seen to be wrong (the rest need not be fed).
+    pub fn header_failed(&self) -> bool {
+        matches!(self.header, Some(Err(_)))
+    }
+
+    /// Feeds the next bytes of the dump.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        let mut pos = 0;
+        while pos < data.len() {
+            // Fast path: whole lines inside a COPY block, none carried over.
+            if self.copy.is_some() && self.line_len == 0 {
+                pos = self.copy_lines(data, pos);
+                if pos >= data.len() {
+                    break;
+                }
+            }
+            match find_newline(&data[pos..]) {
+                Some(i) => {
+                    self.append(&data[pos..pos + i]);
+                    pos += i + 1;
+                    self.end_line();
+                }
+                None => {
+                    self.append(&data[pos..]);
+                    pos = data.len();
+                }
+            }
+        }
+    }
+
+    /// Counts COPY data lines that lie wholly in `data[pos..]`; stops at the block's `\.`
+    /// line (handled by `end_line`) or at a line that runs past the end of `data`.
+    fn copy_lines(&mut self, data: &[u8], mut pos: usize) -> usize {
+        let mut rows = 0u64;
+        loop {
+            let rest = &data[pos..];
+            let Some(i) = find_newline(rest) else { break };
+            if i == 2 && rest[0] == b'\\' && rest[1] == b'.' {
+                break;
+            }
+            rows += 1;
+            self.line_no += 1;
+            pos += i + 1;
+        }
+        if let Some((_, n, _)) = &mut self.copy {
+            *n += rows;
+        }
+        pos
+    }
+
+    fn append(&mut self, part: &[u8]) {
+        if self.line.len() < LINE_PREFIX {
+            let n = part.len().min(LINE_PREFIX - self.line.len());
+            self.line.extend_from_slice(&part[..n]);
+        }
+        if part.len() >= 16 {
+            self.tail.copy_from_slice(&part[part.len() - 16..]);
+        } else if !part.is_empty() {
+            self.tail.copy_within(part.len().., 0);
+            self.tail[16 - part.len()..].copy_from_slice(part);
+        }
+        self.line_len += part.len() as u64;
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        self.classify(&line);
+        self.line = line;
+        self.line.clear();
+        self.line_len = 0;
+        self.line_no += 1;
+    }
+
+    fn classify(&mut self, line: &[u8]) {
+        let full = self.line_len as usize == line.len();
+        if let Some((_, rows, _)) = &mut self.copy {
+            if full && line == b"\\." {
+                let (name, rows, _) = self.copy.take().expect("in a COPY block");
+                *self.tables.entry(name).or_insert(0) += rows;
+                self.prev_nonblank_comment = false;
+            } else {
+                *rows += 1;
+            }
+            return;
+        }
+        if self.header.is_none() {
+            let i = (self.line_no - 1) as usize;
+            if i < 3 && !(full && line == HEADER[i]) {
+                self.header = Some(Err(if i == 0 && line.is_empty() && self.line_len == 0 {
+                    "the dump starts with an empty line instead of pg_dump's header `-- PostgreSQL database dump`".to_string()
+                } else {
+                    format!(
+                        "line {} is `{}` where pg_dump's header `{}` belongs: this is not a pg_dump plain-format dump",
+                        i + 1,
+                        shorten(line),
+                        String::from_utf8_lossy(HEADER[i])
+                    )
+                }));
+            } else if i == 2 {
+                self.header = Some(Ok(()));
+            }
+        }
+        let blank = line.iter().all(|b| b.is_ascii_whitespace());
+        if blank {
+            return;
+        }
+        let is_comment = line.starts_with(b"--");
+
+        if let Some(done_line) = self.complete_at {
+            // Only the closing `--`, blank lines and `\unrestrict <key>` may follow.
+            if self.after_complete.is_some() {
+                return;
+            }
+            if line == b"--" && self.unrestrict_key.is_none() {
+                return;
+            }
+            if let Some(key) = line.strip_prefix(b"\\unrestrict ") {
+                if self.unrestrict_key.is_none() && full {
+                    let key = String::from_utf8_lossy(key).trim().to_string();
+                    match &self.restrict_key {
+                        Some(r) if *r == key => {}
+                        Some(_) => {
+                            self.after_complete = Some(format!(
+                                "the `\\unrestrict` key on line {} does not match the dump's `\\restrict` key: the file mixes two dumps",
+                                self.line_no
+                            ))
+                        }
+                        None => {
+                            self.after_complete = Some(format!(
+                                "line {} has `\\unrestrict` but the dump has no `\\restrict` line",
+                                self.line_no
+                            ))
+                        }
+                    }
+                    self.unrestrict_key = Some(key);
+                    return;
+                }
+            }
+            self.after_complete = Some(format!(
+                "line {} `{}` follows the completion line (line {}): the file holds more than one complete dump, or was appended to",
+                self.line_no,
+                shorten(line),
+                done_line
+            ));
+            return;
+        }
+
+        if full && line == COMPLETE {
+            self.complete_at = Some(self.line_no);
+        } else if is_comment {
+            if self.server_version.is_none() {
+                if let Some(v) = line.strip_prefix(b"-- Dumped from database version ") {
+                    self.server_version = Some(version_text(v));
+                }
+            }
+            if self.dump_version.is_none() {
+                if let Some(v) = line.strip_prefix(b"-- Dumped by pg_dump version ") {
+                    self.dump_version = Some(version_text(v));
+                }
+            }
+        } else if let Some(key) = line.strip_prefix(b"\\restrict ") {
+            if self.restrict_key.is_none() && full {
+                self.restrict_key = Some(String::from_utf8_lossy(key).trim().to_string());
+            }
+        } else if self.prev_nonblank_comment && line.starts_with(b"COPY ") && self.ends_with_from_stdin(line) {
+            if let Some(name) = copy_table(&line[5..]) {
+                self.tables.entry(name.clone()).or_insert(0);
+                self.copy = Some((name, 0, self.line_no));
+            }
+        }
+        self.prev_nonblank_comment = is_comment;
+        self.last_nonblank.0 = self.line_no;
+        self.last_nonblank.1.clear();
+        self.last_nonblank.1.extend_from_slice(&line[..line.len().min(80)]);
+    }
+
+    fn ends_with_from_stdin(&self, line: &[u8]) -> bool {
+        if self.line_len as usize == line.len() {
+            line.ends_with(FROM_STDIN)
+        } else {
+            self.tail.ends_with(FROM_STDIN)
+        }
+    }
+
+    /// The verdict. A last line without a final newline is still scanned.
+    pub fn finish(mut self) -> SqlScan {
+        if self.line_len > 0 {
+            self.end_line();
+        }
+        let lines = self.line_no - 1;
+        let header = match self.header.take() {
+            Some(h) => h,
+            None if self.bytes == 0 => Err("the dump is empty".to_string()),
+            None => Err(format!(
+                "the dump ends after {lines} line(s), inside pg_dump's header"
+            )),
+        };
+        let complete = if let Some((table, rows, start)) = &self.copy {
+            Err(format!(
+                "the dump ends inside the data of table {table} (COPY on line {start}, {rows} rows so far, no `\\.` line): it was cut short while being written; take a new backup"
+            ))
+        } else if let Some(problem) = &self.after_complete {
+            Err(format!("{problem}; take a new backup"))
+        } else if self.complete_at.is_none() {
+            Err(format!(
+                "the completion line `-- PostgreSQL database dump complete` is missing (the last line is {} `{}`): pg_dump was interrupted or failed, or the file was cut short; take a new backup",
+                self.last_nonblank.0,
+                shorten(&self.last_nonblank.1)
+            ))
+        } else if self.restrict_key.is_some() && self.unrestrict_key.is_none() {
+            Err("the dump has `\\restrict` but its closing `\\unrestrict` line after the completion comment is missing: the file was cut short; take a new backup".to_string())
+        } else {
+            Ok(())
+        };
+        SqlScan {
+            header,
+            complete,
+            summary: SqlSummary {
+                server_version: self.server_version,
+                dump_version: self.dump_version,
+                tables: self.tables,
+            },
+            bytes: self.bytes,
+            lines,
+        }
+    }
+}
+
+/// `schema.table` from what follows `COPY `: identifiers as pg_dump writes them, with the
+/// double quotes of quoted identifiers removed (`""` inside becomes `"`).
+fn copy_table(s: &[u8]) -> Option<String> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut i = 0;
+    loop {
+        let mut part = Vec::new();
+        if s.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match s.get(i) {
+                    None => return None,
+                    Some(b'"') if s.get(i + 1) == Some(&b'"') => {
+                        part.push(b'"');
+                        i += 2;
+                    }
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        part.push(c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while let Some(&c) = s.get(i) {
+                if c == b'.' || c == b' ' || c == b'(' {
+                    break;
+                }
+                part.push(c);
+                i += 1;
+            }
+            if part.is_empty() {
+                return None;
+            }
+        }
+        parts.push(part);
+        if s.get(i) == Some(&b'.') {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let joined = parts.join(&b'.');
+    Some(String::from_utf8_lossy(&joined[..joined.len().min(1024)]).into_owned())
+}
+
+fn version_text(v: &[u8]) -> String {
+    String::from_utf8_lossy(&v[..v.len().min(200)]).trim().to_string()
+}
+
+/// A line for a message: at most 80 characters, escaped.
+fn shorten(line: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&line[..line.len().min(80)]);
+    let mut out: String = s.escape_debug().collect();
+    if line.len() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+/// Position of the first `\n`, a word at a time.
+#[inline]
+pub fn find_newline(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 16 <= hay.len() {
+        let a = u64::from_le_bytes(hay[i..i + 8].try_into().unwrap()) ^ NL;
+        let b = u64::from_le_bytes(hay[i + 8..i + 16].try_into().unwrap()) ^ NL;
+        let ta = a.wrapping_sub(LO) & !a & HI;
+        let tb = b.wrapping_sub(LO) & !b & HI;
+        if ta | tb != 0 {
+            if ta != 0 {
+                return Some(i + (ta.trailing_zeros() / 8) as usize);
+            }
+            return Some(i + 8 + (tb.trailing_zeros() / 8) as usize);
+        }
+        i += 16;
+    }
+    hay[i..].iter().position(|&b| b == b'\n').map(|p| p + i)
+}

@@ -1,1 +1,228 @@
-//! One file per mode. (stub)
+//! One file per mode, and what they share: the run context, how a run ends (outputs,
+//! summary, alerts whatever happened), and how a verified backup is recorded.
+
+pub mod backup;
+pub mod info;
+pub mod prune;
+pub mod record;
+pub mod rollback;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::actions::commands as wf;
+use crate::actions::outputs::Outputs;
+use crate::actions::summary::Summary;
+use crate::actions::Runtime;
+use crate::cli::{Cli, Mode};
+use crate::error::{exit_kind, ExitKind};
+
+/// What every mode works with.
+pub struct Context {
+    pub runtime: Runtime,
+    /// Absolute workspace folder: relative inputs and `.last-deployment-backup` live here.
+    pub workspace: PathBuf,
+    pub outputs: Outputs,
+    pub summary: Summary,
+    pub started: Instant,
+    /// Set by a mode that knows which check failed, for the alert.
+    pub failed_check: Option<String>,
+    /// The backup folder this run made or used, for the alert.
+    pub backup_dir: Option<String>,
+    /// Commit and branch, once known, for the alert.
+    pub revision: (Option<String>, Option<String>),
+}
+
+impl Context {
+    pub fn new(runtime: Runtime, workspace_arg: Option<&Path>) -> Result<Context> {
+        let cwd = std::env::current_dir()?;
+        let workspace = workspace_arg
+            .map(Path::to_path_buf)
+            .or_else(|| runtime.workspace.clone())
+            .unwrap_or_else(|| cwd.clone());
+        let workspace = if workspace.is_absolute() {
+            workspace
+        } else {
+            cwd.join(workspace)
+        };
+        Ok(Context {
+            runtime,
+            workspace,
+            outputs: Outputs::default(),
+            summary: Summary::new(),
+            started: Instant::now(),
+            failed_check: None,
+            backup_dir: None,
+            revision: (None, None),
+        })
+    }
+
+    /// A path from an input: relative ones are relative to the workspace.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.workspace.join(p)
+        }
+    }
+
+    /// How a path is shown to the user and recorded: relative to the workspace when inside
+    /// it (the same on the runner and in the action's container), else absolute.
+    pub fn display(&self, p: &Path) -> String {
+        match p.strip_prefix(&self.workspace) {
+            Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => p.display().to_string(),
+        }
+    }
+}
+
+/// Runs a parsed command line to the end: the mode, then (whatever happened) the outputs,
+/// the summary and the alert. Returns the mode's error for `main` to report.
+pub async fn run(cli: Cli) -> Result<()> {
+    let runtime = Runtime::from_env();
+    wf::set_in_actions(runtime.in_actions);
+    if let Some(t) = &runtime.runtime_token {
+        wf::mask(t);
+    }
+    let mode = cli.mode;
+    let mode_name = mode.name();
+    let alerts = mode.alerts().clone();
+    let workspace_arg = match &mode {
+        Mode::Backup(a) => a.location.workspace.clone(),
+        Mode::Verify(a) => a.location.workspace.clone(),
+        Mode::Rollback(a) => a.location.workspace.clone(),
+        Mode::Info(a) => a.location.workspace.clone(),
+        Mode::Prune(a) => a.location.workspace.clone(),
+    };
+    let alert_config = crate::alert::AlertConfig::from_inputs(
+        alerts.alert_webhook_url.as_deref(),
+        alerts.alert_email.as_deref(),
+        alerts.smtp_url.as_deref(),
+        &alerts.alert_on,
+    );
+    let mut ctx = Context::new(runtime, workspace_arg.as_deref())?;
+
+    let result = match mode {
+        Mode::Backup(a) => backup::run(&mut ctx, a).await,
+        Mode::Verify(a) => verify::run(&mut ctx, a).await,
+        Mode::Rollback(a) => rollback::run(&mut ctx, a).await,
+        Mode::Info(a) => info::run(&mut ctx, a).await,
+        Mode::Prune(a) => prune::run(&mut ctx, a).await,
+    };
+
+    // Whatever happened: containers we stopped are started again.
+    let not_restarted = crate::docker::restart_stopped().await;
+    let result = match (result, not_restarted.is_empty()) {
+        (Ok(()), false) => Err(anyhow::anyhow!(
+            "containers could not be started again: {}; start them by hand with `docker start`",
+            not_restarted.join(", ")
+        )),
+        (r, _) => r,
+    };
+
+    if let Err(e) = &result {
+        if matches!(mode_name, "backup" | "verify") {
+            ctx.outputs.set("verified", "false");
+        }
+        let kind = exit_kind(e);
+        let title = match kind {
+            ExitKind::Unverified => "Backup not verified",
+            ExitKind::Usage => "Bad input",
+            ExitKind::Environment => "Environment failure",
+        };
+        ctx.summary
+            .heading(2, &format!("❌ predeploy-backup {mode_name} failed: {title}"))
+            .code("", &format!("{e:#}"));
+        if matches!(mode_name, "backup" | "verify") {
+            ctx.summary
+                .paragraph("Nothing was deleted. The deploy should not proceed: no verified restore point was made.");
+        }
+    }
+
+    let alert = crate::alert::Alert {
+        success: result.is_ok(),
+        mode: mode_name.to_string(),
+        repository: ctx.runtime.repository.clone(),
+        run_url: ctx.runtime.run_url(),
+        commit: ctx.revision.0.clone(),
+        branch: ctx.revision.1.clone(),
+        backup_dir: ctx.backup_dir.clone(),
+        failed_check: ctx.failed_check.clone(),
+        message: match &result {
+            Ok(()) => format!("predeploy-backup {mode_name} succeeded"),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    for d in crate::alert::send(&alert_config, &alert).await {
+        match &d.result {
+            Ok(()) => wf::log(&format!("Alert sent by {}", d.channel)),
+            Err(msg) => {
+                wf::warning("Alert not delivered", None, &format!("{}: {msg}", d.channel));
+                ctx.summary
+                    .paragraph(&format!("⚠️ The {} alert could not be delivered: {msg}", d.channel));
+            }
+        }
+    }
+
+    finish(&ctx);
+    result
+}
+
+/// Writes outputs and summary where the runner reads them (and outputs to stdout for the
+/// CLI). A failure to write them is reported but does not hide the mode's own result.
+fn finish(ctx: &Context) {
+    if let Some(path) = &ctx.runtime.output_file {
+        if let Err(e) = ctx.outputs.write_to(path) {
+            wf::error(
+                "Outputs not written",
+                None,
+                &format!("cannot write step outputs to {}: {e}", path.display()),
+            );
+        }
+    } else if !ctx.runtime.in_actions {
+        for (k, v) in &ctx.outputs.values {
+            println!("{k}={}", v.replace('\n', ","));
+        }
+    }
+    if let Some(path) = &ctx.runtime.summary_file {
+        if let Err(e) = ctx.summary.write_to(path) {
+            wf::warning(
+                "Summary not written",
+                None,
+                &format!("cannot write the job summary to {}: {e}", path.display()),
+            );
+        }
+    }
+}
+
+/// Commit and branch: inputs, else the runner's, else git's in the workspace.
+pub fn revision(
+    ctx: &Context,
+    rev: &crate::cli::Revision,
+) -> (Option<String>, Option<String>) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&ctx.workspace)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !s.is_empty() && s != "HEAD").then_some(s)
+    };
+    let commit = rev
+        .commit
+        .clone()
+        .or_else(|| ctx.runtime.sha.clone())
+        .or_else(|| git(&["rev-parse", "HEAD"]));
+    let branch = rev
+        .branch
+        .clone()
+        .or_else(|| ctx.runtime.ref_name.clone())
+        .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]));
+    (commit, branch)
+}

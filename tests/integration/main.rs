@@ -1,1 +1,4 @@
 
+mod retention;
+mod alerts;
+mod artifact;

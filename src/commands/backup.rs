@@ -1,0 +1,549 @@
+//! `backup` (the default mode): dump the database and archive the volumes, verify what was
+//! written, and only then make it a restore point.
+//!
+//! The order matters for safety:
+//! 1. check every input and the environment (Docker, containers, volumes, free space) before
+//!    creating anything;
+//! 2. take the lock on the backup root, so two runs cannot interleave;
+//! 3. write everything into a hidden `.pre-deployment-<ts>.partial/` folder: a crash leaves
+//!    nothing that looks like a backup;
+//! 4. stop `stop-containers` only around the volume archives, and start them again at once
+//!    (and on every failure path, and on SIGTERM: see `docker::restart_stopped`);
+//! 5. read every file back with the `verify` machinery; optionally restore the dump into a
+//!    throwaway database;
+//! 6. only then write the manifest, rename the folder into place, publish, and prune.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+
+use super::record::{publish, DbMeta, VolMeta, Verified};
+use super::{revision, Context};
+use crate::actions::commands as wf;
+use crate::actions::summary::human_size;
+use crate::archive::verify::{verify_file, Expect, FileReport};
+use crate::cli::{split_list, BackupArgs, Target, Thresholds};
+use crate::docker::{ContainerInfo, Engine};
+use crate::error::{usage, VerificationFailed};
+use crate::manifest::{self, Git, Manifest, RestoreCheck};
+use crate::pipe;
+use crate::postgres::{Credentials, Server};
+
+/// How long to wait for another run's lock on the backup root.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// The database side of a backup, resolved from the inputs.
+pub struct Database {
+    pub server: Server,
+    pub creds: Credentials,
+    pub meta: DbMeta,
+}
+
+/// Resolves the database inputs (container, compose labels or URL) and checks the server
+/// answers. `None` when no database was asked for.
+pub async fn resolve_database(
+    engine: Option<&Engine>,
+    t: &crate::cli::Target,
+) -> Result<Option<Database>> {
+    let password = t
+        .postgres_password
+        .clone()
+        .or_else(|| std::env::var("POSTGRES_PASSWORD").ok())
+        .filter(|p| !p.is_empty());
+    if let Some(p) = &password {
+        wf::mask(p);
+    }
+    let by_container = t.postgres_container.is_some() || t.compose_project.is_some();
+    if by_container && t.database_url.is_some() {
+        return Err(usage(
+            "postgres-container (or compose-project) and database-url both given: choose one way to reach the database",
+        ));
+    }
+    if let Some(url) = &t.database_url {
+        wf::mask(url);
+        let parsed = url::Url::parse(url).map_err(|e| {
+            usage(format!(
+                "database-url is not a URL ({e}): write postgres://user:password@host:5432/dbname"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(usage("database-url must start with postgres:// or postgresql://"));
+        }
+        let user = t
+            .postgres_user
+            .clone()
+            .or_else(|| Some(parsed.username().to_string()).filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "postgres".into());
+        let db = t
+            .postgres_db
+            .clone()
+            .filter(|d| d != "-")
+            .or_else(|| Some(parsed.path().trim_start_matches('/').to_string()).filter(|d| !d.is_empty()))
+            .unwrap_or_else(|| user.clone());
+        let creds = Credentials { db: db.clone(), user: user.clone(), password };
+        let server = Server::Url { url: url.clone() };
+        server.version(&creds).await?;
+        return Ok(Some(Database {
+            server,
+            meta: DbMeta {
+                name: Some(db),
+                user: Some(user),
+                url: Some(wf::redact(url)),
+                ..Default::default()
+            },
+            creds,
+        }));
+    }
+    if !by_container {
+        return Ok(None);
+    }
+    let engine = engine.expect("engine connected when a container is named");
+    let info: ContainerInfo = match (&t.postgres_container, &t.compose_project, &t.postgres_service) {
+        (Some(name), _, _) => engine.container(name).await?,
+        (None, Some(p), Some(s)) => engine.compose_service(p, s).await?,
+        _ => {
+            return Err(usage(
+                "compose-project needs postgres-service too (the service name in the compose file)",
+            ))
+        }
+    };
+    if !info.running {
+        return Err(crate::docker::DockerError::NotRunning(info.name.clone()).into());
+    }
+    let user = t.postgres_user.clone().unwrap_or_else(|| "postgres".into());
+    let db = t
+        .postgres_db
+        .clone()
+        .filter(|d| d != "-")
+        .unwrap_or_else(|| user.clone());
+    let creds = Credentials { db: db.clone(), user: user.clone(), password };
+    let meta = DbMeta {
+        name: Some(db),
+        user: Some(user),
+        container: Some(info.name.clone()),
+        compose_project: info.labels.get("com.docker.compose.project").cloned(),
+        compose_service: info.labels.get("com.docker.compose.service").cloned(),
+        url: None,
+    };
+    let server = Server::Container { engine: engine.clone(), info };
+    server.version(&creds).await?;
+    Ok(Some(Database { server, creds, meta }))
+}
+
+/// A name safe for a file name: `[A-Za-z0-9._-]`, others become `_`.
+pub fn file_safe(s: &str) -> String {
+    let s: String = s
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    if s.is_empty() { "root".into() } else { s }
+}
+
+/// What to back up, from `backup`'s inputs or from `rollback` (its safety backup).
+pub struct Spec<'a> {
+    /// Recorded as the manifest's `mode`: `backup`, or `safety` before a rollback.
+    pub mode: &'static str,
+    pub backup_root: &'a Path,
+    pub target: &'a Target,
+    pub thresholds: &'a Thresholds,
+    pub compression_level: u32,
+    pub verify_restore: bool,
+    pub revision: (Option<String>, Option<String>),
+}
+
+/// A verified backup, in place, with the backup root still locked.
+pub struct Taken {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub root: PathBuf,
+    pub lock: crate::lock::RootLock,
+}
+
+pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
+    let (commit, branch) = revision(ctx, &args.revision);
+    ctx.revision = (commit.clone(), branch.clone());
+    let spec = Spec {
+        mode: "backup",
+        backup_root: &args.location.backup_root,
+        target: &args.target,
+        thresholds: &args.thresholds,
+        compression_level: args.compression_level,
+        verify_restore: args.verify_restore,
+        revision: (commit, branch),
+    };
+    let taken = take(ctx, &spec).await?;
+    publish(ctx, &taken.manifest, &taken.dir, &args.publish, args.keep.retention_days).await?;
+    super::prune::after_backup(ctx, &taken.root, &args.keep).await;
+    drop(taken.lock);
+    Ok(())
+}
+
+/// Makes one verified backup: checks, dump, archives, read-back, manifest, rename.
+pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
+    let t = spec.target;
+    let volumes = split_list(t.volumes.as_deref());
+    let paths = split_list(t.paths.as_deref());
+    let stop = split_list(t.stop_containers.as_deref());
+    let wants_db =
+        t.postgres_container.is_some() || t.compose_project.is_some() || t.database_url.is_some();
+    if !wants_db && volumes.is_empty() && paths.is_empty() {
+        return Err(usage(
+            "nothing to back up: set postgres-container (or compose-project + postgres-service, or database-url) and/or volumes or paths",
+        ));
+    }
+    let mut timings = std::collections::BTreeMap::new();
+
+    // 1. Everything checked before anything is created.
+    let needs_docker = t.postgres_container.is_some()
+        || t.compose_project.is_some()
+        || !volumes.is_empty()
+        || !stop.is_empty();
+    let engine = if needs_docker { Some(Engine::connect().await?) } else { None };
+    let db = resolve_database(engine.as_ref(), t).await?;
+    let mut volume_users: Vec<ContainerInfo> = vec![];
+    if let Some(e) = &engine {
+        for v in &volumes {
+            e.check_volume(v).await?;
+            volume_users.extend(e.containers_using_volume(v).await?);
+        }
+        for c in &stop {
+            e.container(c).await?;
+        }
+    }
+    let host_paths: Vec<PathBuf> = paths.iter().map(|p| ctx.resolve(Path::new(p))).collect();
+    for p in &host_paths {
+        if !p.is_dir() {
+            return Err(usage(format!(
+                "paths: {} is not a folder on this machine (inside the action's container only the workspace is visible; use volumes for Docker volumes)",
+                p.display()
+            )));
+        }
+    }
+    let helper_image = match (&engine, volumes.is_empty()) {
+        (Some(e), false) => {
+            let mut hint = volume_users.clone();
+            if let Some(Database { server: Server::Container { info, .. }, .. }) = &db {
+                hint.push(info.clone());
+            }
+            Some(e.helper_image(&hint, false).await?)
+        }
+        _ => None,
+    };
+
+    // 2. The lock, and a fresh timestamped folder.
+    let root = ctx.resolve(spec.backup_root);
+    let lock = crate::lock::acquire(&root, LOCK_WAIT)?;
+    let (created_at, ts, final_dir) = loop {
+        let now = Utc::now();
+        let ts = manifest::timestamp(now);
+        let dir = root.join(format!("{}{ts}", manifest::DIR_PREFIX));
+        if !dir.exists() {
+            break (now, ts, dir);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    ctx.backup_dir = Some(ctx.display(&final_dir));
+    check_space(&root, db.as_ref()).await?;
+    let work = root.join(format!(".{}{ts}.partial", manifest::DIR_PREFIX));
+    std::fs::create_dir_all(&work)
+        .with_context(|| format!("cannot create {}; check that the backup root is writable", work.display()))?;
+
+    let result = make(
+        ctx, spec, &work, &ts, db.as_ref(), engine.as_ref(), helper_image.as_deref(),
+        &volumes, &host_paths, &stop, &mut timings,
+    )
+    .await;
+    let checked = result.and_then(|(verified, restore_check)| {
+        if let Err(e) = verified.failures(ctx) {
+            verified.report(ctx);
+            return Err(e);
+        }
+        Ok((verified, restore_check))
+    });
+    let (verified, restore_check) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing that looks like a backup is left behind.
+            let _ = std::fs::remove_dir_all(&work);
+            ctx.outputs.values.retain(|(k, _)| !k.contains("-path") && k != "backup-dir");
+            return Err(e);
+        }
+    };
+
+    // The record, then the folder appears whole.
+    let (commit, branch) = spec.revision.clone();
+    let mut m = verified.manifest(
+        ctx,
+        Manifest::new(spec.mode, created_at, String::new(), Git { commit, branch }),
+    );
+    m.backup_dir = ctx.display(&final_dir);
+    m.timings = timings;
+    m.restore_check = restore_check;
+    let placed = m
+        .write(&work)
+        .context("cannot write the manifest")
+        .and_then(|_| {
+            std::fs::rename(&work, &final_dir)
+                .with_context(|| format!("cannot move the backup into {}", final_dir.display()))
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(e);
+    }
+    if let Ok(d) = std::fs::File::open(&root) {
+        let _ = d.sync_all();
+    }
+    let verified = verified.moved_to(&final_dir);
+    verified.report(ctx);
+    Ok(Taken { dir: final_dir, manifest: m, root, lock })
+}
+
+/// Refuses to start when the backup root's file system clearly cannot hold the database
+/// dump: half the database's on-disk size (a dump is smaller than tables plus indexes, and
+/// gzip shrinks it further). Volume sizes are not known in advance without walking them
+/// (`docker system df` takes many seconds on a busy engine); a volume that does not fit
+/// fails while it is written, with the same exit code and nothing left behind.
+async fn check_space(root: &Path, db: Option<&Database>) -> Result<()> {
+    let db_size = match db {
+        Some(d) => d.server.database_size(&d.creds).await.unwrap_or(0),
+        None => 0,
+    };
+    let need = db_size / 2 + (1 << 20);
+    let st = rustix::fs::statvfs(root).context("cannot read the free space of the backup root")?;
+    let avail = st.f_bavail.saturating_mul(st.f_frsize);
+    if need > avail {
+        anyhow::bail!(
+            "not enough free space in {}: about {} needed (the database is {} on disk), {} available; free some space or point backup-root at a larger disk",
+            root.display(),
+            human_size(need),
+            human_size(db_size),
+            human_size(avail)
+        );
+    }
+    Ok(())
+}
+
+/// Writes and verifies every file in `work`. Returns the reports (all of them, failed or
+/// not) and the `verify-restore` result.
+#[allow(clippy::too_many_arguments)]
+async fn make(
+    ctx: &mut Context,
+    spec: &Spec<'_>,
+    work: &Path,
+    ts: &str,
+    db: Option<&Database>,
+    engine: Option<&Engine>,
+    helper_image: Option<&str>,
+    volumes: &[String],
+    host_paths: &[PathBuf],
+    stop: &[String],
+    timings: &mut std::collections::BTreeMap<String, f64>,
+) -> Result<(Verified, Option<RestoreCheck>)> {
+    let level = spec.compression_level;
+
+    // The database, while everything is still running.
+    let mut db_file = None;
+    if let Some(d) = db {
+        let name = d.creds.db.clone();
+        let path = work.join(format!("db_{}_{ts}.sql.gz", file_safe(&name)));
+        wf::group(&format!("Dumping database {name} ({})", d.server.describe()));
+        let started = Instant::now();
+        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        let dumped = d.server.dump(&d.creds, tx).await;
+        let written = writer.await?;
+        wf::end_group();
+        dumped?;
+        let raw = written.with_context(|| format!("cannot write {}", path.display()))?;
+        timings.insert("database dump".into(), started.elapsed().as_secs_f64());
+        wf::log(&format!(
+            "Dumped {} of SQL in {:.1} s",
+            human_size(raw),
+            started.elapsed().as_secs_f64()
+        ));
+        db_file = Some((path, d.meta.clone()));
+    }
+
+    // The volumes, with their users stopped (and started again right after).
+    let mut vol_files = vec![];
+    if !volumes.is_empty() || !host_paths.is_empty() {
+        let started = Instant::now();
+        if let (Some(e), false) = (engine, stop.is_empty()) {
+            e.stop(stop).await?;
+        }
+        let archived = archive_all(work, ts, level, engine, helper_image, volumes, host_paths).await;
+        let not_restarted = crate::docker::restart_stopped().await;
+        vol_files = archived?;
+        if !not_restarted.is_empty() {
+            anyhow::bail!(
+                "containers could not be started again after the volume archives: {}; start them by hand with `docker start`",
+                not_restarted.join(", ")
+            );
+        }
+        timings.insert("volume archives".into(), started.elapsed().as_secs_f64());
+    }
+
+    // Read everything back.
+    let started = Instant::now();
+    let (min_db, min_vol) = (spec.thresholds.min_db_size, spec.thresholds.min_volume_size);
+    let db_paths = db_file.clone();
+    let vol_paths = vol_files.clone();
+    let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
+        let d = db_paths.map(|(p, _)| verify_file(&p, Expect::SqlDump, min_db));
+        let v: Vec<FileReport> = vol_paths
+            .iter()
+            .map(|(p, _)| verify_file(p, Expect::Tar, min_vol))
+            .collect();
+        (d, v)
+    })
+    .await?;
+    timings.insert("verification".into(), started.elapsed().as_secs_f64());
+    let verified = Verified {
+        dir: work.to_path_buf(),
+        db: db_report.zip(db_file.map(|(_, m)| m)),
+        volumes: vol_reports
+            .into_iter()
+            .zip(vol_files.into_iter().map(|(_, m)| m))
+            .collect(),
+    };
+
+    // Optionally prove the dump loads.
+    let mut restore_check = None;
+    if spec.verify_restore {
+        let all_ok = verified.db.as_ref().is_some_and(|(r, _)| r.verified());
+        if let (Some(d), Some((report, _)), true) = (db, &verified.db, all_ok) {
+            let started = Instant::now();
+            let rc = verify_restore(ctx, d, report).await?;
+            timings.insert("verify-restore".into(), started.elapsed().as_secs_f64());
+            if !rc.passed {
+                verified.report(ctx);
+                ctx.failed_check = Some("verify-restore".into());
+                let diff: Vec<String> = rc
+                    .tables
+                    .iter()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(t, (a, b))| format!("{t}: {a} rows in the dump, {b} after restore"))
+                    .collect();
+                return Err(VerificationFailed(format!(
+                    "verify-restore: the dump loaded but its row counts differ:\n{}",
+                    diff.join("\n")
+                ))
+                .into());
+            }
+            restore_check = Some(rc);
+        } else if db.is_none() {
+            return Err(usage("verify-restore needs a database to restore (postgres-container or database-url)"));
+        }
+    }
+    Ok((verified, restore_check))
+}
+
+/// Archives each volume (through a helper container) and host path into `work`.
+async fn archive_all(
+    work: &Path,
+    ts: &str,
+    level: u32,
+    engine: Option<&Engine>,
+    helper_image: Option<&str>,
+    volumes: &[String],
+    host_paths: &[PathBuf],
+) -> Result<Vec<(PathBuf, VolMeta)>> {
+    let mut out = vec![];
+    for v in volumes {
+        let engine = engine.expect("docker connected for volumes");
+        let image = helper_image.expect("helper image chosen for volumes");
+        let path = work.join(format!("volume_{}_{ts}.tar.gz", file_safe(v)));
+        wf::log(&format!("Archiving volume {v}"));
+        let helper = engine.helper(v, image, true, None).await?;
+        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        let mut stream = helper.download();
+        let copied = async {
+            use futures_util::StreamExt;
+            while let Some(chunk) = stream.next().await {
+                if tx.send(chunk?).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        drop(stream);
+        helper.remove().await;
+        let written = writer.await?;
+        copied.with_context(|| format!("reading volume {v} failed"))?;
+        written.with_context(|| format!("cannot write {}", path.display()))?;
+        out.push((path, VolMeta { name: v.clone(), kind: "volume".into() }));
+    }
+    for p in host_paths {
+        let path = work.join(format!("volume_{}_{ts}.tar.gz", file_safe(&p.display().to_string())));
+        wf::log(&format!("Archiving folder {}", p.display()));
+        let (mut rx, reader) = pipe::tar_folder(p.clone());
+        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        while let Some(chunk) = rx.recv().await {
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let read = reader.await?;
+        let written = writer.await?;
+        read.with_context(|| format!("reading {} failed", p.display()))?;
+        written.with_context(|| format!("cannot write {}", path.display()))?;
+        out.push((path, VolMeta { name: p.display().to_string(), kind: "path".into() }));
+    }
+    Ok(out)
+}
+
+/// Loads the dump into a throwaway database on the same server, compares per-table row
+/// counts with the dump's, and always drops the throwaway database.
+async fn verify_restore(ctx: &mut Context, d: &Database, report: &FileReport) -> Result<RestoreCheck> {
+    let scratch = format!("predeploy_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    wf::group(&format!("verify-restore: loading the dump into throwaway database {scratch}"));
+    d.server.create_database(&d.creds, &scratch).await?;
+    let outcome = async {
+        let (rx, reader) = pipe::gunzip_file(&report.path);
+        let loaded = d.server.load(&d.creds, &scratch, rx).await;
+        let read = reader.await?;
+        loaded.context("verify-restore: the dump does not load into a fresh database")?;
+        read?;
+        let expected = report.sql.clone().unwrap_or_default().tables;
+        let names: Vec<String> = expected.keys().cloned().collect();
+        let actual = d.server.count_rows(&d.creds, &scratch, &names).await?;
+        let tables: std::collections::BTreeMap<String, (u64, u64)> = expected
+            .iter()
+            .map(|(t, n)| (t.clone(), (*n, actual.get(t).copied().unwrap_or(0))))
+            .collect();
+        Ok::<_, anyhow::Error>(tables)
+    }
+    .await;
+    let dropped = d.server.drop_database(&d.creds, &scratch).await;
+    wf::end_group();
+    if let Err(e) = dropped {
+        wf::warning(
+            "Throwaway database not dropped",
+            None,
+            &format!("could not drop {scratch}: {e}; drop it by hand"),
+        );
+    }
+    let tables = match outcome {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.failed_check = Some("verify-restore".into());
+            return Err(VerificationFailed(format!("{e:#}")).into());
+        }
+    };
+    let passed = tables.values().all(|(a, b)| a == b);
+    let rows: Vec<Vec<String>> = tables
+        .iter()
+        .map(|(t, (a, b))| {
+            vec![format!("`{t}`"), a.to_string(), b.to_string(), if a == b { "✅" } else { "❌" }.into()]
+        })
+        .collect();
+    ctx.summary
+        .heading(3, "verify-restore: row counts (dump vs. restored)")
+        .table(&["Table", "In the dump", "After restore", ""], &rows);
+    Ok(RestoreCheck { passed, database: scratch, tables })
+}

@@ -1,0 +1,54 @@
+//! `prune`: retention alone, and the prune that follows every verified backup.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Context;
+use crate::actions::commands as wf;
+use crate::cli::{Keep, PruneArgs};
+use crate::retention::{prune, Policy};
+
+pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
+    let root = ctx.resolve(&args.location.backup_root);
+    let policy = Policy {
+        retention_days: args.keep.retention_days,
+        keep_last: args.keep.keep_last,
+        dry_run: args.dry_run,
+    };
+    let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600))?;
+    let report = prune(&root, &ctx.workspace, &policy, chrono::Utc::now())?;
+    report.log();
+    report.write_summary(&mut ctx.summary);
+    if !report.failed.is_empty() {
+        ctx.failed_check = Some("prune".into());
+        anyhow::bail!(
+            "{} old backup folder(s) could not be deleted: {}",
+            report.failed.len(),
+            report
+                .failed
+                .iter()
+                .map(|(d, m)| format!("{}: {m}", d.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Retention after a verified backup (the caller holds the lock). A retention problem is
+/// reported as a warning: the new backup is good and the deploy may go on.
+pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
+    let policy = Policy {
+        retention_days: keep.retention_days,
+        keep_last: keep.keep_last,
+        dry_run: false,
+    };
+    match prune(root, &ctx.workspace, &policy, chrono::Utc::now()) {
+        Ok(report) => {
+            report.log();
+            report.write_summary(&mut ctx.summary);
+        }
+        Err(e) => wf::warning("Retention skipped", None, &format!("{e}")),
+    }
+}

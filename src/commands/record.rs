@@ -1,0 +1,406 @@
+//! How a backup becomes a restore point: the verification reports are judged, and only when
+//! every file passed are the manifest, `.last-deployment-backup`, the outputs, the summary
+//! and the artifact written. `backup` and `verify` both end here, so "verified" means the
+//! same thing whoever made the files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use super::Context;
+use crate::actions::artifact::ArtifactClient;
+use crate::actions::commands as wf;
+use crate::actions::summary::human_size;
+use crate::archive::verify::FileReport;
+use crate::cli::Publish;
+use crate::error::VerificationFailed;
+use crate::manifest::{DatabaseRecord, FileRecord, Manifest, Pointer, VolumeRecord};
+
+/// What we know about the database besides its file.
+#[derive(Clone, Debug, Default)]
+pub struct DbMeta {
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub container: Option<String>,
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+    pub url: Option<String>,
+}
+
+/// What we know about a volume besides its file.
+#[derive(Clone, Debug)]
+pub struct VolMeta {
+    pub name: String,
+    /// `volume` or `path`.
+    pub kind: String,
+}
+
+/// The files of one backup and their verification reports.
+pub struct Verified {
+    pub dir: PathBuf,
+    pub db: Option<(FileReport, DbMeta)>,
+    pub volumes: Vec<(FileReport, VolMeta)>,
+}
+
+impl Verified {
+    fn reports(&self) -> impl Iterator<Item = &FileReport> {
+        self.db
+            .iter()
+            .map(|(r, _)| r)
+            .chain(self.volumes.iter().map(|(r, _)| r))
+    }
+
+    /// [`Self::report`], then [`Self::failures`].
+    pub fn judge(&self, ctx: &mut Context) -> Result<()> {
+        self.report(ctx);
+        self.failures(ctx)
+    }
+
+    /// Sets the file outputs and the summary's file table.
+    pub fn report(&self, ctx: &mut Context) {
+        self.set_file_outputs(ctx);
+        self.summary_table(ctx, "Files");
+    }
+
+    /// The same files after their folder was renamed.
+    pub fn moved_to(mut self, dir: &Path) -> Verified {
+        let re = |p: &mut PathBuf| {
+            if let Some(name) = p.file_name() {
+                *p = dir.join(name);
+            }
+        };
+        if let Some((r, _)) = &mut self.db {
+            re(&mut r.path);
+        }
+        for (r, _) in &mut self.volumes {
+            re(&mut r.path);
+        }
+        self.dir = dir.to_path_buf();
+        self
+    }
+
+    /// Annotates every failed file and errs unless every file is verified.
+    pub fn failures(&self, ctx: &mut Context) -> Result<()> {
+        let mut failures = vec![];
+        for r in self.reports() {
+            if let Some(f) = &r.failure {
+                let shown = ctx.display(&r.path);
+                wf::error(
+                    &format!("Backup check `{}` failed", f.check.as_str()),
+                    Some(&shown),
+                    &format!("{shown}: {}", f.message),
+                );
+                failures.push(format!("{shown}: {} check failed: {}", f.check.as_str(), f.message));
+                ctx.failed_check.get_or_insert_with(|| f.check.as_str().to_string());
+            } else if !r.verified() {
+                failures.push(format!("{}: not verified", ctx.display(&r.path)));
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        ctx.outputs.set("verified", "false");
+        let total = self.reports().count();
+        Err(VerificationFailed(format!(
+            "{} of {total} backup file(s) failed verification:\n{}\nThe backup is not a restore point; do not deploy. Take a new backup (check the disk and the source) and run again.",
+            failures.len(),
+            failures.join("\n")
+        ))
+        .into())
+    }
+
+    fn set_file_outputs(&self, ctx: &mut Context) {
+        ctx.outputs.set("backup-dir", ctx.display(&self.dir));
+        if let Some((r, _)) = &self.db {
+            ctx.outputs.set("db-backup-path", ctx.display(&r.path));
+            ctx.outputs.set("db-backup-size", r.size.to_string());
+            ctx.outputs
+                .set("db-backup-sha256", r.sha256.clone().unwrap_or_default());
+        }
+        let paths: Vec<String> = self.volumes.iter().map(|(r, _)| ctx.display(&r.path)).collect();
+        let sizes: Vec<String> = self.volumes.iter().map(|(r, _)| r.size.to_string()).collect();
+        ctx.outputs.set("volume-backup-paths", paths.join("\n"));
+        ctx.outputs.set("volume-backup-sizes", sizes.join("\n"));
+    }
+
+    fn summary_table(&self, ctx: &mut Context, title: &str) {
+        let rows: Vec<Vec<String>> = self
+            .reports()
+            .map(|r| {
+                let status = match &r.failure {
+                    None if r.verified() => "✅".to_string(),
+                    Some(f) => format!("❌ {}: {}", f.check.as_str(), f.message),
+                    None => "❌ not verified".into(),
+                };
+                vec![
+                    format!("`{}`", ctx.display(&r.path)),
+                    human_size(r.size),
+                    r.sha256
+                        .as_deref()
+                        .map(|s| format!("`{}…`", &s[..s.len().min(16)]))
+                        .unwrap_or_else(|| "—".into()),
+                    r.passed
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    status,
+                ]
+            })
+            .collect();
+        ctx.summary.heading(3, title).table(
+            &["File", "Size", "SHA-256", "Checks passed", "Result"],
+            &rows,
+        );
+    }
+
+    /// The manifest of a verified backup.
+    pub fn manifest(&self, ctx: &Context, mut m: Manifest) -> Manifest {
+        let rel = |r: &FileReport| {
+            r.path
+                .strip_prefix(&self.dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| r.path.display().to_string())
+        };
+        let record = |r: &FileReport| FileRecord {
+            path: rel(r),
+            size: r.size,
+            sha256: r.sha256.clone().unwrap_or_default(),
+            checks: r.passed.iter().map(|c| c.as_str().to_string()).collect(),
+        };
+        m.verified = self.reports().all(FileReport::verified);
+        m.backup_dir = ctx.display(&self.dir);
+        m.run = ctx.runtime.run_id.as_ref().map(|_| crate::manifest::Run {
+            repository: ctx.runtime.repository.clone(),
+            run_id: ctx.runtime.run_id.clone(),
+            run_attempt: ctx.runtime.run_attempt.clone(),
+            workflow: ctx.runtime.workflow.clone(),
+            job: ctx.runtime.job.clone(),
+            url: ctx.runtime.run_url(),
+        });
+        m.database = self.db.as_ref().map(|(r, meta)| {
+            let sql = r.sql.clone().unwrap_or_default();
+            DatabaseRecord {
+                file: record(r),
+                name: meta.name.clone(),
+                user: meta.user.clone(),
+                container: meta.container.clone(),
+                compose_project: meta.compose_project.clone(),
+                compose_service: meta.compose_service.clone(),
+                url: meta.url.as_deref().map(wf::redact),
+                server_version: sql.server_version,
+                dump_tool_version: sql.dump_version,
+                tables: sql.tables,
+            }
+        });
+        m.volumes = self
+            .volumes
+            .iter()
+            .map(|(r, meta)| {
+                let t = r.tar.clone().unwrap_or_default();
+                VolumeRecord {
+                    file: record(r),
+                    name: meta.name.clone(),
+                    kind: meta.kind.clone(),
+                    entries: t.entries,
+                    total_bytes: t.total_bytes,
+                }
+            })
+            .collect();
+        m
+    }
+}
+
+/// Writes the manifest (unless the caller already placed it) and the pointer, sets every
+/// output, writes the success summary, and uploads the artifact.
+pub async fn publish(
+    ctx: &mut Context,
+    manifest: &Manifest,
+    dir: &Path,
+    publish: &Publish,
+    retention_days: u32,
+) -> Result<()> {
+    let manifest_path = dir.join(crate::manifest::FILE_NAME);
+    if !manifest_path.exists() {
+        manifest
+            .write(dir)
+            .with_context(|| format!("cannot write the manifest into {}", dir.display()))?;
+    }
+    let rel = |p: &str| format!("./{}", ctx.display(&dir.join(p)));
+    let pointer = Pointer {
+        deployment_timestamp: manifest.timestamp.clone(),
+        backup_dir: format!("./{}", ctx.display(dir)),
+        db_backup: manifest
+            .database
+            .as_ref()
+            .map(|d| rel(&d.file.path))
+            .unwrap_or_default(),
+        minio_backup: manifest
+            .volumes
+            .first()
+            .map(|v| rel(&v.file.path))
+            .unwrap_or_default(),
+        git_commit: manifest.git.commit.clone().unwrap_or_default(),
+        git_branch: manifest.git.branch.clone().unwrap_or_default(),
+        manifest: rel(crate::manifest::FILE_NAME),
+    };
+    pointer
+        .write(&ctx.workspace)
+        .with_context(|| format!("cannot write {} in the workspace", crate::manifest::POINTER_FILE))?;
+
+    let o = &mut ctx.outputs;
+    o.set("verified", "true");
+    o.set("manifest-path", ctx_display(&ctx.workspace, &manifest_path));
+    o.set("commit", manifest.git.commit.clone().unwrap_or_default());
+    o.set("branch", manifest.git.branch.clone().unwrap_or_default());
+    o.set("timestamp", manifest.timestamp.clone());
+
+    let upload = publish
+        .upload_artifact
+        .unwrap_or_else(|| ctx.runtime.has_artifact_service());
+    let mut artifact_note = String::from("Artifact: not uploaded (outside GitHub Actions, or `upload-artifact: false`).");
+    if upload {
+        let (Some(url), Some(token)) = (&ctx.runtime.results_url, &ctx.runtime.runtime_token)
+        else {
+            return Err(crate::error::usage(
+                "upload-artifact is true but the Actions artifact service is not available (ACTIONS_RESULTS_URL / ACTIONS_RUNTIME_TOKEN are not set): run inside GitHub Actions, or set upload-artifact: false. The local backup is verified and kept.",
+            ));
+        };
+        let folder = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut files = vec![(format!("{folder}/{}", crate::manifest::FILE_NAME), manifest_path.clone())];
+        if publish.include_backups_in_artifact {
+            for f in manifest.files() {
+                files.push((format!("{folder}/{}", f.path), dir.join(&f.path)));
+            }
+        }
+        let client = ArtifactClient::new(url, token)?;
+        let up = client
+            .upload(&publish.artifact_name, &files, Some(retention_days))
+            .await
+            .context("the backup is verified and kept on disk, but uploading the manifest artifact failed, so a rollback from another run would not find it; re-run the job")?;
+        let url = match (&ctx.runtime.repository, &ctx.runtime.run_id) {
+            (Some(repo), Some(run)) => format!(
+                "{}/{repo}/actions/runs/{run}/artifacts/{}",
+                ctx.runtime.server_url.as_deref().unwrap_or("https://github.com"),
+                up.id
+            ),
+            _ => String::new(),
+        };
+        ctx.outputs.set("artifact-id", up.id.to_string());
+        ctx.outputs.set("artifact-url", url.clone());
+        ctx.outputs.set("artifact-digest", up.digest.clone());
+        artifact_note = format!(
+            "Artifact `{}` uploaded (id {}, {}, sha256 `{}`){}.",
+            publish.artifact_name,
+            up.id,
+            human_size(up.size),
+            up.digest,
+            if url.is_empty() { String::new() } else { format!(": {url}") }
+        );
+    }
+
+    let s = &mut ctx.summary;
+    s.heading(2, "✅ Pre-deployment backup verified");
+    s.list(&[
+        format!("Backup folder: `{}`", ctx_display(&ctx.workspace, dir)),
+        format!(
+            "Commit `{}` on branch `{}`",
+            manifest.git.commit.as_deref().unwrap_or("unknown"),
+            manifest.git.branch.as_deref().unwrap_or("unknown")
+        ),
+        format!("Manifest: `{}`", ctx_display(&ctx.workspace, &manifest_path)),
+        artifact_note,
+    ]);
+    if let Some(db) = &manifest.database {
+        if !db.tables.is_empty() {
+            let rows: Vec<Vec<String>> = db
+                .tables
+                .iter()
+                .map(|(t, n)| vec![format!("`{t}`"), n.to_string()])
+                .collect();
+            s.heading(3, "Rows per table (from the dump)").table(&["Table", "Rows"], &rows);
+        }
+    }
+    if !manifest.timings.is_empty() {
+        let rows: Vec<Vec<String>> = manifest
+            .timings
+            .iter()
+            .map(|(k, v)| vec![k.clone(), format!("{v:.2} s")])
+            .collect();
+        s.heading(3, "Timings").table(&["Phase", "Time"], &rows);
+    }
+    s.heading(3, "Rollback");
+    let instructions = rollback_instructions(manifest, &ctx.workspace, &ctx.runtime, dir);
+    s.paragraph(&instructions);
+    Ok(())
+}
+
+fn ctx_display(workspace: &Path, p: &Path) -> String {
+    p.strip_prefix(workspace)
+        .map(|r| r.display().to_string())
+        .unwrap_or_else(|_| p.display().to_string())
+}
+
+/// The exact ways back: the rollback workflow with this run's id, our CLI, and the seed's
+/// manual commands. Markdown; used by the summary and by `info`.
+pub fn rollback_instructions(
+    m: &Manifest,
+    workspace: &Path,
+    rt: &crate::actions::Runtime,
+    dir: &Path,
+) -> String {
+    let shown = format!("./{}", ctx_display(workspace, dir));
+    let run_id = m
+        .run
+        .as_ref()
+        .and_then(|r| r.run_id.clone())
+        .or_else(|| rt.run_id.clone());
+    let mut out = String::new();
+    if let Some(id) = run_id {
+        let repo = m
+            .run
+            .as_ref()
+            .and_then(|r| r.repository.clone())
+            .or_else(|| rt.repository.clone());
+        out.push_str("With the rollback workflow (see the README):\n\n```sh\n");
+        out.push_str(&format!(
+            "gh workflow run rollback.yml{} -f run-id={id}\n```\n\n",
+            repo.map(|r| format!(" --repo {r}")).unwrap_or_default()
+        ));
+    }
+    out.push_str("With the CLI on the deploy host:\n\n```sh\n");
+    out.push_str(&format!(
+        "predeploy-backup rollback --manifest {shown}/{}\n```\n\n",
+        crate::manifest::FILE_NAME
+    ));
+    out.push_str("By hand (the seed's commands):\n\n```sh\n");
+    out.push_str("# 1. stop the services that use the data\n");
+    if let Some(db) = &m.database {
+        let target = db
+            .container
+            .clone()
+            .unwrap_or_else(|| "<postgres-container>".into());
+        out.push_str(&format!(
+            "# 2. restore the database\ngunzip -c {shown}/{} | \\\n  docker exec -i {target} psql -U {} -d {}\n",
+            db.file.path,
+            db.user.as_deref().unwrap_or("postgres"),
+            db.name.as_deref().unwrap_or("postgres"),
+        ));
+    }
+    for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+        out.push_str(&format!(
+            "# 3. restore volume {name}\ndocker run --rm -v {name}:/data -v \"$(pwd)/{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
+            name = v.name,
+            dir = shown.trim_start_matches("./"),
+            file = v.file.path
+        ));
+    }
+    if let Some(c) = &m.git.commit {
+        out.push_str(&format!("# 4. revert the code\ngit checkout {c}\n"));
+    }
+    out.push_str("# 5. start the services again\n```\n");
+    out
+}

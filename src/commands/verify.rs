@@ -1,0 +1,69 @@
+//! `verify`: check backups that something else made (a deploy script, say), and record them
+//! exactly as `backup` records its own.
+
+use anyhow::Result;
+
+use super::record::{publish, DbMeta, VolMeta, Verified};
+use super::{revision, Context};
+use crate::archive::verify::{verify_file, Expect};
+use crate::cli::{split_list, VerifyArgs};
+use crate::error::usage;
+use crate::manifest::{parse_dir_timestamp, Git, Manifest};
+
+pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
+    let db = args.db_backup.as_deref().map(|p| ctx.resolve(p));
+    let volumes: Vec<_> = split_list(args.volume_backups.as_deref())
+        .iter()
+        .map(|p| ctx.resolve(std::path::Path::new(p)))
+        .collect();
+    let Some(first) = db.clone().or_else(|| volumes.first().cloned()) else {
+        return Err(usage(
+            "verify needs the backups to check: set `db-backup` (the .sql.gz) and/or `volume-backups` (the .tar.gz files, comma- or newline-separated)",
+        ));
+    };
+    let dir = first
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ctx.workspace.clone());
+    ctx.backup_dir = Some(ctx.display(&dir));
+    let (commit, branch) = revision(ctx, &args.revision);
+    ctx.revision = (commit.clone(), branch.clone());
+
+    let started = std::time::Instant::now();
+    let min_db = args.thresholds.min_db_size;
+    let min_vol = args.thresholds.min_volume_size;
+    let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
+        let d = db.map(|p| verify_file(&p, Expect::SqlDump, min_db));
+        let v: Vec<_> = volumes
+            .iter()
+            .map(|p| verify_file(p, Expect::Tar, min_vol))
+            .collect();
+        (d, v)
+    })
+    .await?;
+    let verified = Verified {
+        dir: dir.clone(),
+        db: db_report.map(|r| (r, DbMeta::default())),
+        volumes: vol_reports
+            .into_iter()
+            .map(|r| {
+                let name = r
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                (r, VolMeta { name, kind: "file".into() })
+            })
+            .collect(),
+    };
+    verified.judge(ctx)?;
+
+    let created_at = dir
+        .file_name()
+        .and_then(|n| parse_dir_timestamp(&n.to_string_lossy()))
+        .unwrap_or_else(chrono::Utc::now);
+    let mut m = verified.manifest(ctx, Manifest::new("verify", created_at, String::new(), Git { commit, branch }));
+    m.timings
+        .insert("verify".into(), started.elapsed().as_secs_f64());
+    publish(ctx, &m, &dir, &args.publish, args.retention_days).await
+}

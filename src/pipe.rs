@@ -1,0 +1,105 @@
+//! Bridges between async byte streams (Docker, child processes) and the synchronous
+//! archive code (gzip, tar), through bounded channels.
+//!
+//! A bounded channel is the whole memory story: when the disk (or psql, or Docker) is slower
+//! than the producer, `send` waits, the producer stops reading its socket, and the source
+//! (pg_dump, the Docker daemon) blocks. Memory stays flat whatever the size of the data.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::archive::gzip::ParallelGzEncoder;
+
+/// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
+pub const DEPTH: usize = 32;
+
+/// Compresses everything received into `path` (gzip at `level`), fsyncs it, and returns the
+/// number of uncompressed bytes. The file is complete only when this returns `Ok`.
+pub fn gzip_to_file(path: PathBuf, level: u32) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        let file = File::create(&path)?;
+        let mut gz = ParallelGzEncoder::new(BufWriter::with_capacity(1 << 20, file), level);
+        let mut total = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            gz.write_all(&chunk)?;
+            total += chunk.len() as u64;
+        }
+        let file = gz
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(total)
+    });
+    (tx, task)
+}
+
+/// Streams the decompressed content of a gzip file, chunk by chunk.
+pub fn gunzip_file(path: &Path) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
+    let path = path.to_path_buf();
+    let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        let file = File::open(&path)?;
+        let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = gz.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the reader stopped"));
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// A channel receiver as a `Stream` of `io::Result<Bytes>` (for HTTP bodies).
+pub fn into_stream(
+    rx: mpsc::Receiver<Bytes>,
+) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(b), rx))
+    })
+}
+
+/// Archives a host folder as tar into `tx` (entries relative to the folder; links kept as
+/// links; ownership, modes and times kept).
+pub fn tar_folder(dir: PathBuf) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        struct ChanWriter(mpsc::Sender<Bytes>, Vec<u8>);
+        impl Write for ChanWriter {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.1.extend_from_slice(b);
+                if self.1.len() >= 256 * 1024 {
+                    self.flush()?;
+                }
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if !self.1.is_empty() {
+                    let chunk = Bytes::from(std::mem::take(&mut self.1));
+                    self.0
+                        .blocking_send(chunk)
+                        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped"))?;
+                }
+                Ok(())
+            }
+        }
+        let mut b = tar::Builder::new(ChanWriter(tx, Vec::new()));
+        b.follow_symlinks(false);
+        b.mode(tar::HeaderMode::Complete);
+        b.append_dir_all(".", &dir)?;
+        let mut w = b.into_inner()?;
+        w.flush()
+    });
+    (rx, task)
+}
