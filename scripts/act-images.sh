@@ -1,12 +1,17 @@
-# shellcheck shell=bash
+#!/usr/bin/env bash
+# Local images for the act end-to-end harness, and the helpers that make them.
+#
+#   scripts/act-images.sh [--force]   build predeploy-test/runner:latest (the act job
+#                                     image) and rust:1.95-slim-bookworm (the Dockerfile's
+#                                     FROM), each unless it exists
+#   . scripts/act-images.sh           define the act_images::* functions only
+#
 # Helpers shared by scripts/images/rust-builder.sh and scripts/images/runner.sh.
 #
 # This machine has a Docker engine but no container registry: no image can be
 # pulled. These helpers make local images from scratch with debootstrap, using
 # the Debian mirror that apt on this host is already configured for (read at
 # run time, never written down here).
-#
-# Source this file; it defines functions only.
 
 # Print the first mirror URI that apt uses for Debian bookworm "main"
 # (env DEBIAN_MIRROR overrides it). Understands deb822 *.sources files and
@@ -52,6 +57,18 @@ act_images::need_debootstrap() {
         return 1
     fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+}
+
+# act_images::as_root "$0" "$@": re-run the calling script as root through sudo when
+# we are not root (debootstrap, chroot and reading the rootfs need it), keeping
+# the variables the scripts read.
+act_images::as_root() {
+    [ "$(id -u)" -eq 0 ] && return 0
+    command -v sudo >/dev/null 2>&1 || {
+        echo "act-images: need root (or sudo) to build images" >&2
+        exit 1
+    }
+    exec sudo --preserve-env=PATH,DEBIAN_MIRROR,TMPDIR,HOST_CA_BUNDLE,RUST_TOOLCHAIN_DIR,RUST_BUILDER_IMAGE,RUNNER_IMAGE,DOCKER_HOST "$@"
 }
 
 act_images::image_exists() {
@@ -133,3 +150,11 @@ act_images::workdir() {
     local base=${TMPDIR:-/var/tmp}
     mktemp -d "$base/act-images.XXXXXX"
 }
+
+# Executed rather than sourced: build both images.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    "$_here/images/runner.sh" "$@"
+    "$_here/images/rust-builder.sh" "$@"
+fi

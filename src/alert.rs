@@ -588,7 +588,20 @@ fn smtp_send(
             Ok(_) => return Ok(()),
             Err(e) => {
                 let permanent = e.is_permanent() || e.is_client();
-                last = format!("the SMTP server refused or failed: {e}");
+                last = if e.is_permanent() {
+                    format!("the SMTP server refused the alert: {e}")
+                } else if e.is_client() {
+                    format!("the alert email could not be sent: {e}")
+                } else if e.is_transient() {
+                    format!("the SMTP server failed temporarily: {e}")
+                } else if e.is_timeout() {
+                    format!(
+                        "the SMTP server did not answer within {:?}: {e}",
+                        config.timeout
+                    )
+                } else {
+                    format!("cannot talk to the SMTP server: {e}")
+                };
                 if permanent {
                     return Err(format!(
                         "{last}; not retried: check smtp-url, its credentials and alert-email"

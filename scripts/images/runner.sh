@@ -16,7 +16,7 @@ set -euo pipefail
 TAG=${RUNNER_IMAGE:-predeploy-test/runner:latest}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../act-images.sh
+# shellcheck source=scripts/act-images.sh
 . "$here/../act-images.sh"
 
 force=0
@@ -32,6 +32,8 @@ if [ $force -eq 0 ] && act_images::image_exists "$TAG"; then
     echo "runner: $TAG exists (use --force to rebuild)" >&2
     exit 0
 fi
+
+act_images::as_root "$0" "$@"
 
 work=$(act_images::workdir)
 trap 'rm -rf "$work"' EXIT

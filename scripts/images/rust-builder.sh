@@ -24,7 +24,7 @@ WANT_VERSION=1.95
 TRIPLE=x86_64-unknown-linux-gnu
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../act-images.sh
+# shellcheck source=scripts/act-images.sh
 . "$here/../act-images.sh"
 
 force=0
@@ -41,9 +41,14 @@ if [ $force -eq 0 ] && act_images::image_exists "$TAG"; then
     exit 0
 fi
 
-# Locate the host toolchain.
-rustc_path=$(rustup which rustc 2>/dev/null || command -v rustc)
-toolchain=$(dirname "$(dirname "$(readlink -f "$rustc_path")")")
+# Locate the host toolchain (env RUST_TOOLCHAIN_DIR overrides), then become root.
+if [ -z "${RUST_TOOLCHAIN_DIR:-}" ]; then
+    rustc_path=$(rustup which rustc 2>/dev/null || command -v rustc)
+    RUST_TOOLCHAIN_DIR=$(dirname "$(dirname "$(readlink -f "$rustc_path")")")
+    export RUST_TOOLCHAIN_DIR
+fi
+act_images::as_root "$0" "$@"
+toolchain=$RUST_TOOLCHAIN_DIR
 version=$("$toolchain/bin/rustc" -V | awk '{print $2}')
 case $version in
 "$WANT_VERSION" | "$WANT_VERSION".*) ;;

@@ -19,3 +19,6 @@ pub mod restore;
 pub mod sql;
 pub mod tarwalk;
 pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod testutil;

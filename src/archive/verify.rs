@@ -526,3 +526,498 @@ fn gzip_message(e: &GzError, file_size: u64, expect: Expect) -> String {
         _ => format!("{e}: the file is corrupt (damaged on disk or in transit); {new_backup}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::gzip::ParallelGzEncoder;
+    use crate::archive::hash::sha256_hex;
+    use crate::archive::testutil::*;
+    use std::io::Write;
+    use tar::EntryType;
+
+    const ALL_SQL: [Check; 7] = [
+        Check::Exists,
+        Check::RegularFile,
+        Check::MinSize,
+        Check::Gzip,
+        Check::SqlHeader,
+        Check::SqlComplete,
+        Check::Sha256,
+    ];
+    const ALL_TAR: [Check; 6] = [
+        Check::Exists,
+        Check::RegularFile,
+        Check::MinSize,
+        Check::Gzip,
+        Check::Tar,
+        Check::Sha256,
+    ];
+
+    struct Dir(tempfile::TempDir);
+
+    impl Dir {
+        fn new() -> Self {
+            Dir(tempfile::tempdir().unwrap())
+        }
+        fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+            let p = self.0.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        }
+    }
+
+    fn verify_bytes(bytes: &[u8], expect: Expect) -> FileReport {
+        let d = Dir::new();
+        verify_file(&d.file("f.gz", bytes), expect, 0)
+    }
+
+    /// Fails closed: the named check failed, nothing after it passed, no hash recorded.
+    #[track_caller]
+    fn assert_fails(r: &FileReport, check: Check, needle: &str) {
+        let f = r.failure.as_ref().unwrap_or_else(|| panic!("expected {check:?} to fail: {r:?}"));
+        assert_eq!(f.check, check, "{}", f.message);
+        assert!(
+            f.message.contains(needle),
+            "message for {check:?} lacks {needle:?}: {}",
+            f.message
+        );
+        assert!(!r.verified());
+        assert!(r.sha256.is_none());
+        assert!(!r.passed.contains(&check));
+        assert!(!r.passed.contains(&Check::Sha256));
+    }
+
+    fn tables() -> Vec<(&'static str, usize)> {
+        vec![
+            ("public.users", 23),
+            ("public.\"Order Items\"", 7),
+            ("\"Audit\".\"log\"\"s\"", 0),
+            ("plain", 3),
+        ]
+    }
+
+    fn good_dump() -> Vec<u8> {
+        gz(&dump_text(&tables(), None))
+    }
+
+    /// Nested folders, an empty folder, a symlink, a hard link, a 200-char name (GNU
+    /// long name), a long symlink target, and a setuid file.
+    fn good_tar() -> Vec<u8> {
+        tar_of(|b| {
+            b.append(&header("./", EntryType::Directory, 0), &[][..]).unwrap();
+            b.append(&header("a/", EntryType::Directory, 0), &[][..]).unwrap();
+            b.append(&header("a/b/", EntryType::Directory, 0), &[][..]).unwrap();
+            b.append(&header("a/b/empty/", EntryType::Directory, 0), &[][..]).unwrap();
+            b.append(&header("a/b/file.pdf", EntryType::Regular, 1000), &[7u8; 1000][..]).unwrap();
+            let long = format!("a/{}", "n".repeat(198));
+            let mut h = header("x", EntryType::Regular, 5);
+            b.append_data(&mut h, &long, &b"hello"[..]).unwrap();
+            let mut h = header("a/link", EntryType::Symlink, 0);
+            h.set_link_name("b/file.pdf").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("a/longlink", EntryType::Symlink, 0);
+            b.append_link(&mut h, "a/longlink", format!("b/{}", "../b/".repeat(30)) + "file.pdf")
+                .unwrap();
+            let mut h = header("a/hard", EntryType::Link, 0);
+            h.set_link_name("a/b/file.pdf").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("a/suid", EntryType::Regular, 3);
+            h.set_mode(0o4755);
+            h.set_uid(70);
+            h.set_gid(70);
+            h.set_cksum();
+            b.append(&h, &b"abc"[..]).unwrap();
+        })
+    }
+
+    #[test]
+    fn a_valid_dump_passes_every_check_and_is_summarised() {
+        let d = Dir::new();
+        let bytes = good_dump();
+        let p = d.file("db.sql.gz", &bytes);
+        let r = verify_file(&p, Expect::SqlDump, 100);
+        assert!(r.failure.is_none(), "{:?}", r.failure);
+        assert!(r.verified());
+        assert_eq!(r.passed, ALL_SQL);
+        assert_eq!(r.size, bytes.len() as u64);
+        assert_eq!(r.sha256.as_deref(), Some(sha256_hex(&bytes).as_str()));
+        let sql = r.sql.unwrap();
+        assert_eq!(sql.server_version.as_deref(), Some("16.4 (Debian 16.4-1.pgdg120+2)"));
+        assert_eq!(sql.dump_version.as_deref(), Some("16.4 (Debian 16.4-1.pgdg120+2)"));
+        let want: BTreeMap<String, u64> = [
+            ("public.users", 23),
+            ("public.Order Items", 7),
+            ("Audit.log\"s", 0),
+            ("plain", 3),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(sql.tables, want);
+        assert!(r.tar.is_none());
+    }
+
+    #[test]
+    fn pg_17_6_restrict_dump_passes_and_checks_the_key() {
+        let key = "aZ3kQ9xW2mP7vL1nB8cD4fG6hJ0kR5sT";
+        let r = verify_bytes(&gz(&dump_text(&tables(), Some(key))), Expect::SqlDump);
+        assert_eq!(r.passed, ALL_SQL, "{:?}", r.failure);
+
+        let text = String::from_utf8(dump_text(&tables(), Some(key))).unwrap();
+        let wrong = text.replace(&format!("\\unrestrict {key}"), "\\unrestrict otherkey");
+        let r = verify_bytes(&gz(wrong.as_bytes()), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "does not match");
+
+        let cut = text.replace(&format!("\\unrestrict {key}\n"), "");
+        let r = verify_bytes(&gz(cut.as_bytes()), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "unrestrict");
+    }
+
+    #[test]
+    fn a_dump_with_no_tables_passes() {
+        let r = verify_bytes(&gz(&dump_text(&[], None)), Expect::SqlDump);
+        assert_eq!(r.passed, ALL_SQL, "{:?}", r.failure);
+        assert!(r.sql.unwrap().tables.is_empty());
+    }
+
+    #[test]
+    fn multi_member_gzip_passes() {
+        let text = dump_text(&tables(), None);
+        let (a, b) = text.split_at(text.len() / 3);
+        let mut bytes = gz(a);
+        bytes.extend(gz(b));
+        bytes.extend(gz(b""));
+        let r = verify_bytes(&bytes, Expect::SqlDump);
+        assert_eq!(r.passed, ALL_SQL, "{:?}", r.failure);
+        assert_eq!(r.sql.unwrap().tables["public.users"], 23);
+    }
+
+    #[test]
+    fn a_large_dump_from_the_parallel_encoder_passes_with_exact_counts() {
+        // Several MiB: many read blocks, many gzip members, lines split everywhere.
+        let text = dump_text(&[("public.big", 250_000), ("public.small", 1)], None);
+        assert!(text.len() > 8 << 20);
+        let mut e = ParallelGzEncoder::with_options(Vec::new(), 1, 2, 256 * 1024);
+        e.write_all(&text).unwrap();
+        let bytes = e.finish().unwrap();
+        let r = verify_bytes(&bytes, Expect::SqlDump);
+        assert_eq!(r.passed, ALL_SQL, "{:?}", r.failure);
+        let t = r.sql.unwrap().tables;
+        assert_eq!((t["public.big"], t["public.small"]), (250_000, 1));
+    }
+
+    #[test]
+    fn a_truncated_gzip_fails_gzip() {
+        let bytes = good_dump();
+        let cut = &bytes[..bytes.len() * 2 / 3];
+        let r = verify_bytes(cut, Expect::SqlDump);
+        assert_fails(&r, Check::Gzip, &format!("truncated at byte {} of {}", cut.len(), cut.len()));
+        assert!(r.failure.unwrap().message.contains("take a new backup"));
+        // Cut inside the trailer and inside the header too.
+        assert_fails(&verify_bytes(&bytes[..bytes.len() - 3], Expect::SqlDump), Check::Gzip, "truncated");
+        assert_fails(&verify_bytes(&bytes[..5], Expect::SqlDump), Check::Gzip, "truncated");
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_deflate_data_fails_gzip() {
+        let bytes = good_dump();
+        for at in [20, bytes.len() / 2, bytes.len() - 12] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x10;
+            assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "gzip member 1");
+        }
+    }
+
+    #[test]
+    fn wrong_crc_or_length_fields_fail_gzip() {
+        let bytes = good_dump();
+        let n = bytes.len();
+        let mut b = bytes.clone();
+        b[n - 8] ^= 1;
+        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "CRC-32");
+        let mut b = bytes.clone();
+        b[n - 4] ^= 1;
+        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "wrong length");
+    }
+
+    #[test]
+    fn bytes_after_the_last_member_fail_gzip_even_zeros() {
+        let mut b = good_dump();
+        b.extend_from_slice(b"garbage");
+        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "follows member 1");
+        let mut b = good_dump();
+        b.extend_from_slice(&[0u8; 512]);
+        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "512 zero bytes");
+        let mut b = good_dump();
+        b.push(0x1f);
+        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "follows member 1");
+    }
+
+    #[test]
+    fn an_empty_file_fails() {
+        let d = Dir::new();
+        let p = d.file("e.gz", b"");
+        assert_fails(&verify_file(&p, Expect::SqlDump, 0), Check::Gzip, "empty");
+        assert_fails(&verify_file(&p, Expect::Tar, 512), Check::MinSize, "0 bytes");
+    }
+
+    #[test]
+    fn a_file_under_the_minimum_fails_min_size() {
+        let d = Dir::new();
+        let bytes = good_dump();
+        let p = d.file("db.sql.gz", &bytes);
+        let r = verify_file(&p, Expect::SqlDump, bytes.len() as u64 + 1);
+        assert_fails(&r, Check::MinSize, "less than the minimum");
+        assert_eq!(r.passed, [Check::Exists, Check::RegularFile]);
+        assert_eq!(r.size, bytes.len() as u64);
+        // Exactly the minimum passes.
+        assert!(verify_file(&p, Expect::SqlDump, bytes.len() as u64).verified());
+    }
+
+    #[test]
+    fn plain_text_where_gzip_is_expected_fails_gzip() {
+        let r = verify_bytes(&dump_text(&tables(), None), Expect::SqlDump);
+        assert_fails(&r, Check::Gzip, "not gzip-compressed");
+        assert!(r.failure.unwrap().message.contains("plain text"));
+    }
+
+    #[test]
+    fn a_dump_without_its_completion_line_fails_sql_complete() {
+        let text = String::from_utf8(dump_text(&tables(), None)).unwrap();
+        let cut = text.replace("-- PostgreSQL database dump complete\n", "");
+        let r = verify_bytes(&gz(cut.as_bytes()), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "completion line");
+        assert_eq!(&r.passed[3..], [Check::Gzip, Check::SqlHeader]);
+        // Cut at a statement boundary well before the end.
+        let at = text.find("ALTER TABLE").unwrap();
+        let r = verify_bytes(&gz(&text.as_bytes()[..at]), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "missing");
+    }
+
+    #[test]
+    fn a_dump_cut_inside_copy_data_fails_sql_complete() {
+        let text = dump_text(&tables(), None);
+        let row = b"plain text row 10\n".as_slice();
+        let at = text.windows(row.len()).position(|w| w == row).unwrap() + row.len();
+        let r = verify_bytes(&gz(&text[..at]), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "inside the data of table public.users");
+    }
+
+    #[test]
+    fn sql_after_the_completion_line_fails_sql_complete() {
+        let mut text = dump_text(&tables(), None);
+        text.extend_from_slice(b"DROP TABLE public.users;\n");
+        let r = verify_bytes(&gz(&text), Expect::SqlDump);
+        assert_fails(&r, Check::SqlComplete, "follows the completion line");
+        // Two dumps concatenated.
+        let mut two = dump_text(&tables(), None);
+        two.extend(dump_text(&tables(), None));
+        assert_fails(&verify_bytes(&gz(&two), Expect::SqlDump), Check::SqlComplete, "follows the completion");
+    }
+
+    #[test]
+    fn gzip_of_random_bytes_where_a_dump_is_expected_fails_sql_header() {
+        let r = verify_bytes(&gz(&Rng::new(7).bytes(100_000)), Expect::SqlDump);
+        assert_fails(&r, Check::SqlHeader, "header");
+        assert_eq!(&r.passed[3..], [Check::Gzip]);
+        // And some other SQL that is not a pg_dump dump.
+        let r = verify_bytes(&gz(b"SELECT 1;\n"), Expect::SqlDump);
+        assert_fails(&r, Check::SqlHeader, "not a pg_dump");
+    }
+
+    #[test]
+    fn a_valid_tar_passes_with_long_names_links_and_empty_folders() {
+        let d = Dir::new();
+        let bytes = gz(&good_tar());
+        let p = d.file("v.tar.gz", &bytes);
+        let r = verify_file(&p, Expect::Tar, 100);
+        assert_eq!(r.passed, ALL_TAR, "{:?}", r.failure);
+        let t = r.tar.unwrap();
+        assert_eq!((t.entries, t.total_bytes), (10, 1008));
+        assert_eq!(r.sha256.unwrap(), sha256_hex(&bytes));
+    }
+
+    #[test]
+    fn docker_style_pax_headers_and_record_padding_pass() {
+        let mut t = Vec::new();
+        let long = format!("data/{}", "p".repeat(150));
+        let mut pax = pax_record("path", long.as_bytes());
+        pax.extend(pax_record("mtime", b"1700000000.123456789"));
+        pax.extend(pax_record("SCHILY.xattr.user.k", b"v"));
+        push(&mut t, &raw_header(b"PaxHeaders.0/ppp", b'x', pax.len() as u64, b""), &pax);
+        push(&mut t, &raw_header(b"ppp", b'0', 3, b""), b"abc");
+        push(&mut t, &raw_header(b"data/f", b'0', 600, b""), &[1u8; 600]);
+        end(&mut t);
+        t.extend(std::iter::repeat_n(0u8, 10240 - t.len() % 10240));
+        let r = verify_bytes(&gz(&t), Expect::Tar);
+        assert_eq!(&r.passed[3..], [Check::Gzip, Check::Tar, Check::Sha256], "{:?}", r.failure);
+        assert_eq!(r.tar.unwrap().total_bytes, 603);
+    }
+
+    #[test]
+    fn a_gnu_tar_archive_of_a_real_folder_passes() {
+        let d = Dir::new();
+        let root = d.0.path().join("vol");
+        std::fs::create_dir_all(root.join("a/b/empty")).unwrap();
+        std::fs::write(root.join("a/b/f.pdf"), Rng::new(3).bytes(70_000)).unwrap();
+        std::fs::write(root.join(format!("a/{}", "n".repeat(200))), b"x").unwrap();
+        std::os::unix::fs::symlink("b/f.pdf", root.join("a/link")).unwrap();
+        std::fs::hard_link(root.join("a/b/f.pdf"), root.join("a/hard")).unwrap();
+        let out = d.0.path().join("vol.tar.gz");
+        for format in ["gnu", "posix"] {
+            let st = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .arg("-czf")
+                .arg(&out)
+                .arg("-C")
+                .arg(&root)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let r = verify_file(&out, Expect::Tar, 512);
+            assert_eq!(r.passed, ALL_TAR, "{format}: {:?}", r.failure);
+            assert_eq!(r.tar.unwrap().entries, 8, "{format}");
+        }
+    }
+
+    #[test]
+    fn a_tar_cut_mid_entry_fails_tar() {
+        let t = good_tar();
+        let r = verify_bytes(&gz(&t[..512 * 5 + 300]), Expect::Tar);
+        assert_fails(&r, Check::Tar, "ends inside this entry's data");
+        assert!(r.failure.unwrap().message.contains("a/b/file.pdf"));
+        let r = verify_bytes(&gz(&t[..512 * 5 + 100]), Expect::Tar);
+        assert_fails(&r, Check::Tar, "of 1000 bytes present");
+    }
+
+    #[test]
+    fn a_bad_header_checksum_fails_tar() {
+        let mut t = good_tar();
+        t[512 * 2 + 10] ^= 0x01; // inside the third header's name
+        assert_fails(&verify_bytes(&gz(&t), Expect::Tar), Check::Tar, "checksum");
+    }
+
+    #[test]
+    fn a_tar_without_its_end_marker_fails_tar() {
+        let t = good_tar();
+        let body = t.len() - 1024;
+        assert!(t[body..].iter().all(|&b| b == 0));
+        assert_fails(&verify_bytes(&gz(&t[..body]), Expect::Tar), Check::Tar, "end-of-archive marker is missing");
+        assert_fails(&verify_bytes(&gz(&t[..body + 512]), Expect::Tar), Check::Tar, "only one");
+        let mut extra = t.clone();
+        extra.extend_from_slice(b"trailing");
+        assert_fails(&verify_bytes(&gz(&extra), Expect::Tar), Check::Tar, "follows the end-of-archive");
+    }
+
+    #[test]
+    fn random_bytes_where_a_tar_is_expected_fail_tar() {
+        let r = verify_bytes(&gz(&Rng::new(11).bytes(50_000)), Expect::Tar);
+        assert_fails(&r, Check::Tar, "checksum");
+        assert_fails(&verify_bytes(&gz(b""), Expect::Tar), Check::Tar, "empty");
+        let r = verify_bytes(&gz(&dump_text(&tables(), None)), Expect::Tar);
+        assert_fails(&r, Check::Tar, "");
+    }
+
+    #[test]
+    fn pax_size_smuggling_fails_tar() {
+        let mut t = Vec::new();
+        let pax = pax_record("size", b"1024");
+        push(&mut t, &raw_header(b"PaxHeaders/x", b'x', pax.len() as u64, b""), &pax);
+        push(&mut t, &raw_header(b"x", b'0', 0, b""), &[5u8; 1024]);
+        end(&mut t);
+        assert_fails(&verify_bytes(&gz(&t), Expect::Tar), Check::Tar, "PAX size");
+    }
+
+    #[test]
+    fn a_missing_file_fails_exists() {
+        let d = Dir::new();
+        let r = verify_file(&d.0.path().join("nope.sql.gz"), Expect::SqlDump, 0);
+        assert_fails(&r, Check::Exists, "does not exist");
+        assert!(r.passed.is_empty());
+    }
+
+    #[test]
+    fn a_folder_or_a_symlink_where_a_file_is_expected_fails_regular_file() {
+        let d = Dir::new();
+        let r = verify_file(d.0.path(), Expect::Tar, 0);
+        assert_fails(&r, Check::RegularFile, "a folder");
+        assert_eq!(r.passed, [Check::Exists]);
+        let real = d.file("real.gz", &good_dump());
+        let link = d.0.path().join("link.gz");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_fails(&verify_file(&link, Expect::SqlDump, 0), Check::RegularFile, "symbolic link");
+        let dangling = d.0.path().join("dangling.gz");
+        std::os::unix::fs::symlink("missing", &dangling).unwrap();
+        assert_fails(&verify_file(&dangling, Expect::SqlDump, 0), Check::RegularFile, "symbolic link");
+        assert_fails(&verify_file(Path::new("/dev/null"), Expect::SqlDump, 0), Check::RegularFile, "device");
+    }
+
+    #[test]
+    fn verify_reader_checks_a_stream() {
+        let bytes = good_dump();
+        let r = verify_reader(&bytes[..], Expect::SqlDump);
+        assert_eq!(r.passed, [Check::Gzip, Check::SqlHeader, Check::SqlComplete, Check::Sha256]);
+        assert_eq!(r.size, bytes.len() as u64);
+        let r = verify_reader(&bytes[..100], Expect::SqlDump);
+        assert_fails(&r, Check::Gzip, "truncated at byte 100 of 100");
+    }
+
+    /// Random mutations of valid files never panic, and a mutated file is either refused or
+    /// verified with its own (new) SHA-256.
+    #[test]
+    fn random_mutations_fail_closed() {
+        let sql = gz(&dump_text(&tables(), Some("k3y")));
+        let tar = gz(&good_tar());
+        let mut rng = Rng::new(0x5eed);
+        let mut still_valid = 0;
+        for round in 0..400 {
+            let (orig, expect) = if round % 2 == 0 { (&sql, Expect::SqlDump) } else { (&tar, Expect::Tar) };
+            let mut b = orig.clone();
+            match rng.below(6) {
+                0 => {
+                    let i = rng.below(b.len() as u64) as usize;
+                    b[i] ^= 1 << rng.below(8);
+                }
+                1 => {
+                    for _ in 0..1 + rng.below(8) {
+                        let i = rng.below(b.len() as u64) as usize;
+                        b[i] = rng.next() as u8;
+                    }
+                }
+                2 => b.truncate(rng.below(b.len() as u64) as usize),
+                3 => {
+                    let i = rng.below(b.len() as u64) as usize;
+                    let n = 1 + rng.below(16) as usize;
+                    b.splice(i..i, rng.bytes(n));
+                }
+                4 => {
+                    let i = rng.below(b.len() as u64) as usize;
+                    let n = (1 + rng.below(16) as usize).min(b.len() - i);
+                    b.drain(i..i + n);
+                }
+                _ => {
+                    // The gzip header's mtime/OS fields: harmless changes.
+                    let i = [4, 5, 6, 7, 9][rng.below(5) as usize];
+                    b[i] = rng.next() as u8;
+                }
+            }
+            if b == *orig {
+                continue;
+            }
+            let r = verify_bytes(&b, expect);
+            if r.verified() {
+                still_valid += 1;
+                assert_eq!(r.sha256.as_deref(), Some(sha256_hex(&b).as_str()));
+                assert_ne!(r.sha256.as_deref(), Some(sha256_hex(orig).as_str()));
+            } else {
+                assert!(r.failure.is_some() && r.sha256.is_none());
+            }
+        }
+        // Header mtime/OS changes stay valid; nearly everything else must not.
+        assert!(still_valid > 0 && still_valid < 150, "{still_valid}");
+    }
+}

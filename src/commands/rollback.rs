@@ -343,10 +343,13 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
             }
             for v in &m.volumes {
                 let path = dir.join(&v.file.path);
-                // PLACEHOLDER until archive::restore::check_archive lands: fail closed.
-                let checked: Result<(), String> = std::fs::File::open(&path)
+                let checked = std::fs::File::open(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| Err("restore safety check not available yet".to_string()));
+                    .and_then(|f| {
+                        crate::archive::restore::check_archive(std::io::BufReader::new(f), &v.file.path)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    });
                 if let Err(msg) = checked {
                     problems.push((v.file.path.clone(), "restore-safety".into(), msg));
                 }

@@ -703,14 +703,3 @@ async fn rest_an_entry_that_leaves_the_target_is_refused() {
     }
     assert!(!tmp.path().join("evil.txt").exists());
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_dump() {
-    let server = TwirpServer::start(None).await;
-    let c = client(&server).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let a = write(tmp.path(), "m.yml", &b"schema: 1\n".repeat(1000));
-    let b = write(tmp.path(), "db.sql.gz", &noise(9 * 1024 * 1024, 3));
-    c.upload("d", &[("manifest.yml".into(), a), ("sub/db.sql.gz".into(), b)], None).await.unwrap();
-    std::fs::write("/tmp/artifact-dump.zip", server.stored("d").unwrap().data).unwrap();
-}
