@@ -57,7 +57,10 @@ pub struct Credentials {
 #[derive(Clone)]
 pub enum Server {
     /// Client programs run inside this container.
-    Container { engine: Engine, info: ContainerInfo },
+    Container {
+        engine: Engine,
+        info: Box<ContainerInfo>,
+    },
     /// Client programs run here, connecting to this URL.
     Url { url: String },
 }

@@ -448,3 +448,174 @@ impl<W: Write> Drop for ParallelGzEncoder<W> {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::testutil::{dump_text, Rng};
+    use std::io::Read;
+
+    fn encode(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let mut e = ParallelGzEncoder::with_options(Vec::new(), level, threads, chunk);
+        // Uneven writes, to cross chunk boundaries at odd places.
+        let mut rest = data;
+        let mut n = 1;
+        while !rest.is_empty() {
+            let k = n.min(rest.len());
+            e.write_all(&rest[..k]).unwrap();
+            rest = &rest[k..];
+            n = n * 3 + 7;
+        }
+        e.finish().unwrap()
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(gz)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    /// The system's `gzip -t` accepts the stream.
+    fn gzip_t(gz: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.gz");
+        std::fs::write(&p, gz).unwrap();
+        let out = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gzip -t: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Our own strict decoder accepts it too, member count included.
+    fn strict(gz: &[u8]) -> crate::archive::inflate::GzStats {
+        let mut out = vec![0u8; 64 * 1024];
+        crate::archive::inflate::decode(&mut std::io::BufReader::new(gz), &mut out, &mut |_| true)
+            .unwrap()
+    }
+
+    fn roundtrip(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let gz = encode(data, level, threads, chunk);
+        assert_eq!(gunzip(&gz), data);
+        gzip_t(&gz);
+        let stats = strict(&gz);
+        assert_eq!(stats.uncompressed, data.len() as u64);
+        assert_eq!(
+            stats.members as usize,
+            data.len().div_ceil(chunk.clamp(64 * 1024, 16 << 20)).max(1)
+        );
+        gz
+    }
+
+    #[test]
+    fn empty_input_is_one_valid_member() {
+        let gz = roundtrip(b"", 6, 2, CHUNK);
+        assert_eq!(gz.len(), 10 + 5 + 8);
+    }
+
+    #[test]
+    fn one_byte_and_exactly_one_chunk() {
+        roundtrip(b"x", 6, 2, CHUNK);
+        let text = dump_text(&[("public.t", 40_000)], None);
+        roundtrip(&text[..CHUNK], 6, 2, CHUNK);
+        roundtrip(&text[..CHUNK + 1], 6, 2, CHUNK);
+    }
+
+    #[test]
+    fn many_chunks_on_several_threads_stay_in_order() {
+        let text = dump_text(&[("public.t", 60_000)], None);
+        for threads in [1, 2, 3, 8] {
+            roundtrip(&text, 6, threads, 64 * 1024);
+        }
+        roundtrip(&text, 1, 2, 100_000);
+        roundtrip(&text, 9, 2, 256 * 1024);
+    }
+
+    #[test]
+    fn incompressible_data_is_stored_within_one_percent() {
+        let data = Rng::new(42).bytes(3 * CHUNK + 12345);
+        let gz = roundtrip(&data, 6, 2, CHUNK);
+        assert!(
+            gz.len() as f64 <= data.len() as f64 * 1.01,
+            "{} vs {}",
+            gz.len(),
+            data.len()
+        );
+        assert!(gz.len() as f64 <= data.len() as f64 * 1.001);
+    }
+
+    #[test]
+    fn level_zero_stores_everything() {
+        let text = dump_text(&[("public.t", 20_000)], None);
+        let gz = roundtrip(&text, 0, 2, 64 * 1024);
+        assert!(gz.len() > text.len());
+        assert!(gz.len() < text.len() + text.len() / 100);
+    }
+
+    #[test]
+    fn text_compresses_about_as_well_as_one_stream() {
+        let text = dump_text(&[("public.t", 100_000)], None);
+        let ours = encode(&text, 6, 2, CHUNK).len() as f64;
+        let single = crate::archive::testutil::gz(&text).len() as f64;
+        assert!(ours <= single * 1.05, "{ours} vs {single}");
+    }
+
+    #[test]
+    fn mixed_chunks_compress_the_text_and_store_the_noise() {
+        let mut data = dump_text(&[("public.t", 30_000)], None);
+        data.truncate(CHUNK);
+        data.extend(Rng::new(1).bytes(CHUNK));
+        data.extend(
+            dump_text(&[("public.t", 30_000)], None)
+                .into_iter()
+                .take(CHUNK),
+        );
+        let gz = roundtrip(&data, 6, 2, CHUNK);
+        assert!(gz.len() < CHUNK + CHUNK / 2, "{}", gz.len());
+    }
+
+    #[test]
+    fn flush_writes_a_member_and_the_stream_stays_valid() {
+        let mut e = ParallelGzEncoder::new(Vec::new(), 6);
+        e.write_all(b"first part\n").unwrap();
+        e.flush().unwrap();
+        e.write_all(b"second part\n").unwrap();
+        let gz = e.finish().unwrap();
+        assert_eq!(gunzip(&gz), b"first part\nsecond part\n");
+        gzip_t(&gz);
+        assert_eq!(strict(&gz).members, 2);
+    }
+
+    #[test]
+    fn dropping_without_finish_stops_the_workers() {
+        let mut e = ParallelGzEncoder::with_options(Vec::new(), 6, 2, 64 * 1024);
+        e.write_all(&Rng::new(5).bytes(1 << 20)).unwrap();
+        drop(e);
+    }
+
+    #[test]
+    fn a_failing_writer_fails_the_encoder() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut e = ParallelGzEncoder::with_options(Broken, 6, 2, 64 * 1024);
+        let data = Rng::new(5).bytes(1 << 20);
+        let r = e.write_all(&data).and_then(|_| e.flush());
+        assert!(r.is_err());
+        assert!(e.write_all(b"more").is_err());
+        assert!(e.finish().is_err());
+    }
+}

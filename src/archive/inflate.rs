@@ -53,18 +53,45 @@ pub enum GzError {
     /// The first bytes are not the gzip magic number.
     NotGzip { first_bytes: Vec<u8> },
     /// A header field is invalid (wrong method, reserved flags, header CRC).
-    BadHeader { member: u64, offset: u64, what: String },
+    BadHeader {
+        member: u64,
+        offset: u64,
+        what: String,
+    },
     /// The stream ends inside a member.
-    Truncated { member: u64, offset: u64, part: Part },
+    Truncated {
+        member: u64,
+        offset: u64,
+        part: Part,
+    },
     /// The deflate data cannot be decoded.
-    Corrupt { member: u64, offset: u64, detail: String },
+    Corrupt {
+        member: u64,
+        offset: u64,
+        detail: String,
+    },
     /// The CRC-32 in the trailer does not match the decompressed data.
-    Crc { member: u64, offset: u64, stored: u32, actual: u32 },
+    Crc {
+        member: u64,
+        offset: u64,
+        stored: u32,
+        actual: u32,
+    },
     /// The length in the trailer does not match the decompressed data (mod 2^32).
-    Length { member: u64, offset: u64, stored: u32, actual: u32 },
+    Length {
+        member: u64,
+        offset: u64,
+        stored: u32,
+        actual: u32,
+    },
     /// Bytes follow the last complete member. `zeros` when every one of them is a zero byte
     /// (`len` then counts them all); otherwise `len` is the count up to the first non-zero one.
-    Trailing { members: u64, offset: u64, zeros: bool, len: u64 },
+    Trailing {
+        members: u64,
+        offset: u64,
+        zeros: bool,
+        len: u64,
+    },
     /// Reading the stream failed.
     Io { offset: u64, error: io::Error },
 }

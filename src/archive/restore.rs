@@ -98,14 +98,16 @@ pub fn check_archive<R: Read>(gz: R, archive_name: &str) -> Result<RestorePlan, 
     let mut walker = TarWalker::new();
     let mut checker = Checker::new();
     let gz_result = {
-        let mut sink = |data: &[u8]| -> bool {
-            walker.feed(data, &mut |e| checker.entry(e)).is_ok()
-        };
+        let mut sink =
+            |data: &[u8]| -> bool { walker.feed(data, &mut |e| checker.entry(e)).is_ok() };
         inflate::decode(&mut input, &mut out, &mut sink)
     };
     // An unsafe entry found before the stream broke is the more useful report.
     if let Some(e) = walker.error() {
-        let (index, path) = e.entry.clone().map_or((0, String::new()), |(i, p)| (i + 1, p));
+        let (index, path) = e
+            .entry
+            .clone()
+            .map_or((0, String::new()), |(i, p)| (i + 1, p));
         let reason = if e.refused {
             e.message.clone()
         } else {
@@ -126,8 +128,15 @@ pub fn check_archive<R: Read>(gz: R, archive_name: &str) -> Result<RestorePlan, 
         ));
     }
     if let Err(e) = walker.finish() {
-        let (index, path) = e.entry.clone().map_or((0, String::new()), |(i, p)| (i + 1, p));
-        return Err(refuse(index, path, format!("the tar archive is incomplete: {}", e.message)));
+        let (index, path) = e
+            .entry
+            .clone()
+            .map_or((0, String::new()), |(i, p)| (i + 1, p));
+        return Err(refuse(
+            index,
+            path,
+            format!("the tar archive is incomplete: {}", e.message),
+        ));
     }
     checker
         .resolve_symlinks()
@@ -162,21 +171,23 @@ struct Checker {
 /// dropped; the archive root is the empty list.
 fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
     if path.contains(&0) {
-        return Err("the name contains a NUL byte: tar readers disagree about where it ends".into());
+        return Err(
+            "the name contains a NUL byte: tar readers disagree about where it ends".into(),
+        );
     }
     if path.first() == Some(&b'/') {
-        return Err("the name is an absolute path: restoring it would write outside the target".into());
+        return Err(
+            "the name is an absolute path: restoring it would write outside the target".into(),
+        );
     }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => {
-                return Err(
-                    "the name contains a `..` component: restoring it could write outside the target"
-                        .into(),
-                )
-            }
+            b".." => return Err(
+                "the name contains a `..` component: restoring it could write outside the target"
+                    .into(),
+            ),
             _ => out.push(c),
         }
     }
@@ -313,7 +324,13 @@ impl Checker {
             Kind::HardLink => self.hardlink(e)?,
             _ => {}
         }
-        self.seen.insert(key, Seen { kind, index: e.index });
+        self.seen.insert(
+            key,
+            Seen {
+                kind,
+                index: e.index,
+            },
+        );
         match kind {
             Kind::File => {
                 self.plan.files += 1;
@@ -365,10 +382,8 @@ impl Checker {
                 _ => depth += 1,
             }
         }
-        self.symlinks.insert(
-            text(&comps.join(&b'/')),
-            (text(target), e.index),
-        );
+        self.symlinks
+            .insert(text(&comps.join(&b'/')), (text(target), e.index));
         Ok(())
     }
 
@@ -378,7 +393,11 @@ impl Checker {
             return Err("a hard link with an empty target".into());
         }
         let tcomps = components(target).map_err(|why| {
-            format!("a hard link to `{}`: {}", text(target), why.replace("the name", "the target"))
+            format!(
+                "a hard link to `{}`: {}",
+                text(target),
+                why.replace("the name", "the target")
+            )
         })?;
         if tcomps.is_empty() {
             return Err("a hard link to the archive root".into());
@@ -448,5 +467,437 @@ impl Checker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::testutil::*;
+    use tar::EntryType;
+
+    fn check(tar: &[u8]) -> Result<RestorePlan, UnsafeArchive> {
+        check_archive(&gz(tar)[..], "vol.tar.gz")
+    }
+
+    /// Refused, naming the entry (1-based index and path) and a reason containing `needle`.
+    #[track_caller]
+    fn refused(tar: &[u8], index: u64, path: &str, needle: &str) {
+        let e = check(tar).expect_err("must be refused");
+        assert_eq!((e.index, e.path.as_str()), (index, path), "{e}");
+        assert!(e.reason.contains(needle), "reason lacks {needle:?}: {e}");
+        assert!(
+            e.to_string()
+                .starts_with("refusing to restore vol.tar.gz: entry"),
+            "{e}"
+        );
+    }
+
+    fn raw_tar(entries: &[([u8; 512], &[u8])]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for (h, data) in entries {
+            push(&mut t, h, data);
+        }
+        end(&mut t);
+        t
+    }
+
+    fn file(name: &str) -> ([u8; 512], &'static [u8]) {
+        (raw_header(name.as_bytes(), b'0', 3, b""), b"abc")
+    }
+
+    fn link(name: &str, kind: u8, target: &str) -> ([u8; 512], &'static [u8]) {
+        (raw_header(name.as_bytes(), kind, 0, target.as_bytes()), b"")
+    }
+
+    fn dir(name: &str) -> ([u8; 512], &'static [u8]) {
+        (raw_header(name.as_bytes(), b'5', 0, b""), b"")
+    }
+
+    fn pax(records: &[(&str, &[u8])]) -> ([u8; 512], Vec<u8>) {
+        let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+        (
+            raw_header(b"PaxHeaders/x", b'x', data.len() as u64, b""),
+            data,
+        )
+    }
+
+    #[test]
+    fn an_absolute_path_is_refused() {
+        refused(
+            &raw_tar(&[file("ok"), file("/etc/x")]),
+            2,
+            "/etc/x",
+            "absolute path",
+        );
+    }
+
+    #[test]
+    fn dot_dot_is_refused() {
+        refused(&raw_tar(&[file("../../x")]), 1, "../../x", "`..`");
+        refused(&raw_tar(&[file("a/./../../x")]), 1, "a/./../../x", "`..`");
+    }
+
+    #[test]
+    fn dot_dot_at_the_100_byte_boundary_is_refused() {
+        // The name field is exactly 100 bytes, no NUL, ending in `..`.
+        let name = format!("{}tt/..", "tdir/".repeat(19));
+        assert_eq!(name.len(), 100);
+        refused(&raw_tar(&[file(&name)]), 1, &name, "`..`");
+        // A GNU long name with `..` straddling byte 100.
+        let long = format!(
+            "{}t/../../../../../../../../../../../../../../../../../../../../../../etc/x",
+            "a/".repeat(49)
+        );
+        let mut t = Vec::new();
+        let mut l = long.clone().into_bytes();
+        l.push(0);
+        push(
+            &mut t,
+            &raw_header(b"././@LongLink", b'L', l.len() as u64, b""),
+            &l,
+        );
+        push(
+            &mut t,
+            &raw_header(&long.as_bytes()[..100], b'0', 0, b""),
+            b"",
+        );
+        end(&mut t);
+        refused(&t, 1, &long, "`..`");
+    }
+
+    #[test]
+    fn a_long_name_whose_header_copy_ends_in_dot_dot_is_fine() {
+        // tar-rs's `large_filename_with_dot_dot_at_100_byte_mark`: the real name is
+        // `.../tt/..file`; only the truncated ustar copy ends in `..`.
+        let long = format!("{}tt/..file", "tdir/".repeat(19));
+        let t = tar_of(|b| {
+            let mut h = header("x", EntryType::Regular, 4);
+            b.append_data(&mut h, &long, &b"test"[..]).unwrap();
+        });
+        let plan = check(&t).unwrap();
+        assert_eq!((plan.entries, plan.files, plan.total_bytes), (1, 1, 4));
+    }
+
+    #[test]
+    fn writing_through_a_symlink_to_root_is_refused() {
+        let t = raw_tar(&[link("root", b'2', "/"), file("root/etc/passwd")]);
+        refused(
+            &t,
+            2,
+            "root/etc/passwd",
+            "inside `root`, which is a symbolic link (entry 1)",
+        );
+    }
+
+    #[test]
+    fn a_symlink_to_dot_dot_then_an_entry_through_it_is_refused() {
+        refused(
+            &raw_tar(&[link("link", b'2', ".."), file("link/x")]),
+            1,
+            "link",
+            "outside the archive root",
+        );
+        // Inside the root the link itself is allowed, but nothing may be written through it.
+        let t = raw_tar(&[
+            dir("sub/"),
+            link("sub/link", b'2', ".."),
+            file("sub/link/x"),
+        ]);
+        refused(&t, 3, "sub/link/x", "inside `sub/link`");
+        let t = raw_tar(&[
+            dir("sub/"),
+            link("sub/link", b'2', ".."),
+            dir("sub/link/d/"),
+        ]);
+        refused(&t, 3, "sub/link/d/", "write through the link");
+    }
+
+    #[test]
+    fn symlink_chains_that_escape_are_refused() {
+        // `s/l` -> `..` is the root; `t` -> `s/l/..` is then the root's parent.
+        let t = raw_tar(&[
+            dir("s/"),
+            link("s/l", b'2', ".."),
+            link("t", b'2', "s/l/.."),
+        ]);
+        refused(&t, 3, "t", "through the archive's other symbolic links");
+        // Absolute targets resolve from the archive root, so `/x/../..` escapes too.
+        refused(&raw_tar(&[link("a", b'2', "/x/../..")]), 1, "a", "outside");
+        // Loops are refused.
+        let t = raw_tar(&[link("a", b'2', "b/x"), link("b", b'2', "a/y")]);
+        assert!(check(&t).unwrap_err().reason.contains("circular"));
+    }
+
+    #[test]
+    fn a_hard_link_to_an_outside_path_is_refused() {
+        refused(
+            &raw_tar(&[link("h", b'1', "/etc/passwd")]),
+            1,
+            "h",
+            "absolute path",
+        );
+        refused(
+            &raw_tar(&[link("h", b'1', "../etc/passwd")]),
+            1,
+            "h",
+            "`..`",
+        );
+        refused(
+            &raw_tar(&[link("h", b'1', "later"), file("later")]),
+            1,
+            "h",
+            "no earlier entry",
+        );
+    }
+
+    #[test]
+    fn a_hard_link_to_a_symlink_or_folder_is_refused() {
+        let t = raw_tar(&[link("s", b'2', "f"), link("h", b'1', "s")]);
+        refused(&t, 2, "h", "which is a symbolic link");
+        refused(
+            &raw_tar(&[dir("d/"), link("h", b'1', "d")]),
+            2,
+            "h",
+            "which is a folder",
+        );
+    }
+
+    #[test]
+    fn a_duplicate_entry_link_then_file_is_refused() {
+        let t = raw_tar(&[link("x", b'2', "/etc/passwd"), file("x")]);
+        refused(&t, 2, "x", "duplicate entry");
+        let t = raw_tar(&[file("a/b"), file("./a//b/")]);
+        refused(&t, 2, "./a//b/", "duplicate entry");
+    }
+
+    #[test]
+    fn a_symlink_then_a_folder_of_the_same_name_is_refused() {
+        let t = raw_tar(&[link("d", b'2', "/some/where"), dir("d/")]);
+        refused(&t, 2, "d/", "already a symbolic link");
+    }
+
+    #[test]
+    fn pax_size_smuggling_is_refused_both_ways() {
+        // ustar size 0, PAX size 1024: the "data" is a smuggled header for other readers.
+        let smuggled = raw_tar(&[file("../../etc/cron.d/x")]);
+        let (ph, pd) = pax(&[("size", b"1024")]);
+        let t = raw_tar(&[
+            (ph, &pd),
+            (raw_header(b"innocent", b'0', 0, b""), &smuggled[..1024]),
+        ]);
+        refused(
+            &t,
+            1,
+            "innocent",
+            "PAX size (1024) disagrees with its header size (0)",
+        );
+        // ustar 512, PAX 1024.
+        let (ph, pd) = pax(&[("size", b"1024")]);
+        let t = raw_tar(&[
+            (ph, &pd),
+            (raw_header(b"innocent", b'0', 512, b""), &smuggled[..1024]),
+        ]);
+        refused(&t, 1, "innocent", "disagrees");
+        // A symlink whose PAX size claims data.
+        let (ph, pd) = pax(&[("size", b"512")]);
+        let t = raw_tar(&[
+            (ph, &pd),
+            (raw_header(b"l", b'2', 0, b"t"), &smuggled[..512]),
+        ]);
+        refused(&t, 1, "l", "disagrees");
+    }
+
+    #[test]
+    fn a_gnu_long_name_with_bytes_after_its_nul_is_refused() {
+        let mut t = Vec::new();
+        let l = b"foo\0../../etc/passwd\0";
+        push(
+            &mut t,
+            &raw_header(b"././@LongLink", b'L', l.len() as u64, b""),
+            l,
+        );
+        push(&mut t, &raw_header(b"bar", b'0', 0, b""), b"");
+        end(&mut t);
+        let e = check(&t).unwrap_err();
+        assert!(e.reason.contains("bytes after its NUL terminator"), "{e}");
+        // GNU tar's normal form (one trailing NUL) is fine.
+        let mut t = Vec::new();
+        push(
+            &mut t,
+            &raw_header(b"././@LongLink", b'K', 4, b""),
+            b"foo\0",
+        );
+        push(&mut t, &raw_header(b"bar", b'2', 0, b"zzz"), b"");
+        end(&mut t);
+        assert_eq!(check(&t).unwrap().symlinks, 1);
+    }
+
+    #[test]
+    fn nul_in_a_path_is_refused() {
+        let (ph, pd) = pax(&[("path", b"a\0/../../x")]);
+        let t = raw_tar(&[(ph, &pd), file("a")]);
+        let e = check(&t).unwrap_err();
+        assert!(e.reason.contains("NUL"), "{e}");
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused() {
+        refused(
+            &raw_tar(&[(raw_header(b"dev/sda", b'4', 0, b""), b"")]),
+            1,
+            "dev/sda",
+            "device",
+        );
+        refused(
+            &raw_tar(&[(raw_header(b"tty", b'3', 0, b""), b"")]),
+            1,
+            "tty",
+            "device",
+        );
+        refused(
+            &raw_tar(&[(raw_header(b"p", b'6', 0, b""), b"")]),
+            1,
+            "p",
+            "FIFO",
+        );
+    }
+
+    #[test]
+    fn a_file_with_entries_inside_it_is_refused() {
+        refused(
+            &raw_tar(&[file("f"), file("f/x")]),
+            2,
+            "f/x",
+            "inside `f`, which is a file",
+        );
+        refused(
+            &raw_tar(&[file("d/x"), file("d")]),
+            2,
+            "d",
+            "inside it as a folder",
+        );
+        // A folder entry after its content is normal.
+        assert_eq!(check(&raw_tar(&[file("d/x"), dir("d/")])).unwrap().dirs, 1);
+    }
+
+    #[test]
+    fn a_truncated_or_corrupt_stream_is_refused() {
+        let g = gz(&raw_tar(&[file("a"), file("b")]));
+        let e = check_archive(&g[..g.len() - 10], "v").unwrap_err();
+        assert!(
+            e.reason.contains("damaged") && e.reason.contains("truncated"),
+            "{e}"
+        );
+        assert_eq!(e.index, 0);
+        assert!(
+            e.to_string()
+                .starts_with("refusing to restore v: the compressed stream"),
+            "{e}"
+        );
+        let mut g2 = g.clone();
+        g2[g.len() / 2] ^= 0x40;
+        assert!(check_archive(&g2[..], "v").is_err());
+        // A tar cut short inside an intact gzip.
+        let t = raw_tar(&[file("a"), file("b")]);
+        let e = check(&t[..1024 + 100]).unwrap_err();
+        assert!(e.reason.contains("incomplete"), "{e}");
+    }
+
+    #[test]
+    fn a_benign_volume_archive_is_accepted() {
+        let long = format!("data/{}", "n".repeat(195));
+        assert_eq!(long.len(), 200);
+        let t = tar_of(|b| {
+            b.append(&header("./", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("data/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("data/a/b/c/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("data/empty/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            let mut h = header("data/a/b/c/pg_hba.conf", EntryType::Regular, 10);
+            h.set_uid(70);
+            h.set_gid(70);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append(&h, &b"0123456789"[..]).unwrap();
+            let mut h = header("x", EntryType::Regular, 4);
+            b.append_data(&mut h, &long, &b"long"[..]).unwrap();
+            let mut h = header("data/rel", EntryType::Symlink, 0);
+            h.set_link_name("a/b/c/pg_hba.conf").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("data/up", EntryType::Symlink, 0);
+            h.set_link_name("../data/a").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("data/abs", EntryType::Symlink, 0);
+            h.set_link_name("/data/a/b").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("data/hard", EntryType::Link, 0);
+            h.set_link_name("data/a/b/c/pg_hba.conf").unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let mut h = header("data/sudo", EntryType::Regular, 2);
+            h.set_mode(0o4755);
+            h.set_cksum();
+            b.append(&h, &b"#!"[..]).unwrap();
+            let mut h = header("data/group-dir/", EntryType::Directory, 0);
+            h.set_mode(0o2775);
+            h.set_uid(999);
+            h.set_gid(999);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        });
+        let plan = check(&t).unwrap();
+        assert_eq!(
+            (
+                plan.entries,
+                plan.files,
+                plan.dirs,
+                plan.symlinks,
+                plan.hardlinks
+            ),
+            (12, 3, 5, 3, 1)
+        );
+        assert_eq!(plan.total_bytes, 16);
+        assert!(plan.setid);
+        assert_eq!(plan.setid_paths, ["data/sudo", "data/group-dir/"]);
+    }
+
+    #[test]
+    fn a_gnu_tar_archive_of_a_real_folder_is_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("vol");
+        std::fs::create_dir_all(root.join("a/b/empty")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"data").unwrap();
+        std::fs::write(root.join(format!("a/{}", "n".repeat(200))), b"x").unwrap();
+        std::os::unix::fs::symlink("b/f", root.join("a/link")).unwrap();
+        std::os::unix::fs::symlink("/a/b", root.join("a/abs")).unwrap();
+        std::fs::hard_link(root.join("a/b/f"), root.join("a/hard")).unwrap();
+        for format in ["gnu", "posix", "ustar"] {
+            if format == "ustar" {
+                std::fs::remove_file(root.join(format!("a/{}", "n".repeat(200)))).unwrap();
+            }
+            let out = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .arg("-cf")
+                .arg("-")
+                .arg("-C")
+                .arg(&root)
+                .arg(".")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let plan = check(&out.stdout).unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!((plan.symlinks, plan.hardlinks), (2, 1), "{format}");
+        }
     }
 }

@@ -261,7 +261,10 @@ impl SqlScanner {
             if self.restrict_key.is_none() && full {
                 self.restrict_key = Some(String::from_utf8_lossy(key).trim().to_string());
             }
-        } else if self.prev_nonblank_comment && line.starts_with(b"COPY ") && self.ends_with_from_stdin(line) {
+        } else if self.prev_nonblank_comment
+            && line.starts_with(b"COPY ")
+            && self.ends_with_from_stdin(line)
+        {
             if let Some(name) = copy_table(&line[5..]) {
                 self.tables.entry(name.clone()).or_insert(0);
                 self.copy = Some((name, 0, self.line_no));
@@ -270,7 +273,9 @@ impl SqlScanner {
         self.prev_nonblank_comment = is_comment;
         self.last_nonblank.0 = self.line_no;
         self.last_nonblank.1.clear();
-        self.last_nonblank.1.extend_from_slice(&line[..line.len().min(80)]);
+        self.last_nonblank
+            .1
+            .extend_from_slice(&line[..line.len().min(80)]);
     }
 
     fn ends_with_from_stdin(&self, line: &[u8]) -> bool {
@@ -375,7 +380,9 @@ fn copy_table(s: &[u8]) -> Option<String> {
 }
 
 fn version_text(v: &[u8]) -> String {
-    String::from_utf8_lossy(&v[..v.len().min(200)]).trim().to_string()
+    String::from_utf8_lossy(&v[..v.len().min(200)])
+        .trim()
+        .to_string()
 }
 
 /// A line for a message: at most 80 characters, escaped.
@@ -409,4 +416,122 @@ pub fn find_newline(hay: &[u8]) -> Option<usize> {
         i += 16;
     }
     hay[i..].iter().position(|&b| b == b'\n').map(|p| p + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::testutil::{dump_text, Rng};
+
+    fn scan_in_pieces(data: &[u8], rng: &mut Rng, max: u64) -> SqlScan {
+        let mut s = SqlScanner::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (1 + rng.below(max) as usize).min(rest.len());
+            s.feed(&rest[..n]);
+            rest = &rest[n..];
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn any_split_of_the_input_gives_the_same_result() {
+        let text = dump_text(
+            &[("public.a", 101), ("s.\"B c\"", 0), ("x", 12)],
+            Some("key1"),
+        );
+        let whole = {
+            let mut s = SqlScanner::new();
+            s.feed(&text);
+            s.finish()
+        };
+        assert!(whole.header.is_ok() && whole.complete.is_ok(), "{whole:?}");
+        let t = &whole.summary.tables;
+        assert_eq!((t["public.a"], t["s.B c"], t["x"]), (101, 0, 12));
+        assert_eq!(t.len(), 3, "{t:?}");
+        let mut rng = Rng::new(9);
+        for max in [1, 2, 3, 7, 64, 4096] {
+            let split = scan_in_pieces(&text, &mut rng, max);
+            assert_eq!(split.summary.tables, whole.summary.tables, "max {max}");
+            assert_eq!(split.summary.server_version, whole.summary.server_version);
+            assert_eq!(split.header, whole.header);
+            assert_eq!(split.complete, whole.complete);
+            assert_eq!(split.lines, whole.lines);
+        }
+    }
+
+    #[test]
+    fn copy_data_is_binary_safe_and_only_a_bare_backslash_dot_ends_it() {
+        let mut d = b"--\n-- PostgreSQL database dump\n--\n\n--\n-- Data for Name: t\n--\n\nCOPY public.t (a) FROM stdin;\n".to_vec();
+        d.extend_from_slice(b"\xff\xfe\x00 binary \\.\n"); // `\.` not alone
+        d.extend_from_slice(b"\\\\.\n"); // the value `\.`
+        d.extend_from_slice(b" \\.\n");
+        d.extend_from_slice(b"\\.x\n");
+        d.extend_from_slice(&vec![b'y'; 3 * LINE_PREFIX]); // a very long row
+        d.extend_from_slice(b"\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n");
+        let s = scan_in_pieces(&d, &mut Rng::new(1), 5000);
+        assert_eq!(s.summary.tables["public.t"], 5);
+        assert!(s.complete.is_ok(), "{:?}", s.complete);
+    }
+
+    #[test]
+    fn a_copy_line_without_its_comment_block_is_not_data() {
+        let d = b"--\n-- PostgreSQL database dump\n--\n\nCREATE FUNCTION f() AS $$\nCOPY public.t (a) FROM stdin;\n$$;\n\n--\n-- PostgreSQL database dump complete\n--\n";
+        let mut s = SqlScanner::new();
+        s.feed(d);
+        let s = s.finish();
+        assert!(s.summary.tables.is_empty());
+        assert!(s.complete.is_ok());
+    }
+
+    #[test]
+    fn header_problems_are_reported() {
+        for (text, needle) in [
+            (&b""[..], "empty"),
+            (
+                b"--\n-- PostgreSQL database dump\n",
+                "inside pg_dump's header",
+            ),
+            (b"\n--\n", "empty line"),
+            (b"SET x = 1;\n", "not a pg_dump"),
+            (b"--\n-- PostgreSQL database cluster dump\n--\n", "line 2"),
+        ] {
+            let mut s = SqlScanner::new();
+            s.feed(text);
+            let e = s.finish().header.unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn copy_table_names() {
+        assert_eq!(
+            copy_table(b"public.users (a) FROM stdin;").unwrap(),
+            "public.users"
+        );
+        assert_eq!(
+            copy_table(b"\"My\"\"S\".\"T.x\" (a) FROM stdin;").unwrap(),
+            "My\"S.T.x"
+        );
+        assert_eq!(copy_table(b"t FROM stdin;").unwrap(), "t");
+        assert!(copy_table(b"\"open").is_none());
+    }
+
+    #[test]
+    fn find_newline_agrees_with_a_naive_search() {
+        let mut rng = Rng::new(3);
+        for _ in 0..2000 {
+            let n = rng.below(70) as usize;
+            let v: Vec<u8> = (0..n)
+                .map(|_| {
+                    if rng.below(20) == 0 {
+                        b'\n'
+                    } else {
+                        rng.next() as u8
+                    }
+                })
+                .collect();
+            assert_eq!(find_newline(&v), v.iter().position(|&b| b == b'\n'));
+        }
+    }
 }

@@ -84,7 +84,14 @@ pub struct TarError {
 impl fmt::Display for TarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.entry {
-            Some((i, p)) => write!(f, "entry {} `{}` (byte {}): {}", i + 1, p, self.offset, self.message),
+            Some((i, p)) => write!(
+                f,
+                "entry {} `{}` (byte {}): {}",
+                i + 1,
+                p,
+                self.offset,
+                self.message
+            ),
             None => write!(f, "at byte {}: {}", self.offset, self.message),
         }
     }
@@ -396,8 +403,10 @@ impl TarWalker {
             )));
         }
         let typeflag = h[156];
-        let ustar_size = numeric(&h[124..136]).map_err(|e| fmt_err(format!("invalid size field: {e}")))?;
-        let mode = numeric(&h[100..108]).map_err(|e| fmt_err(format!("invalid mode field: {e}")))?;
+        let ustar_size =
+            numeric(&h[124..136]).map_err(|e| fmt_err(format!("invalid size field: {e}")))?;
+        let mode =
+            numeric(&h[100..108]).map_err(|e| fmt_err(format!("invalid mode field: {e}")))?;
         let uid = numeric(&h[108..116]).map_err(|e| fmt_err(format!("invalid uid field: {e}")))?;
         let gid = numeric(&h[116..124]).map_err(|e| fmt_err(format!("invalid gid field: {e}")))?;
         numeric(&h[136..148]).map_err(|e| fmt_err(format!("invalid mtime field: {e}")))?;
@@ -566,7 +575,11 @@ impl TarWalker {
     fn start_data(&mut self, size: u64) {
         self.remaining = size;
         self.pad = (512 - size % 512) % 512;
-        self.state = if size == 0 { State::Header } else { State::Data };
+        self.state = if size == 0 {
+            State::Header
+        } else {
+            State::Data
+        };
     }
 
     /// One old-GNU sparse extension block: 21 entries, then the "more follow" flag.
@@ -616,7 +629,8 @@ impl TarWalker {
             }
             Collect::Pax | Collect::PaxGlobal => {
                 let global = self.collect == Collect::PaxGlobal;
-                let records = parse_pax(&self.buf).map_err(|e| err(format!("malformed PAX header: {e}")))?;
+                let records =
+                    parse_pax(&self.buf).map_err(|e| err(format!("malformed PAX header: {e}")))?;
                 if !global {
                     self.pending.pax_seen = true;
                 }
@@ -797,7 +811,10 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
         let Some((&b'\n', body)) = rec.split_last() else {
             return Err("record does not end with a newline".into());
         };
-        let eq = body.iter().position(|&b| b == b'=').ok_or("record without `=`")?;
+        let eq = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("record without `=`")?;
         let key = std::str::from_utf8(&body[..eq]).map_err(|_| "record key is not UTF-8")?;
         if key.is_empty() {
             return Err("record with an empty key".into());

@@ -47,7 +47,9 @@ pub fn dump_text(tables: &[(&str, usize)], restrict: Option<&str>) -> Vec<u8> {
     }
     s.push_str("-- Dumped from database version 16.4 (Debian 16.4-1.pgdg120+2)\n");
     s.push_str("-- Dumped by pg_dump version 16.4 (Debian 16.4-1.pgdg120+2)\n\n");
-    s.push_str("SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET client_encoding = 'UTF8';\n");
+    s.push_str(
+        "SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET client_encoding = 'UTF8';\n",
+    );
     s.push_str("SELECT pg_catalog.set_config('search_path', '', false);\n\n");
     // A function whose body has a line that looks like a COPY statement.
     s.push_str("--\n-- Name: f(); Type: FUNCTION; Schema: public; Owner: app\n--\n\n");
@@ -64,7 +66,9 @@ pub fn dump_text(tables: &[(&str, usize)], restrict: Option<&str>) -> Vec<u8> {
         for r in 0..*rows {
             match r % 5 {
                 0 => s.push_str(&format!("{r}\tplain text row {r}\n")),
-                1 => s.push_str(&format!("{r}\tescaped\\ttab\\nnewline and a backslash \\\\ here\n")),
+                1 => s.push_str(&format!(
+                    "{r}\tescaped\\ttab\\nnewline and a backslash \\\\ here\n"
+                )),
                 2 => s.push_str("\\\\.\n"), // the value `\.`: not the end of the block
                 3 => s.push_str(&format!("{r}\t\\N\n")),
                 _ => s.push_str(&format!("{r}\t-- PostgreSQL database dump complete\n")),
@@ -94,7 +98,11 @@ pub fn header(path: &str, kind: tar::EntryType, size: u64) -> tar::Header {
     h.set_path(path).unwrap();
     h.set_entry_type(kind);
     h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_mtime(1_700_000_000);
     h.set_cksum();
     h

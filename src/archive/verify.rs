@@ -113,7 +113,6 @@ impl FileReport {
     }
 }
 
-
 /// Read block size, and how many blocks may be in flight between the two threads.
 const BLOCK: usize = 1 << 20;
 const POOL: usize = 4;
@@ -220,7 +219,10 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
             return report;
         }
         Err(e) => {
-            report.fail(Check::RegularFile, format!("{shown} cannot be examined ({e})"));
+            report.fail(
+                Check::RegularFile,
+                format!("{shown} cannot be examined ({e})"),
+            );
             return report;
         }
     };
@@ -575,7 +577,10 @@ mod tests {
     /// Fails closed: the named check failed, nothing after it passed, no hash recorded.
     #[track_caller]
     fn assert_fails(r: &FileReport, check: Check, needle: &str) {
-        let f = r.failure.as_ref().unwrap_or_else(|| panic!("expected {check:?} to fail: {r:?}"));
+        let f = r
+            .failure
+            .as_ref()
+            .unwrap_or_else(|| panic!("expected {check:?} to fail: {r:?}"));
         assert_eq!(f.check, check, "{}", f.message);
         assert!(
             f.message.contains(needle),
@@ -605,11 +610,19 @@ mod tests {
     /// long name), a long symlink target, and a setuid file.
     fn good_tar() -> Vec<u8> {
         tar_of(|b| {
-            b.append(&header("./", EntryType::Directory, 0), &[][..]).unwrap();
-            b.append(&header("a/", EntryType::Directory, 0), &[][..]).unwrap();
-            b.append(&header("a/b/", EntryType::Directory, 0), &[][..]).unwrap();
-            b.append(&header("a/b/empty/", EntryType::Directory, 0), &[][..]).unwrap();
-            b.append(&header("a/b/file.pdf", EntryType::Regular, 1000), &[7u8; 1000][..]).unwrap();
+            b.append(&header("./", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("a/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("a/b/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(&header("a/b/empty/", EntryType::Directory, 0), &[][..])
+                .unwrap();
+            b.append(
+                &header("a/b/file.pdf", EntryType::Regular, 1000),
+                &[7u8; 1000][..],
+            )
+            .unwrap();
             let long = format!("a/{}", "n".repeat(198));
             let mut h = header("x", EntryType::Regular, 5);
             b.append_data(&mut h, &long, &b"hello"[..]).unwrap();
@@ -618,8 +631,12 @@ mod tests {
             h.set_cksum();
             b.append(&h, &[][..]).unwrap();
             let mut h = header("a/longlink", EntryType::Symlink, 0);
-            b.append_link(&mut h, "a/longlink", format!("b/{}", "../b/".repeat(30)) + "file.pdf")
-                .unwrap();
+            b.append_link(
+                &mut h,
+                "a/longlink",
+                format!("b/{}", "../b/".repeat(30)) + "file.pdf",
+            )
+            .unwrap();
             let mut h = header("a/hard", EntryType::Link, 0);
             h.set_link_name("a/b/file.pdf").unwrap();
             h.set_cksum();
@@ -645,8 +662,14 @@ mod tests {
         assert_eq!(r.size, bytes.len() as u64);
         assert_eq!(r.sha256.as_deref(), Some(sha256_hex(&bytes).as_str()));
         let sql = r.sql.unwrap();
-        assert_eq!(sql.server_version.as_deref(), Some("16.4 (Debian 16.4-1.pgdg120+2)"));
-        assert_eq!(sql.dump_version.as_deref(), Some("16.4 (Debian 16.4-1.pgdg120+2)"));
+        assert_eq!(
+            sql.server_version.as_deref(),
+            Some("16.4 (Debian 16.4-1.pgdg120+2)")
+        );
+        assert_eq!(
+            sql.dump_version.as_deref(),
+            Some("16.4 (Debian 16.4-1.pgdg120+2)")
+        );
         let want: BTreeMap<String, u64> = [
             ("public.users", 23),
             ("public.Order Items", 7),
@@ -699,7 +722,7 @@ mod tests {
     fn a_large_dump_from_the_parallel_encoder_passes_with_exact_counts() {
         // Several MiB: many read blocks, many gzip members, lines split everywhere.
         let text = dump_text(&[("public.big", 250_000), ("public.small", 1)], None);
-        assert!(text.len() > 8 << 20);
+        assert!(text.len() > 5 << 20, "{}", text.len());
         let mut e = ParallelGzEncoder::with_options(Vec::new(), 1, 2, 256 * 1024);
         e.write_all(&text).unwrap();
         let bytes = e.finish().unwrap();
@@ -714,11 +737,23 @@ mod tests {
         let bytes = good_dump();
         let cut = &bytes[..bytes.len() * 2 / 3];
         let r = verify_bytes(cut, Expect::SqlDump);
-        assert_fails(&r, Check::Gzip, &format!("truncated at byte {} of {}", cut.len(), cut.len()));
+        assert_fails(
+            &r,
+            Check::Gzip,
+            &format!("truncated at byte {} of {}", cut.len(), cut.len()),
+        );
         assert!(r.failure.unwrap().message.contains("take a new backup"));
         // Cut inside the trailer and inside the header too.
-        assert_fails(&verify_bytes(&bytes[..bytes.len() - 3], Expect::SqlDump), Check::Gzip, "truncated");
-        assert_fails(&verify_bytes(&bytes[..5], Expect::SqlDump), Check::Gzip, "truncated");
+        assert_fails(
+            &verify_bytes(&bytes[..bytes.len() - 3], Expect::SqlDump),
+            Check::Gzip,
+            "truncated",
+        );
+        assert_fails(
+            &verify_bytes(&bytes[..5], Expect::SqlDump),
+            Check::Gzip,
+            "truncated",
+        );
     }
 
     #[test]
@@ -727,7 +762,11 @@ mod tests {
         for at in [20, bytes.len() / 2, bytes.len() - 12] {
             let mut b = bytes.clone();
             b[at] ^= 0x10;
-            assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "gzip member 1");
+            assert_fails(
+                &verify_bytes(&b, Expect::SqlDump),
+                Check::Gzip,
+                "gzip member 1",
+            );
         }
     }
 
@@ -740,20 +779,36 @@ mod tests {
         assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "CRC-32");
         let mut b = bytes.clone();
         b[n - 4] ^= 1;
-        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "wrong length");
+        assert_fails(
+            &verify_bytes(&b, Expect::SqlDump),
+            Check::Gzip,
+            "wrong length",
+        );
     }
 
     #[test]
     fn bytes_after_the_last_member_fail_gzip_even_zeros() {
         let mut b = good_dump();
         b.extend_from_slice(b"garbage");
-        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "follows member 1");
+        assert_fails(
+            &verify_bytes(&b, Expect::SqlDump),
+            Check::Gzip,
+            "follows member 1",
+        );
         let mut b = good_dump();
         b.extend_from_slice(&[0u8; 512]);
-        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "512 zero bytes");
+        assert_fails(
+            &verify_bytes(&b, Expect::SqlDump),
+            Check::Gzip,
+            "512 zero bytes",
+        );
         let mut b = good_dump();
         b.push(0x1f);
-        assert_fails(&verify_bytes(&b, Expect::SqlDump), Check::Gzip, "follows member 1");
+        assert_fails(
+            &verify_bytes(&b, Expect::SqlDump),
+            Check::Gzip,
+            "follows member 1",
+        );
     }
 
     #[test]
@@ -761,7 +816,11 @@ mod tests {
         let d = Dir::new();
         let p = d.file("e.gz", b"");
         assert_fails(&verify_file(&p, Expect::SqlDump, 0), Check::Gzip, "empty");
-        assert_fails(&verify_file(&p, Expect::Tar, 512), Check::MinSize, "0 bytes");
+        assert_fails(
+            &verify_file(&p, Expect::Tar, 512),
+            Check::MinSize,
+            "0 bytes",
+        );
     }
 
     #[test]
@@ -803,7 +862,11 @@ mod tests {
         let row = b"plain text row 10\n".as_slice();
         let at = text.windows(row.len()).position(|w| w == row).unwrap() + row.len();
         let r = verify_bytes(&gz(&text[..at]), Expect::SqlDump);
-        assert_fails(&r, Check::SqlComplete, "inside the data of table public.users");
+        assert_fails(
+            &r,
+            Check::SqlComplete,
+            "inside the data of table public.users",
+        );
     }
 
     #[test]
@@ -815,7 +878,11 @@ mod tests {
         // Two dumps concatenated.
         let mut two = dump_text(&tables(), None);
         two.extend(dump_text(&tables(), None));
-        assert_fails(&verify_bytes(&gz(&two), Expect::SqlDump), Check::SqlComplete, "follows the completion");
+        assert_fails(
+            &verify_bytes(&gz(&two), Expect::SqlDump),
+            Check::SqlComplete,
+            "follows the completion",
+        );
     }
 
     #[test]
@@ -847,13 +914,22 @@ mod tests {
         let mut pax = pax_record("path", long.as_bytes());
         pax.extend(pax_record("mtime", b"1700000000.123456789"));
         pax.extend(pax_record("SCHILY.xattr.user.k", b"v"));
-        push(&mut t, &raw_header(b"PaxHeaders.0/ppp", b'x', pax.len() as u64, b""), &pax);
+        push(
+            &mut t,
+            &raw_header(b"PaxHeaders.0/ppp", b'x', pax.len() as u64, b""),
+            &pax,
+        );
         push(&mut t, &raw_header(b"ppp", b'0', 3, b""), b"abc");
         push(&mut t, &raw_header(b"data/f", b'0', 600, b""), &[1u8; 600]);
         end(&mut t);
         t.extend(std::iter::repeat_n(0u8, 10240 - t.len() % 10240));
         let r = verify_bytes(&gz(&t), Expect::Tar);
-        assert_eq!(&r.passed[3..], [Check::Gzip, Check::Tar, Check::Sha256], "{:?}", r.failure);
+        assert_eq!(
+            &r.passed[3..],
+            [Check::Gzip, Check::Tar, Check::Sha256],
+            "{:?}",
+            r.failure
+        );
         assert_eq!(r.tar.unwrap().total_bytes, 603);
     }
 
@@ -906,11 +982,23 @@ mod tests {
         let t = good_tar();
         let body = t.len() - 1024;
         assert!(t[body..].iter().all(|&b| b == 0));
-        assert_fails(&verify_bytes(&gz(&t[..body]), Expect::Tar), Check::Tar, "end-of-archive marker is missing");
-        assert_fails(&verify_bytes(&gz(&t[..body + 512]), Expect::Tar), Check::Tar, "only one");
+        assert_fails(
+            &verify_bytes(&gz(&t[..body]), Expect::Tar),
+            Check::Tar,
+            "end-of-archive marker is missing",
+        );
+        assert_fails(
+            &verify_bytes(&gz(&t[..body + 512]), Expect::Tar),
+            Check::Tar,
+            "only one",
+        );
         let mut extra = t.clone();
         extra.extend_from_slice(b"trailing");
-        assert_fails(&verify_bytes(&gz(&extra), Expect::Tar), Check::Tar, "follows the end-of-archive");
+        assert_fails(
+            &verify_bytes(&gz(&extra), Expect::Tar),
+            Check::Tar,
+            "follows the end-of-archive",
+        );
     }
 
     #[test]
@@ -926,7 +1014,11 @@ mod tests {
     fn pax_size_smuggling_fails_tar() {
         let mut t = Vec::new();
         let pax = pax_record("size", b"1024");
-        push(&mut t, &raw_header(b"PaxHeaders/x", b'x', pax.len() as u64, b""), &pax);
+        push(
+            &mut t,
+            &raw_header(b"PaxHeaders/x", b'x', pax.len() as u64, b""),
+            &pax,
+        );
         push(&mut t, &raw_header(b"x", b'0', 0, b""), &[5u8; 1024]);
         end(&mut t);
         assert_fails(&verify_bytes(&gz(&t), Expect::Tar), Check::Tar, "PAX size");
@@ -949,18 +1041,38 @@ mod tests {
         let real = d.file("real.gz", &good_dump());
         let link = d.0.path().join("link.gz");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        assert_fails(&verify_file(&link, Expect::SqlDump, 0), Check::RegularFile, "symbolic link");
+        assert_fails(
+            &verify_file(&link, Expect::SqlDump, 0),
+            Check::RegularFile,
+            "symbolic link",
+        );
         let dangling = d.0.path().join("dangling.gz");
         std::os::unix::fs::symlink("missing", &dangling).unwrap();
-        assert_fails(&verify_file(&dangling, Expect::SqlDump, 0), Check::RegularFile, "symbolic link");
-        assert_fails(&verify_file(Path::new("/dev/null"), Expect::SqlDump, 0), Check::RegularFile, "device");
+        assert_fails(
+            &verify_file(&dangling, Expect::SqlDump, 0),
+            Check::RegularFile,
+            "symbolic link",
+        );
+        assert_fails(
+            &verify_file(Path::new("/dev/null"), Expect::SqlDump, 0),
+            Check::RegularFile,
+            "device",
+        );
     }
 
     #[test]
     fn verify_reader_checks_a_stream() {
         let bytes = good_dump();
         let r = verify_reader(&bytes[..], Expect::SqlDump);
-        assert_eq!(r.passed, [Check::Gzip, Check::SqlHeader, Check::SqlComplete, Check::Sha256]);
+        assert_eq!(
+            r.passed,
+            [
+                Check::Gzip,
+                Check::SqlHeader,
+                Check::SqlComplete,
+                Check::Sha256
+            ]
+        );
         assert_eq!(r.size, bytes.len() as u64);
         let r = verify_reader(&bytes[..100], Expect::SqlDump);
         assert_fails(&r, Check::Gzip, "truncated at byte 100 of 100");
@@ -975,7 +1087,11 @@ mod tests {
         let mut rng = Rng::new(0x5eed);
         let mut still_valid = 0;
         for round in 0..400 {
-            let (orig, expect) = if round % 2 == 0 { (&sql, Expect::SqlDump) } else { (&tar, Expect::Tar) };
+            let (orig, expect) = if round % 2 == 0 {
+                (&sql, Expect::SqlDump)
+            } else {
+                (&tar, Expect::Tar)
+            };
             let mut b = orig.clone();
             match rng.below(6) {
                 0 => {

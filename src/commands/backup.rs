@@ -127,7 +127,10 @@ pub async fn resolve_database(
         compose_service: info.labels.get("com.docker.compose.service").cloned(),
         url: None,
     };
-    let server = Server::Container { engine: engine.clone(), info };
+    let server = Server::Container {
+        engine: engine.clone(),
+        info: Box::new(info),
+    };
     server.version(&creds).await?;
     Ok(Some(Database { server, creds, meta }))
 }
@@ -163,6 +166,7 @@ pub struct Taken {
 }
 
 pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
+    super::record::check_publish(ctx, &args.publish)?;
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
@@ -226,7 +230,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         (Some(e), false) => {
             let mut hint = volume_users.clone();
             if let Some(Database { server: Server::Container { info, .. }, .. }) = &db {
-                hint.push(info.clone());
+                hint.push((**info).clone());
             }
             Some(e.helper_image(&hint, false).await?)
         }
@@ -236,6 +240,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     // 2. The lock, and a fresh timestamped folder.
     let root = ctx.resolve(spec.backup_root);
     let lock = crate::lock::acquire(&root, LOCK_WAIT)?;
+    remove_stale_partials(&root);
     let (created_at, ts, final_dir) = loop {
         let now = Utc::now();
         let ts = manifest::timestamp(now);
@@ -299,6 +304,19 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     let verified = verified.moved_to(&final_dir);
     verified.report(ctx);
     Ok(Taken { dir: final_dir, manifest: m, root, lock })
+}
+
+/// A run that was killed (SIGKILL, power loss) leaves its hidden `.partial` folder behind;
+/// with the lock held no other run is writing one, so they can go.
+fn remove_stale_partials(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(&format!(".{}", manifest::DIR_PREFIX)) && name.ends_with(".partial") {
+            wf::log(&format!("Removing {name}, left by an interrupted run"));
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Refuses to start when the backup root's file system clearly cannot hold the database

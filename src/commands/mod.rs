@@ -168,13 +168,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
 
-    finish(&ctx);
+    finish(&ctx, mode_name);
     result
 }
 
 /// Writes outputs and summary where the runner reads them (and outputs to stdout for the
 /// CLI). A failure to write them is reported but does not hide the mode's own result.
-fn finish(ctx: &Context) {
+fn finish(ctx: &Context, mode_name: &str) {
     if let Some(path) = &ctx.runtime.output_file {
         if let Err(e) = ctx.outputs.write_to(path) {
             wf::error(
@@ -183,7 +183,8 @@ fn finish(ctx: &Context) {
                 &format!("cannot write step outputs to {}: {e}", path.display()),
             );
         }
-    } else if !ctx.runtime.in_actions {
+    } else if !ctx.runtime.in_actions && mode_name != "info" {
+        // The CLI prints what the action would set as outputs (`info` printed its report).
         for (k, v) in &ctx.outputs.values {
             println!("{k}={}", v.replace('\n', ","));
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 
 use super::Context;
-use crate::actions::artifact::ArtifactClient;
+use crate::actions::artifact::{artifact_url, validate_name, ArtifactClient};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
 use crate::archive::verify::FileReport;
@@ -211,6 +211,23 @@ impl Verified {
     }
 }
 
+/// Checks the artifact settings before any work is done, so that a bad artifact name or a
+/// missing artifact service fails in a second, not after the backup.
+pub fn check_publish(ctx: &Context, publish: &Publish) -> Result<()> {
+    let upload = publish
+        .upload_artifact
+        .unwrap_or_else(|| ctx.runtime.has_artifact_service());
+    if upload {
+        validate_name(&publish.artifact_name)?;
+        if !ctx.runtime.has_artifact_service() {
+            return Err(crate::error::usage(
+                "upload-artifact is true but the Actions artifact service is not available (ACTIONS_RESULTS_URL / ACTIONS_RUNTIME_TOKEN are not set): run inside GitHub Actions, or set upload-artifact: false",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes the manifest (unless the caller already placed it) and the pointer, sets every
 /// output, writes the success summary, and uploads the artifact.
 pub async fn publish(
@@ -282,10 +299,11 @@ pub async fn publish(
             .await
             .context("the backup is verified and kept on disk, but uploading the manifest artifact failed, so a rollback from another run would not find it; re-run the job")?;
         let url = match (&ctx.runtime.repository, &ctx.runtime.run_id) {
-            (Some(repo), Some(run)) => format!(
-                "{}/{repo}/actions/runs/{run}/artifacts/{}",
+            (Some(repo), Some(run)) => artifact_url(
                 ctx.runtime.server_url.as_deref().unwrap_or("https://github.com"),
-                up.id
+                repo,
+                run,
+                up.id,
             ),
             _ => String::new(),
         };

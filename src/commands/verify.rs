@@ -11,6 +11,7 @@ use crate::error::usage;
 use crate::manifest::{parse_dir_timestamp, Git, Manifest};
 
 pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
+    super::record::check_publish(ctx, &args.publish)?;
     let db = args.db_backup.as_deref().map(|p| ctx.resolve(p));
     let volumes: Vec<_> = split_list(args.volume_backups.as_deref())
         .iter()

@@ -703,3 +703,18 @@ async fn rest_an_entry_that_leaves_the_target_is_refused() {
     }
     assert!(!tmp.path().join("evil.txt").exists());
 }
+
+#[tokio::test]
+async fn the_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let c = ArtifactClient::new("http://127.0.0.1:1/", &token()).unwrap();
+    let r = RestClient::new("http://127.0.0.1:1", GH_TOKEN).unwrap();
+    let files: Vec<(String, PathBuf)> = Vec::new();
+    let dest = PathBuf::from("/nonexistent");
+    let up = c.upload("x", &files, None);
+    let down = c.download("x", &dest);
+    let rest = r.download_run_artifact(REPO, 1, "x", &dest);
+    send(&up);
+    send(&down);
+    send(&rest);
+}

@@ -17,8 +17,10 @@ pub mod action;
 pub mod docker;
 pub mod fixtures;
 pub mod gh_output;
+pub mod rollback_corpus;
 
 pub use action::{Action, Cli, Outcome, Workspace};
+#[allow(unused_imports)]
 pub use gh_output::{parse_github_output, Annotation};
 
 use std::path::{Path, PathBuf};

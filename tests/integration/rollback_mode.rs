@@ -1,0 +1,1062 @@
+//! `mode: rollback` against a real PostgreSQL container and real Docker volumes, checked the
+//! way a user would check a rollback: the database's per-table content checksums, the
+//! volume's tree (content hashes, owners, modes, links), the consumer container's state, the
+//! step's exit code, outputs and annotations, and what is (or is not) left on disk.
+//!
+//! - [`round_trip_restores_database_and_volume_and_restarts_the_consumer`]
+//! - [`dry_run_by_manifest_path_changes_nothing_then_restores_that_backup`]
+//! - [`tampered_backup_files_are_refused_before_any_change`]
+//! - [`malicious_archives_are_refused_before_any_byte_is_written`]
+//! - [`running_consumer_blocks_unless_named_in_stop_containers`]
+//! - [`dump_failing_halfway_keeps_the_safety_backup_and_it_restores`]
+//! - [`verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load`]
+//!
+//! `rollback` with the `run-id` of the current run is covered by the act end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use predeploy_backup::manifest::{Manifest, FILE_NAME, POINTER_FILE};
+
+use crate::support::action::{Action, SHA};
+use crate::support::docker::{
+    docker_ok, Container, DbFingerprint, Pg, TreeFingerprint, TreeSpec, Volume,
+};
+use crate::support::fixtures::{gunzip, seed_row_counts};
+use crate::support::rollback_corpus::{self as corpus, TarBuilder};
+use crate::support::{file_size, random_hex, sha256sum, Outcome, Workspace};
+
+/// What the backup records as its code revision (the rollback step runs at another commit,
+/// `SHA`, so the `commit` output can only come from the backup).
+const BACKUP_COMMIT: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+const BACKUP_BRANCH: &str = "release/2024.11";
+
+/// A deployed stack: a seeded PostgreSQL, a volume with the awkward tree, and a running app
+/// container that mounts the volume (a plain `sleep`: nothing rewrites files at start).
+struct Stack {
+    test: String,
+    ws: Arc<Workspace>,
+    pg: Option<Pg>,
+    vol: Volume,
+    consumer: Container,
+}
+
+/// Fingerprints of the database (if any) and the volume.
+#[derive(Clone, Debug, PartialEq)]
+struct State {
+    db: Option<DbFingerprint>,
+    vol: TreeFingerprint,
+}
+
+impl State {
+    fn assert_same(&self, other: &State, what: &str) {
+        if let (Some(a), Some(b)) = (&self.db, &other.db) {
+            a.assert_same(b, what);
+        }
+        self.vol.assert_same(&other.vol, what);
+    }
+}
+
+impl Stack {
+    fn new(test: &str, with_db: bool) -> Stack {
+        let (pg, vol) = std::thread::scope(|s| {
+            let pg = s.spawn(|| with_db.then(|| Pg::seeded(test)));
+            let vol = Volume::with_tree(test, &TreeSpec::awkward());
+            (pg.join().expect("PostgreSQL starts"), vol)
+        });
+        let consumer = Container::sleeper(
+            &format!("{test}-app"),
+            &[&format!("{}:/data", vol.name)],
+            &[],
+        );
+        Stack {
+            test: test.into(),
+            ws: Workspace::new(),
+            pg,
+            vol,
+            consumer,
+        }
+    }
+
+    fn pg(&self) -> &Pg {
+        self.pg.as_ref().expect("a stack with a database")
+    }
+
+    fn state(&self) -> State {
+        State {
+            db: self.pg.as_ref().map(Pg::fingerprint),
+            vol: self.vol.fingerprint(),
+        }
+    }
+
+    /// `mode: backup` of the database and the volume, the consumer stopped around the archive.
+    fn backup(&self, commit: &str, branch: &str) -> Outcome {
+        let mut a = self
+            .ws
+            .action("backup")
+            .input("volumes", &self.vol.name)
+            .input("stop-containers", &self.consumer.name)
+            .input("commit", commit)
+            .input("branch", branch);
+        if let Some(pg) = &self.pg {
+            a = a
+                .input("postgres-container", pg.name())
+                .input("postgres-db", &pg.db)
+                .input("postgres-user", &pg.user)
+                .input("postgres-password", &pg.password);
+        }
+        let o = timed(&format!("{}: backup", self.test), a);
+        o.assert_code(0);
+        assert_eq!(o.out("verified"), "true", "{o}");
+        o
+    }
+
+    /// A `mode: rollback` step (the password as a workflow would pass it; everything else
+    /// from the manifest unless the test adds inputs).
+    fn rollback(&self) -> Action {
+        let a = self.ws.action("rollback");
+        match &self.pg {
+            Some(pg) => a.input("postgres-password", &pg.password),
+            None => a,
+        }
+    }
+
+    /// Changes the database and the volume the way a bad deploy would.
+    fn change(&self, tag: &str) {
+        if let Some(pg) = &self.pg {
+            pg.psql(&format!(
+                "INSERT INTO public.customers (name, email, created_at) VALUES ('Added {tag}', 'added-{tag}@example.com', '2025-01-01 00:00:00+00'); \
+                 UPDATE public.schedules SET title = 'Renamed {tag}', status = 'archived' WHERE id = 3; \
+                 DELETE FROM public.events WHERE id > 4500; \
+                 UPDATE billing.invoices SET memo = 'edited {tag}' WHERE id = 1007"
+            ));
+        }
+        let script = format!(
+            r#"set -e
+cd /data
+printf 'added {tag}\n' > 'added-{tag}.txt'
+printf 'changed {tag}\n' >> README.txt
+rm -f schedgen-pdfs/schedules/2024/09/schedule-3.pdf
+chown 1234:1234 owned-70/secret.txt
+chmod 0600 run.sh
+mkdir -p 'new-dir-{tag}/inner'
+printf x > 'new-dir-{tag}/inner/f'
+ln -sfn README.txt link-to-leaf
+printf 'rewritten {tag}\n' > deep/a/b/c/d/e/f/g/h/leaf.txt
+"#
+        );
+        let out = self.consumer.exec(&["sh", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "changing the volume failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Schema changes on top of [`Stack::change`]: a dropped table and an added column.
+    fn change_schema(&self) {
+        self.pg().psql(
+            "DROP TABLE public.lookalikes; \
+             ALTER TABLE public.customers ADD COLUMN loyalty_points integer NOT NULL DEFAULT 7",
+        );
+        let out = self
+            .consumer
+            .exec(&["sh", "-c", "rmdir /data/empty-dir && chmod 0711 /data"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn backup_folders(&self) -> Vec<String> {
+        self.ws.backup_folders("backups")
+    }
+}
+
+/// Runs a step and logs how long it took (the suite's timings).
+fn timed(what: &str, a: Action) -> Outcome {
+    let t = Instant::now();
+    let o = a.run();
+    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
+    o
+}
+
+/// The `::error` annotation whose `file` ends with `file_name`, if any.
+fn error_for(o: &Outcome, file_name: &str) -> Option<crate::support::Annotation> {
+    o.errors()
+        .into_iter()
+        .find(|a| a.file().is_some_and(|f| f.ends_with(file_name)))
+}
+
+/// Helper containers of the product that still mount `volume` (there must be none after a run).
+fn leftover_helpers(volume: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=org.predeploy-backup.helper=true",
+        "--filter",
+        &format!("volume={volume}"),
+    ]);
+    out.split_whitespace().map(String::from).collect()
+}
+
+/// A safety backup folder: it exists, its manifest says verified, and every file's size and
+/// SHA-256 (by `sha256sum`) match the manifest.
+fn assert_verified_backup(dir: &Path) -> Manifest {
+    assert!(dir.is_dir(), "{} is not a folder", dir.display());
+    let m =
+        Manifest::load(&dir.join(FILE_NAME)).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    assert!(
+        m.verified,
+        "the manifest in {} is not verified",
+        dir.display()
+    );
+    assert!(!m.files().is_empty());
+    for f in m.files() {
+        let p = dir.join(&f.path);
+        assert_eq!(file_size(&p), f.size, "{}", p.display());
+        assert_eq!(sha256sum(&p), f.sha256, "{}", p.display());
+    }
+    m
+}
+
+fn column_exists(pg: &Pg, table: &str, column: &str) -> bool {
+    pg.psql(&format!(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{table}' AND column_name = '{column}'"
+    )) == "1"
+}
+
+// -----------------------------------------------------------------------------------------
+// 1. Round trip
+
+#[test]
+fn round_trip_restores_database_and_volume_and_restarts_the_consumer() {
+    let s = Stack::new("rb-roundtrip", true);
+    let before = s.state();
+    let b = s.backup(BACKUP_COMMIT, BACKUP_BRANCH);
+    let backup_dir = b.out("backup-dir").to_string();
+    let pointer =
+        s.ws.pointer()
+            .expect("the backup wrote .last-deployment-backup");
+    // The backup itself changed nothing.
+    s.state().assert_same(&before, "after the backup");
+
+    s.change("after-backup");
+    s.change_schema();
+    let changed = s.state();
+    assert!(
+        changed
+            .db
+            .as_ref()
+            .unwrap()
+            .diff(before.db.as_ref().unwrap())
+            .len()
+            >= 4
+    );
+    assert!(
+        changed.vol.diff(&before.vol).len() >= 6,
+        "{:#?}",
+        changed.vol.diff(&before.vol)
+    );
+    assert!(column_exists(s.pg(), "customers", "loyalty_points"));
+    let started = s.consumer.started_at();
+
+    let o = timed(
+        "roundtrip: rollback",
+        s.rollback().input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true", "{o}");
+    assert_eq!(o.out("commit"), BACKUP_COMMIT);
+    assert_eq!(o.out("branch"), BACKUP_BRANCH);
+    assert_ne!(
+        o.out("commit"),
+        SHA,
+        "the commit comes from the backup, not the rollback run"
+    );
+    assert_eq!(o.out("backup-dir"), backup_dir);
+    assert!(o.errors().is_empty(), "{o}");
+
+    // The safety backup holds the state *before* the rollback.
+    let safety = o.path(o.out("safety-backup-dir"));
+    assert_ne!(safety, o.path(&backup_dir));
+    let sm = assert_verified_backup(&safety);
+    let db = sm
+        .database
+        .as_ref()
+        .expect("the safety backup has the database");
+    assert!(
+        !db.tables.contains_key("public.lookalikes"),
+        "{:?}",
+        db.tables
+    );
+    assert_eq!(db.tables.get("public.customers"), Some(&9));
+    assert_eq!(db.tables.get("public.events"), Some(&4500));
+    assert_eq!(sm.volumes.len(), 1);
+    assert_eq!(sm.volumes[0].name, s.vol.name);
+
+    // The database and the volume are the backup's again.
+    let after = s.state();
+    after.assert_same(&before, "after the rollback");
+    assert!(after
+        .db
+        .as_ref()
+        .unwrap()
+        .tables
+        .contains_key("public.lookalikes"));
+    assert!(!column_exists(s.pg(), "customers", "loyalty_points"));
+
+    // The consumer runs again, and was restarted.
+    assert!(s.consumer.is_running(), "the consumer is not running:\n{o}");
+    assert_ne!(
+        s.consumer.started_at(),
+        started,
+        "the consumer was not stopped for the restore"
+    );
+    assert!(
+        leftover_helpers(&s.vol.name).is_empty(),
+        "helper containers left behind"
+    );
+    // The pointer still names the deployment backup, not the safety backup.
+    assert_eq!(s.ws.pointer().as_deref(), Some(pointer.as_str()));
+    assert_eq!(s.backup_folders().len(), 2, "{:?}", s.backup_folders());
+}
+
+// -----------------------------------------------------------------------------------------
+// 2. By manifest path, dry run
+
+#[test]
+fn dry_run_by_manifest_path_changes_nothing_then_restores_that_backup() {
+    let s = Stack::new("rb-dryrun", true);
+    let original = s.state();
+    let a = s.backup(BACKUP_COMMIT, BACKUP_BRANCH);
+    let manifest_a = a.out("manifest-path").to_string();
+    let db_file_a = Path::new(a.out("db-backup-path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    s.change("one");
+    // A later backup B: `.last-deployment-backup` now names B, so restoring A proves that the
+    // `manifest` input was used.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = s.backup("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "main");
+    assert_ne!(b.out("manifest-path"), manifest_a);
+    s.change("two");
+    let changed = s.state();
+    let folders = s.backup_folders();
+    let started = s.consumer.started_at();
+
+    let o = timed(
+        "dryrun: rollback --dry-run",
+        s.rollback()
+            .input("manifest", &manifest_a)
+            .input("dry-run", "true")
+            .input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "false");
+    assert_eq!(o.out("commit"), BACKUP_COMMIT);
+    assert_eq!(o.out("branch"), BACKUP_BRANCH);
+    assert!(
+        !o.outputs.contains_key("safety-backup-dir"),
+        "a dry run takes no safety backup\n{o}"
+    );
+    // The plan: what would be dropped and refilled, from which files.
+    o.assert_mentions("dropped and recreated from")
+        .assert_mentions(&db_file_a)
+        .assert_mentions(&format!(
+            "volume `{}`: emptied and refilled from",
+            s.vol.name
+        ))
+        .assert_mentions(&format!("check out commit {BACKUP_COMMIT}"))
+        .assert_mentions("dry run");
+    assert!(
+        o.summary.contains(&db_file_a),
+        "the plan is in the summary\n{o}"
+    );
+    // Nothing changed.
+    s.state().assert_same(&changed, "after the dry run");
+    assert_eq!(s.backup_folders(), folders);
+    assert_eq!(
+        s.consumer.started_at(),
+        started,
+        "a dry run stopped the consumer"
+    );
+    assert!(s.consumer.is_running());
+
+    // The same manifest, for real: A's state, not B's.
+    let o = timed(
+        "dryrun: rollback --manifest A",
+        s.rollback()
+            .input("manifest", &manifest_a)
+            .input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true");
+    assert_eq!(o.out("commit"), BACKUP_COMMIT);
+    s.state()
+        .assert_same(&original, "after restoring backup A by its manifest");
+    assert!(s.consumer.is_running());
+}
+
+// -----------------------------------------------------------------------------------------
+// 3. Tampered files
+
+#[test]
+fn tampered_backup_files_are_refused_before_any_change() {
+    let s = Stack::new("rb-tamper", true);
+    let b = s.backup(BACKUP_COMMIT, BACKUP_BRANCH);
+    let dir = b.path(b.out("backup-dir"));
+    let db_name = Path::new(b.out("db-backup-path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let vol_name = Path::new(b.out("volume-backup-paths"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    s.change("after-backup");
+    let changed = s.state();
+    let folders = s.backup_folders();
+    let started = s.consumer.started_at();
+
+    // (case, file, the check the annotation must name, how to break it)
+    type Tamper = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, &str, &str, Tamper)> = vec![
+        (
+            "flipped-sql",
+            &db_name,
+            "sha256",
+            Box::new(|p: &Path| corpus::flip_byte(p, file_size(p) as usize / 2)),
+        ),
+        (
+            "flipped-tar",
+            &vol_name,
+            "sha256",
+            Box::new(|p: &Path| corpus::flip_byte(p, file_size(p) as usize / 2)),
+        ),
+        (
+            "appended-sql",
+            &db_name,
+            "size",
+            Box::new(|p: &Path| corpus::append(p, b"\0\0extra")),
+        ),
+        (
+            "missing-tar",
+            &vol_name,
+            "exists",
+            Box::new(|p: &Path| std::fs::remove_file(p).unwrap()),
+        ),
+    ];
+    let mut failures = vec![];
+    for (case, file, check, tamper) in &cases {
+        let copy = s.ws.join(format!("tampered-{case}"));
+        corpus::copy_dir(&dir, &copy);
+        tamper(&copy.join(file));
+        let o = timed(
+            &format!("tamper: {case}"),
+            s.rollback()
+                .input("manifest", format!("tampered-{case}/{FILE_NAME}"))
+                .input("stop-containers", &s.consumer.name),
+        );
+        let mut problems = vec![];
+        if o.code != 1 {
+            problems.push(format!("exit {} instead of 1", o.code));
+        }
+        match error_for(&o, file) {
+            None => problems.push(format!("no ::error annotation with file=…{file}")),
+            Some(a) if !a.title().contains(check) && !a.message.contains(check) => problems.push(
+                format!("the annotation does not name the `{check}` check: {a:?}"),
+            ),
+            Some(_) => {}
+        }
+        if o.outputs.get("restored").map(String::as_str) == Some("true") {
+            problems.push("restored=true".into());
+        }
+        if o.outputs.contains_key("safety-backup-dir") || s.backup_folders() != folders {
+            problems.push(format!(
+                "a safety backup was made: {:?}",
+                s.backup_folders()
+            ));
+        }
+        let now = s.state();
+        if now != changed {
+            problems.push(format!(
+                "the database or volume changed: {:?} {:?}",
+                now.db.as_ref().unwrap().diff(changed.db.as_ref().unwrap()),
+                now.vol.diff(&changed.vol)
+            ));
+        }
+        if s.consumer.started_at() != started || !s.consumer.is_running() {
+            problems.push("the consumer was stopped".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{case}: {}\n{o}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// -----------------------------------------------------------------------------------------
+// 4. Malicious archives
+
+/// One archive of the corpus: what it is, the entry the refusal must name, host paths it
+/// would create or change if extracted naively, and names that must not appear in the volume.
+struct Evil {
+    name: &'static str,
+    tar: Vec<u8>,
+    entry: String,
+    outside: Vec<PathBuf>,
+    inside: Vec<String>,
+}
+
+#[test]
+fn malicious_archives_are_refused_before_any_byte_is_written() {
+    let test = "rb-evil";
+    let ws = Workspace::new();
+    let vol = Volume::with_tree(test, &TreeSpec::awkward());
+    let before = vol.fingerprint();
+    let mountpoint = PathBuf::from(docker_ok(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        &vol.name,
+    ]));
+    let vol_parent = mountpoint.parent().unwrap().to_path_buf();
+    let vol_parent_listing = crate::support::list_dir(&vol_parent);
+    let m = random_hex(8);
+    let tmp = |n: &str| PathBuf::from(format!("/tmp/pbt-evil-{m}-{n}"));
+    // An outside folder whose mode a "symlink then folder" archive would change.
+    let outside_dir = tmp("dir");
+    std::fs::create_dir_all(&outside_dir).unwrap();
+    std::fs::set_permissions(
+        &outside_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let passwd_hash = sha256sum(Path::new("/etc/passwd"));
+    // Entries before the bad one: harmless, but must not be written either.
+    let start = || {
+        TarBuilder::new()
+            .dir("./", 0o755)
+            .file(&format!("./before-{m}.txt"), b"harmless")
+    };
+    let inner = TarBuilder::new()
+        .file(&format!("../pbt-evil-{m}-smuggled.txt"), b"smuggled")
+        .finish();
+    let inner = &inner[..inner.len() - 1024]; // one entry, no end marker
+    let long = format!("{}/../../../pbt-evil-{m}-long.txt", "d".repeat(120));
+
+    let corpus: Vec<Evil> = vec![
+        Evil {
+            name: "absolute path",
+            tar: start()
+                .file(&format!("/tmp/pbt-evil-{m}-abs.txt"), b"pwned")
+                .finish(),
+            entry: format!("/tmp/pbt-evil-{m}-abs.txt"),
+            outside: vec![tmp("abs.txt")],
+            inside: vec!["./tmp".into()],
+        },
+        Evil {
+            name: "../ escape",
+            tar: start()
+                .file(&format!("./../../pbt-evil-{m}-dotdot.txt"), b"pwned")
+                .finish(),
+            entry: format!("./../../pbt-evil-{m}-dotdot.txt"),
+            outside: vec![
+                vol_parent.join(format!("pbt-evil-{m}-dotdot.txt")),
+                vol_parent
+                    .parent()
+                    .unwrap()
+                    .join(format!("pbt-evil-{m}-dotdot.txt")),
+                PathBuf::from(format!("/pbt-evil-{m}-dotdot.txt")),
+            ],
+            inside: vec![],
+        },
+        Evil {
+            name: "symlink to / then a file through it",
+            tar: start()
+                .symlink("root-link", "/")
+                .file(
+                    &format!("root-link/tmp/pbt-evil-{m}-via-root.txt"),
+                    b"pwned",
+                )
+                .finish(),
+            entry: format!("root-link/tmp/pbt-evil-{m}-via-root.txt"),
+            outside: vec![tmp("via-root.txt")],
+            inside: vec!["./root-link".into()],
+        },
+        Evil {
+            name: "symlink to .. then link/x",
+            tar: start()
+                .symlink("parent-link", "..")
+                .file(
+                    &format!("parent-link/pbt-evil-{m}-via-parent/foo/bar"),
+                    b"pwned",
+                )
+                .finish(),
+            entry: "parent-link".into(),
+            outside: vec![vol_parent.join(format!("pbt-evil-{m}-via-parent"))],
+            inside: vec!["./parent-link".into()],
+        },
+        Evil {
+            name: "hard link to /etc/passwd",
+            tar: start().hardlink("passwd", "/etc/passwd").finish(),
+            entry: "passwd".into(),
+            outside: vec![],
+            inside: vec!["./passwd".into()],
+        },
+        Evil {
+            name: "duplicate entry: link then file",
+            tar: start()
+                .symlink(&format!("dup-{m}"), &format!("/tmp/pbt-evil-{m}-dup.txt"))
+                .file(&format!("dup-{m}"), b"pwned through the link")
+                .finish(),
+            entry: format!("dup-{m}"),
+            outside: vec![tmp("dup.txt")],
+            inside: vec![format!("./dup-{m}")],
+        },
+        Evil {
+            name: "symlink then folder with the same name",
+            tar: start()
+                .symlink(&format!("sd-{m}"), &outside_dir.display().to_string())
+                .dir(&format!("sd-{m}"), 0o777)
+                .finish(),
+            entry: format!("sd-{m}"),
+            outside: vec![],
+            inside: vec![format!("./sd-{m}")],
+        },
+        Evil {
+            name: "PAX size smuggling: ustar 0, PAX N",
+            tar: start()
+                .pax(&[("size", &inner.len().to_string())])
+                .file_claiming(&format!("smuggled-{m}.txt"), 0, inner)
+                .finish(),
+            entry: format!("smuggled-{m}.txt"),
+            outside: vec![vol_parent.join(format!("pbt-evil-{m}-smuggled.txt"))],
+            inside: vec![format!("./smuggled-{m}.txt")],
+        },
+        Evil {
+            name: "PAX size smuggling: ustar N, PAX 0",
+            tar: start()
+                .pax(&[("size", "0")])
+                .file_claiming(&format!("smuggled2-{m}.txt"), inner.len() as u64, inner)
+                .finish(),
+            entry: format!("smuggled2-{m}.txt"),
+            outside: vec![vol_parent.join(format!("pbt-evil-{m}-smuggled.txt"))],
+            inside: vec![format!("./smuggled2-{m}.txt")],
+        },
+        Evil {
+            name: "character device node",
+            tar: start().device(&format!("null-{m}"), true, 1, 3).finish(),
+            entry: format!("null-{m}"),
+            outside: vec![],
+            inside: vec![format!("./null-{m}")],
+        },
+        Evil {
+            name: "FIFO",
+            tar: start().fifo(&format!("fifo-{m}")).finish(),
+            entry: format!("fifo-{m}"),
+            outside: vec![],
+            inside: vec![format!("./fifo-{m}")],
+        },
+        Evil {
+            name: "GNU long name with ..",
+            tar: start()
+                .gnu_long_name(long.as_bytes())
+                .file(&long[..100], b"pwned")
+                .finish(),
+            entry: long.clone(),
+            outside: vec![vol_parent
+                .parent()
+                .unwrap()
+                .join(format!("pbt-evil-{m}-long.txt"))],
+            inside: vec![format!("./{}", "d".repeat(120))],
+        },
+    ];
+
+    // The negative control: the same builder, a harmless archive (folders, a file, links that
+    // stay inside, a hard link to an earlier file) passes every check.
+    let good = TarBuilder::new()
+        .dir("./", 0o755)
+        .dir("./docs", 0o750)
+        .file("./docs/a.txt", b"fine")
+        .hardlink("./docs/b.txt", "./docs/a.txt")
+        .symlink("./docs/link", "a.txt")
+        .symlink("./abs-link", "/data/docs/a.txt")
+        .finish();
+    let manifest = corpus::volume_backup(&ws.join("good"), &vol.name, &good);
+    let o = timed(
+        "evil: negative control (dry run)",
+        ws.action("rollback")
+            .input("manifest", manifest.display().to_string())
+            .input("dry-run", "true"),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "false");
+
+    let mut failures = vec![];
+    for (i, evil) in corpus.iter().enumerate() {
+        let dir = ws.join(format!("evil-{i}"));
+        let manifest = corpus::volume_backup(&dir, &vol.name, &evil.tar);
+        let archive = Manifest::load(&manifest).unwrap().volumes[0]
+            .file
+            .path
+            .clone();
+        let o = timed(
+            &format!("evil: {}", evil.name),
+            ws.action("rollback")
+                .input("manifest", manifest.display().to_string()),
+        );
+        let mut problems = vec![];
+        if o.code != 1 {
+            problems.push(format!("exit {} instead of 1", o.code));
+        }
+        let named = format!("`{}`", evil.entry);
+        match error_for(&o, &archive) {
+            None => problems.push(format!("no ::error annotation with file=…{archive}")),
+            Some(a) if !a.message.contains(&named) => problems.push(format!(
+                "the annotation does not name the entry {named}: {}",
+                a.message
+            )),
+            Some(_) => {}
+        }
+        if o.outputs.get("restored").map(String::as_str) == Some("true") {
+            problems.push("restored=true".into());
+        }
+        if o.outputs.contains_key("safety-backup-dir") || !ws.backup_folders("backups").is_empty() {
+            problems.push("a safety backup was made".into());
+        }
+        let now = vol.fingerprint();
+        let diff = now.diff(&before);
+        if !diff.is_empty() {
+            problems.push(format!("the volume changed: {diff:?}"));
+        }
+        for n in evil
+            .inside
+            .iter()
+            .chain(std::iter::once(&format!("./before-{m}.txt")))
+        {
+            if now.entries.contains_key(n) {
+                problems.push(format!("{n} was created in the volume"));
+            }
+        }
+        for p in &evil.outside {
+            if p.symlink_metadata().is_ok() {
+                problems.push(format!("{} was created outside the volume", p.display()));
+            }
+        }
+        if crate::support::list_dir(&vol_parent) != vol_parent_listing {
+            problems.push(format!(
+                "{} changed: {:?}",
+                vol_parent.display(),
+                crate::support::list_dir(&vol_parent)
+            ));
+        }
+        let mode = std::fs::metadata(&outside_dir).unwrap().permissions();
+        if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777 != 0o700 {
+            problems.push(format!("the mode of {} changed", outside_dir.display()));
+        }
+        if sha256sum(Path::new("/etc/passwd")) != passwd_hash {
+            problems.push("/etc/passwd changed".into());
+        }
+        if !leftover_helpers(&vol.name).is_empty() {
+            problems.push("helper containers left behind".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}\n{o}", evil.name, problems.join("; ")));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&outside_dir);
+    assert!(
+        failures.is_empty(),
+        "{} of {} malicious archives were not refused properly:\n{}",
+        failures.len(),
+        corpus.len(),
+        failures.join("\n\n")
+    );
+}
+
+// -----------------------------------------------------------------------------------------
+// 5. Running consumers
+
+#[test]
+fn running_consumer_blocks_unless_named_in_stop_containers() {
+    let s = Stack::new("rb-consumer", false);
+    // Another user of the volume that is stopped: it does not block, and is not started.
+    let idle = Container::sleeper("rb-consumer-idle", &[&format!("{}:/data", s.vol.name)], &[]);
+    docker_ok(&["stop", "-t", "1", &idle.name]);
+    let original = s.state();
+    s.backup(BACKUP_COMMIT, BACKUP_BRANCH);
+    s.change("after-backup");
+    let changed = s.state();
+    let folders = s.backup_folders();
+    let started = s.consumer.started_at();
+
+    let o = timed("consumer: rollback without stop-containers", s.rollback());
+    o.assert_code(2);
+    o.assert_mentions(&s.consumer.name)
+        .assert_mentions("stop-containers");
+    assert!(
+        !o.all_text().contains(&format!("{} (uses", idle.name)),
+        "a stopped container blocked\n{o}"
+    );
+    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
+    assert_ne!(o.outputs.get("restored").map(String::as_str), Some("true"));
+    s.state()
+        .assert_same(&changed, "after the refused rollback");
+    assert_eq!(s.backup_folders(), folders, "a safety backup was made");
+    assert_eq!(s.consumer.started_at(), started);
+    assert!(s.consumer.is_running());
+
+    let o = timed(
+        "consumer: rollback with stop-containers",
+        s.rollback().input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true");
+    s.state().assert_same(&original, "after the rollback");
+    assert!(
+        s.consumer.is_running(),
+        "the consumer was not started again\n{o}"
+    );
+    assert_ne!(
+        s.consumer.started_at(),
+        started,
+        "the consumer was not stopped"
+    );
+    assert!(
+        !idle.is_running(),
+        "the rollback started a container it had not stopped"
+    );
+    assert!(leftover_helpers(&s.vol.name).is_empty());
+}
+
+// -----------------------------------------------------------------------------------------
+// 6. A dump that fails halfway through psql
+
+#[test]
+fn dump_failing_halfway_keeps_the_safety_backup_and_it_restores() {
+    let s = Stack::new("rb-halfway", true);
+    let b = s.backup(BACKUP_COMMIT, BACKUP_BRANCH);
+    let dir = b.path(b.out("backup-dir"));
+    let db_name = Path::new(b.out("db-backup-path"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    s.change("after-backup");
+    let changed = s.state();
+
+    // A copy whose dump has an invalid statement between two COPY blocks in the middle;
+    // header and completion line intact, manifest sizes and SHA-256 recomputed.
+    let bad = s.ws.join("backups-broken/pre-deployment-broken");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    corpus::copy_dir(&dir, &bad);
+    let sql = String::from_utf8(gunzip(&std::fs::read(bad.join(&db_name)).unwrap())).unwrap();
+    let ends: Vec<usize> = sql.match_indices("\n\\.\n").map(|(i, _)| i + 4).collect();
+    assert!(ends.len() >= 6, "the dump has {} COPY blocks", ends.len());
+    let at = ends[ends.len() / 2];
+    let broken = format!(
+        "{}\nTHIS IS NOT A VALID STATEMENT;\n{}",
+        &sql[..at],
+        &sql[at..]
+    );
+    std::fs::write(bad.join(&db_name), corpus::gzip(broken.as_bytes())).unwrap();
+    let manifest = corpus::refresh_manifest(&bad);
+
+    let o = timed(
+        "halfway: rollback with a dump that fails",
+        s.rollback()
+            .input("manifest", manifest.display().to_string())
+            .input("stop-containers", &s.consumer.name),
+    );
+    assert_ne!(o.code, 0, "{o}");
+    assert_ne!(o.outputs.get("restored").map(String::as_str), Some("true"));
+    let safety_rel = o.out("safety-backup-dir").to_string();
+    let safety = o.path(&safety_rel);
+    // The failure message points at the safety backup.
+    let err = o
+        .errors()
+        .into_iter()
+        .map(|a| a.message)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        err.contains(&safety_rel),
+        "the ::error does not name the safety backup {safety_rel}\n{o}"
+    );
+    assert!(
+        err.contains("THIS IS NOT A VALID STATEMENT") || err.contains("syntax error"),
+        "{o}"
+    );
+    let sm = assert_verified_backup(&safety);
+    assert_eq!(
+        sm.database.as_ref().unwrap().tables.get("public.customers"),
+        Some(&9)
+    );
+    // Not half-restored: the database is either untouched or empty (one transaction), never
+    // a mix; the volume (restored after the database) is untouched.
+    let now = s.state();
+    let db = now.db.as_ref().unwrap();
+    assert!(
+        db.tables.is_empty() || db.diff(changed.db.as_ref().unwrap()).is_empty(),
+        "the database was left half-restored: {:?}",
+        db.tables.keys().collect::<Vec<_>>()
+    );
+    now.vol
+        .assert_same(&changed.vol, "the volume after the failed rollback");
+    assert!(
+        s.consumer.is_running(),
+        "the consumer was not started again\n{o}"
+    );
+
+    // The undo the message describes: rolling back to the safety backup restores the state
+    // from just before the failed rollback.
+    let o = timed(
+        "halfway: rollback to the safety backup",
+        s.rollback()
+            .input("manifest", format!("{safety_rel}/{FILE_NAME}"))
+            .input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true");
+    s.state()
+        .assert_same(&changed, "after restoring the safety backup");
+    assert!(s.consumer.is_running());
+}
+
+// -----------------------------------------------------------------------------------------
+// 7. verify-restore in backup mode
+
+/// A schema whose own `pg_dump` does not load: `allocations` has a CHECK constraint that
+/// calls a function reading `zones`. pg_dump writes the constraint inline with the table and
+/// loads table data in name order, so `allocations`' rows arrive while `zones` is still empty
+/// and every row fails the check. (PostgreSQL's documentation warns that CHECK constraints
+/// must not depend on other rows or tables for exactly this reason: dump and restore.)
+const TRAP_SCHEMA: &str = "\
+CREATE TABLE public.zones (code text PRIMARY KEY); \
+CREATE FUNCTION public.zone_exists(c text) RETURNS boolean LANGUAGE sql STABLE \
+    AS $$ SELECT EXISTS (SELECT 1 FROM public.zones WHERE code = c) $$; \
+CREATE TABLE public.allocations (id integer PRIMARY KEY, zone text NOT NULL CHECK (public.zone_exists(zone))); \
+INSERT INTO public.zones VALUES ('north'), ('south'); \
+INSERT INTO public.allocations VALUES (1, 'north'), (2, 'south'), (3, 'north')";
+
+#[test]
+fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
+    let pg = Pg::seeded("rb-verify-restore");
+    let leftover_scratch = |pg: &Pg| {
+        pg.psql_in(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
+        )
+    };
+    let backup = |ws: &Arc<Workspace>, db: &str, user: &str, password: &str| {
+        ws.action("backup")
+            .input("postgres-container", pg.name())
+            .input("postgres-db", db)
+            .input("postgres-user", user)
+            .input("postgres-password", password)
+            .input("verify-restore", "true")
+    };
+
+    // A good backup passes, and the summary shows the comparison table.
+    let ws = Workspace::new();
+    let o = timed(
+        "verify-restore: good",
+        backup(&ws, &pg.db, &pg.user, &pg.password),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true");
+    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
+    let expected = seed_row_counts();
+    for (t, n) in &expected {
+        let row = format!("| `{t}` | {n} | {n} | ✅ |");
+        assert!(o.summary.contains(&row), "the summary lacks {row}\n{o}");
+    }
+    let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
+    let rc = m
+        .restore_check
+        .expect("the manifest records the restore check");
+    assert!(rc.passed);
+    let counts: std::collections::BTreeMap<String, u64> = rc
+        .tables
+        .iter()
+        .map(|(k, (a, _))| (k.clone(), *a))
+        .collect();
+    assert_eq!(counts, expected);
+    assert!(rc.tables.values().all(|(a, b)| a == b));
+    assert_eq!(
+        leftover_scratch(&pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+
+    // (a) pg_dump's own output that does not load.
+    pg.psql_in("postgres", "CREATE DATABASE trap");
+    pg.psql_in("trap", TRAP_SCHEMA);
+    let ws = Workspace::new();
+    let o = timed(
+        "verify-restore: dump that does not load",
+        backup(&ws, "trap", &pg.user, &pg.password),
+    );
+    o.assert_code(1);
+    assert_eq!(o.out("verified"), "false");
+    o.assert_mentions("does not load")
+        .assert_mentions("violates check constraint");
+    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
+    assert!(
+        ws.backup_folders("backups").is_empty(),
+        "a backup folder was left: {:?}",
+        ws.backup_folders("backups")
+    );
+    assert!(
+        ws.pointer().is_none(),
+        "{POINTER_FILE} was written for an unverified backup"
+    );
+    assert_eq!(
+        leftover_scratch(&pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+    // The database itself is fine: it was only read.
+    assert_eq!(
+        pg.psql_in("trap", "SELECT count(*) FROM public.allocations"),
+        "3"
+    );
+
+    // (b) The throwaway database cannot be created (a role without CREATEDB): an environment
+    // failure (exit 3) that says why.
+    pg.psql_in(
+        "postgres",
+        "CREATE ROLE app LOGIN PASSWORD 'app-pw' NOCREATEDB",
+    );
+    pg.psql_in("postgres", "CREATE DATABASE appdb OWNER app");
+    pg.psql_in(
+        "appdb",
+        "CREATE TABLE public.notes (id integer PRIMARY KEY, body text); \
+         INSERT INTO public.notes SELECT i, repeat('note ', 60) || i FROM generate_series(1, 200) AS i; \
+         ALTER TABLE public.notes OWNER TO app",
+    );
+    let ws = Workspace::new();
+    let o = timed(
+        "verify-restore: no CREATEDB",
+        backup(&ws, "appdb", "app", "app-pw"),
+    );
+    o.assert_code(3);
+    assert_eq!(o.out("verified"), "false");
+    o.assert_mentions("permission denied to create database");
+    assert!(
+        ws.backup_folders("backups").is_empty(),
+        "a backup folder was left: {:?}",
+        ws.backup_folders("backups")
+    );
+    assert_eq!(leftover_scratch(&pg), "0");
+}
