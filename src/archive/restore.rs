@@ -87,20 +87,53 @@ pub struct RestorePlan {
 /// Checks a gzip-compressed tar archive, reading it to its end; nothing is written.
 /// `archive_name` is used in messages.
 pub fn check_archive<R: Read>(gz: R, archive_name: &str) -> Result<RestorePlan, UnsafeArchive> {
+    let mut input = BufReader::with_capacity(1 << 20, gz);
+    let mut out = vec![0u8; 256 * 1024];
+    check_with(archive_name, |sink| {
+        inflate::decode(&mut input, &mut out, sink)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "the compressed stream is damaged: {e}; the file was altered or cut short (its checksum would not match the manifest either)"
+                )
+            })
+    })
+}
+
+/// Like [`check_archive`] for an uncompressed tar stream.
+pub fn check_tar<R: Read>(mut tar: R, archive_name: &str) -> Result<RestorePlan, UnsafeArchive> {
+    let mut buf = vec![0u8; 256 * 1024];
+    check_with(archive_name, |sink| loop {
+        let n = match tar.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the archive failed: {e}")),
+        };
+        if !sink(&buf[..n]) {
+            return Ok(());
+        }
+    })
+}
+
+/// Runs the walker and the checker over the bytes `produce` passes to its sink (which
+/// returns `false` once the walk has failed).
+fn check_with(
+    archive_name: &str,
+    produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> bool) -> Result<(), String>,
+) -> Result<RestorePlan, UnsafeArchive> {
     let refuse = |index: u64, path: String, reason: String| UnsafeArchive {
         archive: archive_name.to_string(),
         index,
         path,
         reason,
     };
-    let mut input = BufReader::with_capacity(1 << 20, gz);
-    let mut out = vec![0u8; 256 * 1024];
     let mut walker = TarWalker::new();
     let mut checker = Checker::new();
-    let gz_result = {
+    let produced = {
         let mut sink =
             |data: &[u8]| -> bool { walker.feed(data, &mut |e| checker.entry(e)).is_ok() };
-        inflate::decode(&mut input, &mut out, &mut sink)
+        produce(&mut sink)
     };
     // An unsafe entry found before the stream broke is the more useful report.
     if let Some(e) = walker.error() {
@@ -118,14 +151,8 @@ pub fn check_archive<R: Read>(gz: R, archive_name: &str) -> Result<RestorePlan, 
         };
         return Err(refuse(index, path, reason));
     }
-    if let Err(e) = gz_result {
-        return Err(refuse(
-            0,
-            String::new(),
-            format!(
-                "the compressed stream is damaged: {e}; the file was altered or cut short (its checksum would not match the manifest either)"
-            ),
-        ));
+    if let Err(reason) = produced {
+        return Err(refuse(0, String::new(), reason));
     }
     if let Err(e) = walker.finish() {
         let (index, path) = e
@@ -476,8 +503,16 @@ mod tests {
     use crate::archive::testutil::*;
     use tar::EntryType;
 
+    /// Checks both ways (gzip'd and raw); they must agree.
     fn check(tar: &[u8]) -> Result<RestorePlan, UnsafeArchive> {
-        check_archive(&gz(tar)[..], "vol.tar.gz")
+        let a = check_archive(&gz(tar)[..], "vol.tar.gz");
+        let b = check_tar(tar, "vol.tar.gz");
+        assert_eq!(a.as_ref().ok(), b.as_ref().ok());
+        assert_eq!(
+            a.as_ref().err().map(|e| e.to_string()),
+            b.as_ref().err().map(|e| e.to_string())
+        );
+        a
     }
 
     /// Refused, naming the entry (1-based index and path) and a reason containing `needle`.

@@ -34,6 +34,9 @@ pub struct Context {
     pub backup_dir: Option<String>,
     /// Commit and branch, once known, for the alert.
     pub revision: (Option<String>, Option<String>),
+    /// Something failed that does not fail the run (retention after a good backup): it is
+    /// still alerted on.
+    pub degraded: Option<String>,
 }
 
 impl Context {
@@ -57,6 +60,7 @@ impl Context {
             failed_check: None,
             backup_dir: None,
             revision: (None, None),
+            degraded: None,
         })
     }
 
@@ -144,7 +148,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 
     let alert = crate::alert::Alert {
-        success: result.is_ok(),
+        success: result.is_ok() && ctx.degraded.is_none(),
         mode: mode_name.to_string(),
         repository: ctx.runtime.repository.clone(),
         run_url: ctx.runtime.run_url(),
@@ -152,9 +156,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         branch: ctx.revision.1.clone(),
         backup_dir: ctx.backup_dir.clone(),
         failed_check: ctx.failed_check.clone(),
-        message: match &result {
-            Ok(()) => format!("predeploy-backup {mode_name} succeeded"),
-            Err(e) => format!("{e:#}"),
+        message: match (&result, &ctx.degraded) {
+            (Ok(()), None) => format!("predeploy-backup {mode_name} succeeded"),
+            (Ok(()), Some(d)) => format!("predeploy-backup {mode_name} succeeded, but {d}"),
+            (Err(e), _) => format!("{e:#}"),
         },
     };
     for d in crate::alert::send(&alert_config, &alert).await {

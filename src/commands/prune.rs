@@ -48,7 +48,19 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
         Ok(report) => {
             report.log();
             report.write_summary(&mut ctx.summary);
+            if !report.failed.is_empty() {
+                ctx.failed_check.get_or_insert_with(|| "prune".into());
+                ctx.degraded = Some(format!(
+                    "retention could not delete {} old backup folder(s): {}",
+                    report.failed.len(),
+                    report.failed.iter().map(|(d, m)| format!("{}: {m}", d.display())).collect::<Vec<_>>().join("; ")
+                ));
+            }
         }
-        Err(e) => wf::warning("Retention skipped", None, &format!("{e}")),
+        Err(e) => {
+            wf::warning("Retention skipped", None, &format!("{e}"));
+            ctx.failed_check.get_or_insert_with(|| "prune".into());
+            ctx.degraded = Some(format!("retention was skipped: {e}"));
+        }
     }
 }

@@ -25,6 +25,7 @@ use crate::support::docker::{
 };
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::{self as corpus, TarBuilder};
+use crate::support::rollback_db;
 use crate::support::{file_size, random_hex, sha256sum, Outcome, Workspace};
 
 /// What the backup records as its code revision (the rollback step runs at another commit,
@@ -85,7 +86,7 @@ impl Stack {
 
     fn state(&self) -> State {
         State {
-            db: self.pg.as_ref().map(Pg::fingerprint),
+            db: self.pg.as_ref().map(rollback_db::fingerprint),
             vol: self.vol.fingerprint(),
         }
     }
@@ -945,9 +946,10 @@ const TRAP_SCHEMA: &str = "\
 CREATE TABLE public.zones (code text PRIMARY KEY); \
 CREATE FUNCTION public.zone_exists(c text) RETURNS boolean LANGUAGE sql STABLE \
     AS $$ SELECT EXISTS (SELECT 1 FROM public.zones WHERE code = c) $$; \
-CREATE TABLE public.allocations (id integer PRIMARY KEY, zone text NOT NULL CHECK (public.zone_exists(zone))); \
+CREATE TABLE public.allocations (id integer PRIMARY KEY, zone text NOT NULL CHECK (public.zone_exists(zone)), note text); \
 INSERT INTO public.zones VALUES ('north'), ('south'); \
-INSERT INTO public.allocations VALUES (1, 'north'), (2, 'south'), (3, 'north')";
+INSERT INTO public.allocations SELECT i, CASE WHEN i % 2 = 0 THEN 'north' ELSE 'south' END, md5(i::text) \
+    FROM generate_series(1, 300) AS i";
 
 #[test]
 fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
@@ -1042,7 +1044,7 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     pg.psql_in(
         "appdb",
         "CREATE TABLE public.notes (id integer PRIMARY KEY, body text); \
-         INSERT INTO public.notes SELECT i, repeat('note ', 60) || i FROM generate_series(1, 200) AS i; \
+         INSERT INTO public.notes SELECT i, md5(i::text) FROM generate_series(1, 300) AS i; \
          ALTER TABLE public.notes OWNER TO app",
     );
     let ws = Workspace::new();

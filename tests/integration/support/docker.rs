@@ -762,17 +762,9 @@ impl Volume {
     /// Runs a busybox `sh -c script` with this volume at `/data` (read-only if asked) and
     /// more `-v` mounts.
     pub fn busybox(&self, script: &str, mounts: &[String], read_only: bool) -> Output {
-        ensure_images();
-        let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network".into(), "none".into()];
-        args.extend(label_args());
-        args.push("-v".into());
-        args.push(format!("{}:/data{}", self.name, if read_only { ":ro" } else { "" }));
-        for m in mounts {
-            args.push("-v".into());
-            args.push(m.clone());
-        }
-        args.extend([BUSYBOX.to_string(), "sh".into(), "-c".into(), script.to_string()]);
-        docker(&args)
+        let mut all = vec![format!("{}:/data{}", self.name, if read_only { ":ro" } else { "" })];
+        all.extend(mounts.iter().cloned());
+        busybox_run(&all, script)
     }
 
     /// Extracts a `.tar.gz` into this volume the way the seed's manual rollback does:
@@ -795,25 +787,44 @@ impl Volume {
         );
     }
 
-    /// Every entry's type, owner, group, mode (with setuid/setgid/sticky), size, link count
-    /// and hard-link group, symlink target and content hash, read in a busybox container.
+    /// See [`tree_fingerprint`].
     pub fn fingerprint(&self) -> TreeFingerprint {
-        let script = r#"cd /data
+        tree_fingerprint(&self.name)
+    }
+}
+
+/// Runs `sh -c script` in a throwaway busybox container (no network) with `-v` mounts.
+pub fn busybox_run(mounts: &[String], script: &str) -> Output {
+    ensure_images();
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network".into(), "none".into()];
+    args.extend(label_args());
+    for m in mounts {
+        args.push("-v".into());
+        args.push(m.clone());
+    }
+    args.extend([BUSYBOX.to_string(), "sh".into(), "-c".into(), script.to_string()]);
+    docker(&args)
+}
+
+/// Every entry's type, owner, group, mode (with setuid/setgid/sticky), size, link count
+/// and hard-link group, symlink target and content hash, read by busybox `stat`, `md5sum`
+/// and `readlink` in a container that mounts `source` (a volume name, or an absolute host
+/// folder) read-only at `/data`.
+pub fn tree_fingerprint(source: &str) -> TreeFingerprint {
+    let script = r#"cd /data
 find . -exec stat -c '%n|%f|%u|%g|%s|%h|%i|%F' {} +
 echo '--md5--'
 find . -type f -exec md5sum {} +
 echo '--links--'
 find . -type l -exec sh -c 'for l do printf "%s|%s\n" "$l" "$(readlink "$l")"; done' sh {} +
 "#;
-        let out = self.busybox(script, &[], true);
-        assert!(
-            out.status.success(),
-            "fingerprint of {} failed:\n{}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        TreeFingerprint::parse(&String::from_utf8_lossy(&out.stdout))
-    }
+    let out = busybox_run(&[format!("{source}:/data:ro")], script);
+    assert!(
+        out.status.success(),
+        "fingerprint of {source} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    TreeFingerprint::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 impl Drop for Volume {

@@ -18,6 +18,7 @@ pub mod docker;
 pub mod fixtures;
 pub mod gh_output;
 pub mod rollback_corpus;
+pub mod rollback_db;
 
 pub use action::{Action, Cli, Outcome, Workspace};
 #[allow(unused_imports)]
