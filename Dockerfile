@@ -17,12 +17,6 @@ ENV RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 
-# Left unset, Cargo.toml's [profile.release] (thin LTO) applies: the released image.
-# For quick local images (the e2e tests rebuild often), pass
-#   --build-arg CARGO_PROFILE_RELEASE_LTO=off --build-arg CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-ARG CARGO_PROFILE_RELEASE_LTO
-ARG CARGO_PROFILE_RELEASE_CODEGEN_UNITS
-
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # The CA bundle for the final image. The official slim image keeps

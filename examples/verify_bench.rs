@@ -34,12 +34,20 @@ fn main() -> ExitCode {
 fn verify(paths: &[String]) -> ExitCode {
     let mut ok = true;
     for p in paths {
-        let expect = if p.ends_with(".sql.gz") { Expect::SqlDump } else { Expect::Tar };
+        let expect = if p.ends_with(".sql.gz") {
+            Expect::SqlDump
+        } else {
+            Expect::Tar
+        };
         let started = Instant::now();
         let r = verify_file(Path::new(p), expect, 0);
         let secs = started.elapsed().as_secs_f64();
         let checks: Vec<&str> = r.passed.iter().map(|c| c.as_str()).collect();
-        println!("{p}: {} bytes in {secs:.3} s ({:.0} MB/s)", r.size, r.size as f64 / secs / 1e6);
+        println!(
+            "{p}: {} bytes in {secs:.3} s ({:.0} MB/s)",
+            r.size,
+            r.size as f64 / secs / 1e6
+        );
         println!("  passed: {}", checks.join(", "));
         if let Some(f) = &r.failure {
             println!("  FAILED {}: {}", f.check.as_str(), f.message);
@@ -58,7 +66,10 @@ fn verify(paths: &[String]) -> ExitCode {
             );
         }
         if let Some(t) = &r.tar {
-            println!("  tar: {} entries, {} bytes in files", t.entries, t.total_bytes);
+            println!(
+                "  tar: {} entries, {} bytes in files",
+                t.entries, t.total_bytes
+            );
         }
     }
     if ok {
@@ -69,7 +80,9 @@ fn verify(paths: &[String]) -> ExitCode {
 }
 
 fn gzip(level: &str, input: &str, output: &str) -> io::Result<()> {
-    let level: u32 = level.parse().map_err(|_| io::Error::other("LEVEL must be 0-9"))?;
+    let level: u32 = level
+        .parse()
+        .map_err(|_| io::Error::other("LEVEL must be 0-9"))?;
     let mut reader = BufReader::with_capacity(1 << 20, File::open(input)?);
     let out = BufWriter::with_capacity(1 << 20, File::create(output)?);
     let mut gz = ParallelGzEncoder::new(out, level);

@@ -8,6 +8,11 @@
 #       make DIR a scratch git repository holding this action (action.yml, Dockerfile,
 #       .dockerignore, Cargo.toml, Cargo.lock, src/). With --image, action.yml points at
 #       docker://IMAGE instead of the Dockerfile (no build inside act).
+#   scripts/act.sh image [TAG] [--release]
+#       quick action image for tests (default TAG predeploy-backup:act): a static build of
+#       the binary ON THE HOST (cargo, incremental, target dir target/act-image) wrapped in
+#       a FROM-scratch image laid out like the Dockerfile's (binary, CA bundle, /tmp).
+#       Seconds after a source change, where `docker build .` recompiles in release mode.
 #   scripts/act.sh run -W WORKFLOW [options] [--] [act args...]
 #       run act on WORKFLOW. Options:
 #         -C DIR | --workspace DIR   repository to run in (default: this repository)
@@ -29,7 +34,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 log() { printf 'act.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 have_act() {
     command -v act >/dev/null 2>&1 && [ "$(act --version 2>/dev/null | awk '{print $3}')" = "$ACT_VERSION" ]
@@ -76,6 +81,41 @@ cmd_workspace() {
             commit -q --allow-empty -m "act workspace" >/dev/null
     )
     log "workspace ready: $dir (commit $(git -C "$dir" rev-parse --short HEAD))"
+}
+
+cmd_image() {
+    local tag=predeploy-backup:act profile=dev
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --release) profile=release; shift ;;
+        -*) die "image: unknown option $1" ;;
+        *) tag=$1; shift ;;
+        esac
+    done
+    local triple=x86_64-unknown-linux-gnu
+    local target_dir=${ACT_IMAGE_TARGET_DIR:-$repo/target/act-image}
+    local flags=(--locked --bin predeploy-backup --target "$triple" --target-dir "$target_dir")
+    [ "$profile" = release ] && flags+=(--release)
+    log "cargo build (static, $profile) into $target_dir"
+    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" cargo build "${flags[@]}") >&2
+    local outdir=debug
+    [ "$profile" = release ] && outdir=release
+    local bin=$target_dir/$triple/$outdir/predeploy-backup
+    if readelf -lW "$bin" | grep -q 'program interpreter'; then
+        die "image: $bin is not statically linked"
+    fi
+    local stage
+    stage=$(mktemp -d "${TMPDIR:-/tmp}/act-image.XXXXXX")
+    install -D -m 0755 "$bin" "$stage/predeploy-backup"
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$stage/etc/ssl/certs/ca-certificates.crt"
+    install -d -m 1777 "$stage/tmp"
+    tar --numeric-owner --owner=0 --group=0 -C "$stage" -c . |
+        docker import \
+            --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
+            --change 'ENTRYPOINT ["/predeploy-backup"]' - "$tag" >/dev/null
+    rm -rf "$stage"
+    docker run --rm "$tag" --version >/dev/null || die "image: $tag does not run"
+    log "built $tag ($profile)"
 }
 
 free_port() {
@@ -139,7 +179,8 @@ cmd_run() {
 case ${1:-} in
 setup) shift; cmd_setup "$@" ;;
 workspace) shift; cmd_workspace "$@" ;;
+image) shift; cmd_image "$@" ;;
 run) shift; cmd_run "$@" ;;
 -h | --help | help | "") usage ;;
-*) die "unknown command $1 (setup | workspace | run; --help)" ;;
+*) die "unknown command $1 (setup | workspace | image | run; --help)" ;;
 esac

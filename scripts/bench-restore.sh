@@ -200,6 +200,8 @@ if ((VOL_MB > 0)); then
     echo
     ratio_line "time: seed / ours (restore phase)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours_restore]}")" ">=" 2
     ratio_line "time: seed / ours (total)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours]}")" ">=" 2
+    echo "  (our volume restore phase starts at its 'Restoring volume' line; the probe for a helper"
+    echo "  image with a shell, just before it, is counted in 'checks + safety backup')"
 fi
 echo
 echo "  best = fastest of the runs; peak RSS = highest of the runs; CPU = user+sys of the local"

@@ -204,6 +204,19 @@ pub struct VerifyArgs {
     /// Paths of existing volume archives (.tar.gz), comma- or newline-separated.
     #[arg(long, value_name = "LIST")]
     pub volume_backups: Option<String>,
+    /// The Docker volumes those archives hold, in the same order: recorded so that
+    /// `rollback` can restore them.
+    #[arg(long, value_name = "LIST")]
+    pub volumes: Option<String>,
+    /// The container the dump came from (recorded for `rollback` and the instructions).
+    #[arg(long, value_name = "NAME")]
+    pub postgres_container: Option<String>,
+    /// The database the dump came from.
+    #[arg(long, value_name = "NAME")]
+    pub postgres_db: Option<String>,
+    /// The user that owns it.
+    #[arg(long, value_name = "USER")]
+    pub postgres_user: Option<String>,
     #[command(flatten)]
     pub thresholds: Thresholds,
     #[command(flatten)]

@@ -105,8 +105,8 @@ impl Engine {
     /// Connects the way the docker CLI does (DOCKER_HOST, else the local socket) and
     /// negotiates the API version, so that old and new engines both work.
     pub async fn connect() -> Result<Engine, DockerError> {
-        let host = std::env::var("DOCKER_HOST")
-            .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         let unreachable = |detail: String| DockerError::Unreachable {
             host: host.clone(),
             detail,
@@ -183,12 +183,13 @@ impl Engine {
             }))
             .await
             .map_err(api("list containers"))?;
-        let first = list.into_iter().find_map(|c| c.id).ok_or_else(|| {
-            DockerError::NoComposeService {
-                project: project.into(),
-                service: service.into(),
-            }
-        })?;
+        let first =
+            list.into_iter()
+                .find_map(|c| c.id)
+                .ok_or_else(|| DockerError::NoComposeService {
+                    project: project.into(),
+                    service: service.into(),
+                })?;
         self.container(&first).await
     }
 
@@ -392,7 +393,11 @@ impl Engine {
             }
         }
         candidates.extend(hint.iter().map(|c| c.image.clone()));
-        if let Ok(images) = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await {
+        if let Ok(images) = self
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+        {
             for i in images {
                 candidates.extend(i.repo_tags.into_iter().filter(|t| t != "<none>:<none>"));
                 candidates.push(i.id);
@@ -490,13 +495,18 @@ pub async fn restart_stopped() -> Vec<String> {
         crate::actions::commands::log(&format!("Starting container {name} again"));
         if let Err(e) = engine
             .docker
-            .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
         {
             crate::actions::commands::error(
                 "Container not restarted",
                 None,
-                &format!("could not start {name} again: {e}; start it by hand: docker start {name}"),
+                &format!(
+                    "could not start {name} again: {e}; start it by hand: docker start {name}"
+                ),
             );
             failed.push(name);
         }
@@ -550,10 +560,16 @@ impl Helper {
     /// and the end of its output.
     pub async fn run_to_end(&self) -> Result<(i64, String), DockerError> {
         let d = &self.engine.docker;
-        d.start_container(&self.id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(api("start helper"))?;
-        let mut wait = d.wait_container(&self.id, None::<bollard::query_parameters::WaitContainerOptions>);
+        d.start_container(
+            &self.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(api("start helper"))?;
+        let mut wait = d.wait_container(
+            &self.id,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
         let mut code = -1;
         while let Some(r) = wait.next().await {
             match r {

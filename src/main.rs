@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             return fail("Bad input", msg.trim(), ExitKind::Usage);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail("Environment failure", &e.to_string(), ExitKind::Environment),
     };
@@ -52,7 +55,10 @@ fn main() -> ExitCode {
             let msg = if failed.is_empty() {
                 "cancelled; containers stopped for the backup were started again".to_string()
             } else {
-                format!("cancelled; start these containers by hand: {}", failed.join(", "))
+                format!(
+                    "cancelled; start these containers by hand: {}",
+                    failed.join(", ")
+                )
             };
             fail("Cancelled", &msg, ExitKind::Environment)
         }

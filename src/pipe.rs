@@ -20,7 +20,10 @@ pub const DEPTH: usize = 32;
 
 /// Compresses everything received into `path` (gzip at `level`), fsyncs it, and returns the
 /// number of uncompressed bytes. The file is complete only when this returns `Ok`.
-pub fn gzip_to_file(path: PathBuf, level: u32) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>) {
+pub fn gzip_to_file(
+    path: PathBuf,
+    level: u32,
+) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let file = File::create(&path)?;
@@ -30,10 +33,7 @@ pub fn gzip_to_file(path: PathBuf, level: u32) -> (mpsc::Sender<Bytes>, JoinHand
             gz.write_all(&chunk)?;
             total += chunk.len() as u64;
         }
-        let file = gz
-            .finish()?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
+        let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(total)
     });
@@ -54,7 +54,10 @@ pub fn gunzip_file(path: &Path) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result
                 return Ok(());
             }
             if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the reader stopped"));
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the reader stopped",
+                ));
             }
         }
     });
@@ -65,9 +68,10 @@ pub fn gunzip_file(path: &Path) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result
 pub fn into_stream(
     rx: mpsc::Receiver<Bytes>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(b), rx))
-    })
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
 }
 
 /// Archives a host folder as tar into `tx` (entries relative to the folder; links kept as
@@ -87,9 +91,9 @@ pub fn tar_folder(dir: PathBuf) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result
             fn flush(&mut self) -> io::Result<()> {
                 if !self.1.is_empty() {
                     let chunk = Bytes::from(std::mem::take(&mut self.1));
-                    self.0
-                        .blocking_send(chunk)
-                        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped"))?;
+                    self.0.blocking_send(chunk).map_err(|_| {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "the writer stopped")
+                    })?;
                 }
                 Ok(())
             }
@@ -97,9 +101,52 @@ pub fn tar_folder(dir: PathBuf) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result
         let mut b = tar::Builder::new(ChanWriter(tx, Vec::new()));
         b.follow_symlinks(false);
         b.mode(tar::HeaderMode::Complete);
-        b.append_dir_all(".", &dir)?;
+        let mut seen = std::collections::HashMap::new();
+        append_tree(&mut b, &dir, Path::new("."), &mut seen)?;
         let mut w = b.into_inner()?;
         w.flush()
     });
     (rx, task)
+}
+
+/// Appends `root/rel` and, for a folder, everything below it, in name order. Links stay
+/// links; a file with several names is stored once and its other names as hard-link
+/// entries (as GNU tar and Docker do), so a restore gives back one file, not copies.
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    seen: &mut std::collections::HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let path = root.join(rel);
+    let md = std::fs::symlink_metadata(&path)?;
+    if md.is_file() && md.nlink() > 1 {
+        let key = (md.dev(), md.ino());
+        if let Some(first) = seen.get(&key) {
+            let mut h = tar::Header::new_gnu();
+            h.set_metadata_in_mode(&md, tar::HeaderMode::Complete);
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            return b.append_link(&mut h, rel, first);
+        }
+        seen.insert(key, rel.to_path_buf());
+    }
+    b.append_path_with_name(&path, rel)?;
+    if md.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(&path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for n in names {
+            // Children of the root are `name`, not `./name`: link targets use the same form.
+            let child = if rel == Path::new(".") {
+                PathBuf::from(n)
+            } else {
+                rel.join(n)
+            };
+            append_tree(b, root, &child, seen)?;
+        }
+    }
+    Ok(())
 }

@@ -130,9 +130,7 @@ impl Server {
     ) -> Result<(), PgError> {
         let mut args = vec!["--format=plain".to_string()];
         args.extend(self.conn_args(creds, &creds.db));
-        let out = self
-            .run(creds, "pg_dump", args, None, Some(stdout))
-            .await?;
+        let out = self.run(creds, "pg_dump", args, None, Some(stdout)).await?;
         check("pg_dump", creds, &creds.db, out)
     }
 
@@ -193,7 +191,11 @@ impl Server {
     /// On-disk size of the database in bytes.
     pub async fn database_size(&self, creds: &Credentials) -> Result<u64, PgError> {
         let s = self
-            .query(creds, &creds.db, "SELECT pg_database_size(current_database())")
+            .query(
+                creds,
+                &creds.db,
+                "SELECT pg_database_size(current_database())",
+            )
             .await?;
         s.trim()
             .parse()
@@ -209,8 +211,12 @@ impl Server {
             &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}' AND pid <> pg_backend_pid()"),
         )
         .await?;
-        self.query(creds, "postgres", &format!("DROP DATABASE IF EXISTS {}", ident(db)))
-            .await?;
+        self.query(
+            creds,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {}", ident(db)),
+        )
+        .await?;
         self.create_database(creds, db).await
     }
 
@@ -304,7 +310,8 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
         return Ok(());
     }
     let stderr = crate::actions::commands::redact(&out.stderr);
-    if stderr.contains("password authentication failed") || stderr.contains("no password supplied") {
+    if stderr.contains("password authentication failed") || stderr.contains("no password supplied")
+    {
         return Err(PgError::Auth {
             what: what.into(),
             user: creds.user.clone(),
@@ -328,7 +335,11 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
         code: out.code,
         stderr: format!(
             "{}{hint}",
-            if stderr.is_empty() { "(no message)".to_string() } else { stderr }
+            if stderr.is_empty() {
+                "(no message)".to_string()
+            } else {
+                stderr
+            }
         ),
     })
 }

@@ -170,9 +170,7 @@ pub fn prune(
         };
         let ft = meta.file_type();
         if name == LOCK_FILE {
-            others.push(keep(
-                "not a backup: the lock file of predeploy-backup".into(),
-            ));
+            // Our own lock file is part of the backup root's machinery, not an entry to judge.
             continue;
         }
         if name.starts_with('.') {

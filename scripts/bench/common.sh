@@ -110,6 +110,11 @@ bench_init() {
     cp "$BIN" "$BENCH_TMP/predeploy-backup"
     BIN="$BENCH_TMP/predeploy-backup"
     log "binary: $("$BIN" --version) ($(sha256sum "$BIN" | cut -c1-12)); work folder: $BENCH_TMP"
+    local load
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
+        log "warning: load average $load on $(nproc) cores: other work is running, figures will be skewed"
+    fi
 }
 
 # bench_container_name SUFFIX / bench_volume_name SUFFIX: unique names, registered for removal.
@@ -385,11 +390,11 @@ print_table() {
     shift 2
     local k
     printf '\n%s\n' "$title"
-    printf '  %-44s %9s %5s %8s %11s %9s %7s  %s\n' \
+    printf '  %-52s %8s %5s %8s %11s %9s %7s  %s\n' \
         "contender" "best s" "runs" "vs base" "size" "peak RSS" "CPU s" "note"
     for k in "$@"; do
         [[ -n "${B_WALL[$k]:-}" ]] || continue
-        printf '  %-44s %9.2f %5s %8s %11s %9s %7s  %s\n' \
+        printf '  %-52s %8.2f %5s %8s %11s %9s %7s  %s\n' \
             "${B_LABEL[$k]}" "${B_WALL[$k]}" "${B_RUNS[$k]}" \
             "$(ratio "${B_WALL[$k]}" "${B_WALL[$base]:-}")x" \
             "$(fmt_size "${B_SIZE[$k]:-}")" \
@@ -400,7 +405,7 @@ print_table() {
 
 # ratio_line TEXT VALUE OP TARGET: one line of the ratio summary.
 ratio_line() {
-    printf '  %-58s %8s   (target %s %s: %s)\n' "$1" "$2" "$3" "$4" "$(verdict "$2" "$3" "$4")"
+    printf '  %-52s %8s   (target %s %s: %s)\n' "$1" "$2" "$3" "$4" "$(verdict "$2" "$3" "$4")"
 }
 
 # output_value FILE NAME: a `name=value` line of our stdout (the CLI prints its outputs).

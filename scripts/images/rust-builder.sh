@@ -31,7 +31,7 @@ force=0
 for a in "$@"; do
     case $a in
     --force) force=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
     esac
 done

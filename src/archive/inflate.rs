@@ -265,7 +265,7 @@ pub fn decode<R: BufRead>(
         }
         if stats.members == 0 && (head[0] != 0x1f || (head.len() > 1 && head[1] != 0x8b)) {
             return Err(GzError::NotGzip {
-                first_bytes: head[..head.len().min(64)].to_vec(),
+                first_bytes: head[..head.len().min(512)].to_vec(),
             });
         }
         if stats.members > 0 && (head[0] != 0x1f || (head.len() > 1 && head[1] != 0x8b)) {

@@ -344,13 +344,18 @@ impl TarWalker {
                 None,
             ),
             State::SparseExt => err(self, "the archive ends inside a sparse-file header".into(), self.last.clone()),
+            State::Data if self.collect != Collect::Skip => err(
+                self,
+                "the archive ends inside an extended header (long name or PAX data)".into(),
+                None,
+            ),
             State::Data => {
                 let (idx, path, size) = self.current.clone().unwrap_or((0, String::new(), 0));
                 let missing = self.remaining + self.pad;
                 let message = if self.remaining > 0 {
                     format!(
                         "the archive ends inside this entry's data: {} of {} bytes present",
-                        size - self.remaining,
+                        size.saturating_sub(self.remaining),
                         size
                     )
                 } else {
@@ -840,5 +845,203 @@ pub fn type_name(t: u8) -> &'static str {
         b'M' => "GNU multi-volume continuation",
         b'D' => "GNU dump folder",
         _ => "entry of unknown type",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::testutil::*;
+
+    fn walk(
+        tar: &[u8],
+        step: usize,
+    ) -> Result<(TarCounts, Vec<(String, u8, u64, String)>), TarError> {
+        let mut w = TarWalker::new();
+        let mut seen = Vec::new();
+        for piece in tar.chunks(step.max(1)) {
+            w.feed(piece, &mut |e| {
+                seen.push((
+                    e.path_lossy(),
+                    e.typeflag,
+                    e.size,
+                    String::from_utf8_lossy(e.link).into_owned(),
+                ));
+                Ok(())
+            })?;
+        }
+        Ok((w.finish()?, seen))
+    }
+
+    #[track_caller]
+    fn fails(tar: &[u8], needle: &str) {
+        for step in [1, 7, 512, 100_000] {
+            let e = walk(tar, step).expect_err("must fail");
+            assert!(e.message.contains(needle), "step {step}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_split_gives_the_same_walk() {
+        let mut t = Vec::new();
+        let pax = [
+            pax_record("path", "p/".repeat(80).as_bytes()),
+            pax_record("size", b"700"),
+        ]
+        .concat();
+        push(
+            &mut t,
+            &raw_header(b"PaxHeaders/x", b'x', pax.len() as u64, b""),
+            &pax,
+        );
+        push(&mut t, &raw_header(b"short", b'0', 700, b""), &[1; 700]);
+        let long = format!("{}\0", "q".repeat(300));
+        push(
+            &mut t,
+            &raw_header(b"././@LongLink", b'K', long.len() as u64, b""),
+            long.as_bytes(),
+        );
+        push(&mut t, &raw_header(b"l", b'2', 0, b"ignored"), b"");
+        push(&mut t, &raw_header(b"d/", b'5', 0, b""), b"");
+        end(&mut t);
+        t.extend([0u8; 9000]);
+        let whole = walk(&t, t.len()).unwrap();
+        assert_eq!(
+            whole.0,
+            TarCounts {
+                entries: 3,
+                file_bytes: 700
+            }
+        );
+        assert_eq!(whole.1[0].0, "p/".repeat(80));
+        assert_eq!(whole.1[1].3, "q".repeat(300));
+        for step in [1, 3, 511, 513, 4096] {
+            assert_eq!(walk(&t, step).unwrap(), whole, "step {step}");
+        }
+    }
+
+    #[test]
+    fn numeric_fields_octal_with_spaces_and_base_256() {
+        assert_eq!(numeric(b" 0000644 \0").unwrap(), 0o644);
+        assert_eq!(numeric(b"\0\0\0\0\0\0\0\0").unwrap(), 0);
+        assert_eq!(
+            numeric(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]).unwrap(),
+            256
+        );
+        assert!(numeric(b"00006x4\0").is_err());
+        assert!(numeric(&[0xff; 12]).is_err());
+        assert!(
+            numeric(&[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+                .is_err()
+        );
+        // A base-256 size walks.
+        let mut h = raw_header(b"big", b'0', 0, b"");
+        h[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0]);
+        set_cksum(&mut h);
+        let mut t = Vec::new();
+        push(&mut t, &h, &[0; 512]);
+        end(&mut t);
+        assert_eq!(walk(&t, 100).unwrap().0.file_bytes, 512);
+    }
+
+    #[test]
+    fn ambiguous_archives_fail() {
+        // Two PAX headers before one entry.
+        let pax = pax_record("path", b"a");
+        let mut t = Vec::new();
+        push(&mut t, &raw_header(b"x", b'x', pax.len() as u64, b""), &pax);
+        push(&mut t, &raw_header(b"x", b'x', pax.len() as u64, b""), &pax);
+        push(&mut t, &raw_header(b"f", b'0', 0, b""), b"");
+        end(&mut t);
+        fails(&t, "two extended headers");
+        // A global header that sets a path.
+        let mut t = Vec::new();
+        push(&mut t, &raw_header(b"g", b'g', pax.len() as u64, b""), &pax);
+        end(&mut t);
+        fails(&t, "global header sets `path`");
+        // A folder that claims data.
+        let mut t = Vec::new();
+        push(&mut t, &raw_header(b"d/", b'5', 512, b""), &[0; 512]);
+        end(&mut t);
+        fails(&t, "folder whose header claims 512 bytes");
+        // A lone zero block, then more entries.
+        let mut t = vec![0u8; 512];
+        push(&mut t, &raw_header(b"f", b'0', 0, b""), b"");
+        end(&mut t);
+        fails(&t, "lone zero block");
+        // Malformed PAX records.
+        for bad in [
+            &b"5 a=b\n"[..],
+            b"99 path=x\n",
+            b"x path=y\n",
+            b"8 path\n\n",
+        ] {
+            let mut t = Vec::new();
+            push(&mut t, &raw_header(b"x", b'x', bad.len() as u64, b""), bad);
+            push(&mut t, &raw_header(b"f", b'0', 0, b""), b"");
+            end(&mut t);
+            fails(&t, "malformed PAX");
+        }
+        // GNU long name and PAX path that disagree.
+        let mut t = Vec::new();
+        push(&mut t, &raw_header(b"././@LongLink", b'L', 2, b""), b"b\0");
+        push(&mut t, &raw_header(b"x", b'x', pax.len() as u64, b""), &pax);
+        push(&mut t, &raw_header(b"f", b'0', 0, b""), b"");
+        end(&mut t);
+        fails(&t, "disagree");
+        // Unknown magic.
+        let mut h = raw_header(b"f", b'0', 0, b"");
+        h[257..263].copy_from_slice(b"xxxxx\0");
+        set_cksum(&mut h);
+        let mut t = Vec::new();
+        push(&mut t, &h, b"");
+        end(&mut t);
+        fails(&t, "unknown header format");
+    }
+
+    #[test]
+    fn truncations_are_named() {
+        let mut t = Vec::new();
+        let pax = pax_record("path", &[b'a'; 600]);
+        push(&mut t, &raw_header(b"x", b'x', pax.len() as u64, b""), &pax);
+        fails(&t[..800], "inside an extended header");
+        fails(&t[..300], "inside a header");
+        fails(&t, "after an extended header");
+        fails(b"", "empty");
+    }
+
+    #[test]
+    fn old_gnu_sparse_files_with_extension_blocks_walk() {
+        let mut h = raw_header(b"sparse", b'S', 1024, b"");
+        h[257..265].copy_from_slice(b"ustar  \0");
+        h[482] = 1; // an extension block follows
+        set_cksum(&mut h);
+        let mut t = h.to_vec();
+        let mut ext = [0u8; 512];
+        ext[504] = 1; // and another
+        t.extend_from_slice(&ext);
+        t.extend_from_slice(&[0u8; 512]); // the last one
+        t.extend_from_slice(&[9u8; 1024]); // data
+        push(&mut t, &raw_header(b"after", b'0', 0, b""), b"");
+        end(&mut t);
+        let (counts, seen) = walk(&t, 300).unwrap();
+        assert_eq!(counts.entries, 2);
+        assert_eq!(seen[1].0, "after");
+    }
+
+    #[test]
+    fn v7_headers_and_signed_checksums_are_accepted() {
+        let mut h = raw_header(b"v7", b'0', 3, b"");
+        h[257..265].copy_from_slice(&[0; 8]);
+        h[0] = b'v';
+        h[99] = 0;
+        h[300] = 0xff; // a high byte: the signed sum differs from the unsigned one
+        h[148..156].copy_from_slice(b"        ");
+        let signed: i64 = h.iter().map(|&b| b as i8 as i64).sum();
+        h[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        let mut t = Vec::new();
+        push(&mut t, &h, b"abc");
+        end(&mut t);
+        assert_eq!(walk(&t, 64).unwrap().0.entries, 1);
     }
 }

@@ -844,6 +844,12 @@ mod tests {
     }
 
     #[test]
+    fn an_uncompressed_tar_where_tar_gz_is_expected_fails_gzip() {
+        let r = verify_bytes(&good_tar(), Expect::Tar);
+        assert_fails(&r, Check::Gzip, "uncompressed tar archive");
+    }
+
+    #[test]
     fn a_dump_without_its_completion_line_fails_sql_complete() {
         let text = String::from_utf8(dump_text(&tables(), None)).unwrap();
         let cut = text.replace("-- PostgreSQL database dump complete\n", "");

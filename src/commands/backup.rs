@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use chrono::Utc;
 
-use super::record::{publish, DbMeta, VolMeta, Verified};
+use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
@@ -69,7 +69,9 @@ pub async fn resolve_database(
             ))
         })?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(usage("database-url must start with postgres:// or postgresql://"));
+            return Err(usage(
+                "database-url must start with postgres:// or postgresql://",
+            ));
         }
         let user = t
             .postgres_user
@@ -80,9 +82,15 @@ pub async fn resolve_database(
             .postgres_db
             .clone()
             .filter(|d| d != "-")
-            .or_else(|| Some(parsed.path().trim_start_matches('/').to_string()).filter(|d| !d.is_empty()))
+            .or_else(|| {
+                Some(parsed.path().trim_start_matches('/').to_string()).filter(|d| !d.is_empty())
+            })
             .unwrap_or_else(|| user.clone());
-        let creds = Credentials { db: db.clone(), user: user.clone(), password };
+        let creds = Credentials {
+            db: db.clone(),
+            user: user.clone(),
+            password,
+        };
         let server = Server::Url { url: url.clone() };
         server.version(&creds).await?;
         return Ok(Some(Database {
@@ -100,15 +108,18 @@ pub async fn resolve_database(
         return Ok(None);
     }
     let engine = engine.expect("engine connected when a container is named");
-    let info: ContainerInfo = match (&t.postgres_container, &t.compose_project, &t.postgres_service) {
-        (Some(name), _, _) => engine.container(name).await?,
-        (None, Some(p), Some(s)) => engine.compose_service(p, s).await?,
-        _ => {
-            return Err(usage(
+    let info: ContainerInfo =
+        match (
+            &t.postgres_container,
+            &t.compose_project,
+            &t.postgres_service,
+        ) {
+            (Some(name), _, _) => engine.container(name).await?,
+            (None, Some(p), Some(s)) => engine.compose_service(p, s).await?,
+            _ => return Err(usage(
                 "compose-project needs postgres-service too (the service name in the compose file)",
-            ))
-        }
-    };
+            )),
+        };
     if !info.running {
         return Err(crate::docker::DockerError::NotRunning(info.name.clone()).into());
     }
@@ -118,7 +129,11 @@ pub async fn resolve_database(
         .clone()
         .filter(|d| d != "-")
         .unwrap_or_else(|| user.clone());
-    let creds = Credentials { db: db.clone(), user: user.clone(), password };
+    let creds = Credentials {
+        db: db.clone(),
+        user: user.clone(),
+        password,
+    };
     let meta = DbMeta {
         name: Some(db),
         user: Some(user),
@@ -132,7 +147,11 @@ pub async fn resolve_database(
         info: Box::new(info),
     };
     server.version(&creds).await?;
-    Ok(Some(Database { server, creds, meta }))
+    Ok(Some(Database {
+        server,
+        creds,
+        meta,
+    }))
 }
 
 /// A name safe for a file name: `[A-Za-z0-9._-]`, others become `_`.
@@ -140,9 +159,19 @@ pub fn file_safe(s: &str) -> String {
     let s: String = s
         .trim_matches('/')
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if s.is_empty() { "root".into() } else { s }
+    if s.is_empty() {
+        "root".into()
+    } else {
+        s
+    }
 }
 
 /// What to back up, from `backup`'s inputs or from `rollback` (its safety backup).
@@ -179,7 +208,14 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         revision: (commit, branch),
     };
     let taken = take(ctx, &spec).await?;
-    publish(ctx, &taken.manifest, &taken.dir, &args.publish, args.keep.retention_days).await?;
+    publish(
+        ctx,
+        &taken.manifest,
+        &taken.dir,
+        &args.publish,
+        args.keep.retention_days,
+    )
+    .await?;
     super::prune::after_backup(ctx, &taken.root, &args.keep).await;
     drop(taken.lock);
     Ok(())
@@ -205,7 +241,11 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         || t.compose_project.is_some()
         || !volumes.is_empty()
         || !stop.is_empty();
-    let engine = if needs_docker { Some(Engine::connect().await?) } else { None };
+    let engine = if needs_docker {
+        Some(Engine::connect().await?)
+    } else {
+        None
+    };
     let db = resolve_database(engine.as_ref(), t).await?;
     let mut volume_users: Vec<ContainerInfo> = vec![];
     if let Some(e) = &engine {
@@ -229,7 +269,11 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     let helper_image = match (&engine, volumes.is_empty()) {
         (Some(e), false) => {
             let mut hint = volume_users.clone();
-            if let Some(Database { server: Server::Container { info, .. }, .. }) = &db {
+            if let Some(Database {
+                server: Server::Container { info, .. },
+                ..
+            }) = &db
+            {
                 hint.push((**info).clone());
             }
             Some(e.helper_image(&hint, false).await?)
@@ -253,12 +297,25 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     ctx.backup_dir = Some(ctx.display(&final_dir));
     check_space(&root, db.as_ref()).await?;
     let work = root.join(format!(".{}{ts}.partial", manifest::DIR_PREFIX));
-    std::fs::create_dir_all(&work)
-        .with_context(|| format!("cannot create {}; check that the backup root is writable", work.display()))?;
+    std::fs::create_dir_all(&work).with_context(|| {
+        format!(
+            "cannot create {}; check that the backup root is writable",
+            work.display()
+        )
+    })?;
 
     let result = make(
-        ctx, spec, &work, &ts, db.as_ref(), engine.as_ref(), helper_image.as_deref(),
-        &volumes, &host_paths, &stop, &mut timings,
+        ctx,
+        spec,
+        &work,
+        &ts,
+        db.as_ref(),
+        engine.as_ref(),
+        helper_image.as_deref(),
+        &volumes,
+        &host_paths,
+        &stop,
+        &mut timings,
     )
     .await;
     let checked = result.and_then(|(verified, restore_check)| {
@@ -273,7 +330,12 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         Err(e) => {
             // Nothing that looks like a backup is left behind.
             let _ = std::fs::remove_dir_all(&work);
-            ctx.outputs.values.retain(|(k, _)| !k.contains("-path") && k != "backup-dir");
+            // The files are gone: no output may point at them or describe them.
+            ctx.outputs.values.retain(|(k, _)| {
+                !(k.starts_with("db-backup-")
+                    || k.starts_with("volume-backup-")
+                    || k == "backup-dir")
+            });
             return Err(e);
         }
     };
@@ -303,13 +365,20 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     }
     let verified = verified.moved_to(&final_dir);
     verified.report(ctx);
-    Ok(Taken { dir: final_dir, manifest: m, root, lock })
+    Ok(Taken {
+        dir: final_dir,
+        manifest: m,
+        root,
+        lock,
+    })
 }
 
 /// A run that was killed (SIGKILL, power loss) leaves its hidden `.partial` folder behind;
 /// with the lock held no other run is writing one, so they can go.
 fn remove_stale_partials(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with(&format!(".{}", manifest::DIR_PREFIX)) && name.ends_with(".partial") {
@@ -367,7 +436,10 @@ async fn make(
     if let Some(d) = db {
         let name = d.creds.db.clone();
         let path = work.join(format!("db_{}_{ts}.sql.gz", file_safe(&name)));
-        wf::group(&format!("Dumping database {name} ({})", d.server.describe()));
+        wf::group(&format!(
+            "Dumping database {name} ({})",
+            d.server.describe()
+        ));
         let started = Instant::now();
         let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
         let dumped = d.server.dump(&d.creds, tx).await;
@@ -391,7 +463,8 @@ async fn make(
         if let (Some(e), false) = (engine, stop.is_empty()) {
             e.stop(stop).await?;
         }
-        let archived = archive_all(work, ts, level, engine, helper_image, volumes, host_paths).await;
+        let archived =
+            archive_all(work, ts, level, engine, helper_image, volumes, host_paths).await;
         let not_restarted = crate::docker::restart_stopped().await;
         vol_files = archived?;
         if !not_restarted.is_empty() {
@@ -452,7 +525,9 @@ async fn make(
             }
             restore_check = Some(rc);
         } else if db.is_none() {
-            return Err(usage("verify-restore needs a database to restore (postgres-container or database-url)"));
+            return Err(usage(
+                "verify-restore needs a database to restore (postgres-container or database-url)",
+            ));
         }
     }
     Ok((verified, restore_check))
@@ -493,10 +568,19 @@ async fn archive_all(
         let written = writer.await?;
         copied.with_context(|| format!("reading volume {v} failed"))?;
         written.with_context(|| format!("cannot write {}", path.display()))?;
-        out.push((path, VolMeta { name: v.clone(), kind: "volume".into() }));
+        out.push((
+            path,
+            VolMeta {
+                name: v.clone(),
+                kind: "volume".into(),
+            },
+        ));
     }
     for p in host_paths {
-        let path = work.join(format!("volume_{}_{ts}.tar.gz", file_safe(&p.display().to_string())));
+        let path = work.join(format!(
+            "volume_{}_{ts}.tar.gz",
+            file_safe(&p.display().to_string())
+        ));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
         let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
@@ -510,16 +594,31 @@ async fn archive_all(
         let written = writer.await?;
         read.with_context(|| format!("reading {} failed", p.display()))?;
         written.with_context(|| format!("cannot write {}", path.display()))?;
-        out.push((path, VolMeta { name: p.display().to_string(), kind: "path".into() }));
+        out.push((
+            path,
+            VolMeta {
+                name: p.display().to_string(),
+                kind: "path".into(),
+            },
+        ));
     }
     Ok(out)
 }
 
 /// Loads the dump into a throwaway database on the same server, compares per-table row
 /// counts with the dump's, and always drops the throwaway database.
-async fn verify_restore(ctx: &mut Context, d: &Database, report: &FileReport) -> Result<RestoreCheck> {
-    let scratch = format!("predeploy_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    wf::group(&format!("verify-restore: loading the dump into throwaway database {scratch}"));
+async fn verify_restore(
+    ctx: &mut Context,
+    d: &Database,
+    report: &FileReport,
+) -> Result<RestoreCheck> {
+    let scratch = format!(
+        "predeploy_verify_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    wf::group(&format!(
+        "verify-restore: loading the dump into throwaway database {scratch}"
+    ));
     d.server.create_database(&d.creds, &scratch).await?;
     let outcome = async {
         let (rx, reader) = pipe::gunzip_file(&report.path);
@@ -557,11 +656,20 @@ async fn verify_restore(ctx: &mut Context, d: &Database, report: &FileReport) ->
     let rows: Vec<Vec<String>> = tables
         .iter()
         .map(|(t, (a, b))| {
-            vec![format!("`{t}`"), a.to_string(), b.to_string(), if a == b { "✅" } else { "❌" }.into()]
+            vec![
+                format!("`{t}`"),
+                a.to_string(),
+                b.to_string(),
+                if a == b { "✅" } else { "❌" }.into(),
+            ]
         })
         .collect();
     ctx.summary
         .heading(3, "verify-restore: row counts (dump vs. restored)")
         .table(&["Table", "In the dump", "After restore", ""], &rows);
-    Ok(RestoreCheck { passed, database: scratch, tables })
+    Ok(RestoreCheck {
+        passed,
+        database: scratch,
+        tables,
+    })
 }

@@ -11,8 +11,8 @@ use crate::error::usage;
 use crate::manifest::{Manifest, Pointer, POINTER_FILE};
 
 pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
-    let Some(p) = Pointer::read(&ctx.workspace)
-        .with_context(|| format!("cannot read {POINTER_FILE}"))?
+    let Some(p) =
+        Pointer::read(&ctx.workspace).with_context(|| format!("cannot read {POINTER_FILE}"))?
     else {
         return Err(usage(format!(
             "no {POINTER_FILE} in {}: no verified backup has been made from this workspace yet (run `predeploy-backup backup`), or pass --workspace",
@@ -24,7 +24,11 @@ pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
     let m = Manifest::load(&manifest_path)?;
     let mut text = String::new();
     text.push_str("=== Last Deployment Backup ===\n");
-    text.push_str(&format!("Timestamp:  {} ({})\n", p.deployment_timestamp, m.created_at.format("%Y-%m-%d %H:%M:%S UTC")));
+    text.push_str(&format!(
+        "Timestamp:  {} ({})\n",
+        p.deployment_timestamp,
+        m.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+    ));
     text.push_str(&format!("Directory:  {}\n", p.backup_dir));
     text.push_str(&format!("Git commit: {}\n", p.git_commit));
     text.push_str(&format!("Git branch: {}\n", p.git_branch));
@@ -49,11 +53,19 @@ pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
         ));
     }
     text.push_str("\n=== Usage for Rollback ===\n");
-    text.push_str(&rollback_instructions(&m, &ctx.workspace, &ctx.runtime, &dir).replace("```sh\n", "").replace("```\n", ""));
+    text.push_str(
+        &rollback_instructions(&m, &ctx.workspace, &ctx.runtime, &dir)
+            .replace("```sh\n", "")
+            .replace("```\n", ""),
+    );
     println!("{text}");
-    ctx.summary.heading(2, "Last deployment backup").code("", &text);
-    ctx.outputs.set("backup-dir", p.backup_dir.trim_start_matches("./"));
-    ctx.outputs.set("manifest-path", p.manifest.trim_start_matches("./"));
+    ctx.summary
+        .heading(2, "Last deployment backup")
+        .code("", &text);
+    ctx.outputs
+        .set("backup-dir", p.backup_dir.trim_start_matches("./"));
+    ctx.outputs
+        .set("manifest-path", p.manifest.trim_start_matches("./"));
     ctx.outputs.set("commit", p.git_commit);
     ctx.outputs.set("branch", p.git_branch);
     ctx.outputs.set("timestamp", p.deployment_timestamp);

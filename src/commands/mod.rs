@@ -139,7 +139,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             ExitKind::Environment => "Environment failure",
         };
         ctx.summary
-            .heading(2, &format!("❌ predeploy-backup {mode_name} failed: {title}"))
+            .heading(
+                2,
+                &format!("❌ predeploy-backup {mode_name} failed: {title}"),
+            )
             .code("", &format!("{e:#}"));
         if matches!(mode_name, "backup" | "verify") {
             ctx.summary
@@ -166,9 +169,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         match &d.result {
             Ok(()) => wf::log(&format!("Alert sent by {}", d.channel)),
             Err(msg) => {
-                wf::warning("Alert not delivered", None, &format!("{}: {msg}", d.channel));
-                ctx.summary
-                    .paragraph(&format!("⚠️ The {} alert could not be delivered: {msg}", d.channel));
+                wf::warning(
+                    "Alert not delivered",
+                    None,
+                    &format!("{}: {msg}", d.channel),
+                );
+                ctx.summary.paragraph(&format!(
+                    "⚠️ The {} alert could not be delivered: {msg}",
+                    d.channel
+                ));
             }
         }
     }
@@ -206,10 +215,7 @@ fn finish(ctx: &Context, mode_name: &str) {
 }
 
 /// Commit and branch: inputs, else the runner's, else git's in the workspace.
-pub fn revision(
-    ctx: &Context,
-    rev: &crate::cli::Revision,
-) -> (Option<String>, Option<String>) {
+pub fn revision(ctx: &Context, rev: &crate::cli::Revision) -> (Option<String>, Option<String>) {
     let git = |args: &[&str]| -> Option<String> {
         let out = std::process::Command::new("git")
             .args(args)

@@ -53,7 +53,12 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
                 ctx.degraded = Some(format!(
                     "retention could not delete {} old backup folder(s): {}",
                     report.failed.len(),
-                    report.failed.iter().map(|(d, m)| format!("{}: {m}", d.display())).collect::<Vec<_>>().join("; ")
+                    report
+                        .failed
+                        .iter()
+                        .map(|(d, m)| format!("{}: {m}", d.display()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ));
             }
         }

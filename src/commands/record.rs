@@ -90,8 +90,13 @@ impl Verified {
                     Some(&shown),
                     &format!("{shown}: {}", f.message),
                 );
-                failures.push(format!("{shown}: {} check failed: {}", f.check.as_str(), f.message));
-                ctx.failed_check.get_or_insert_with(|| f.check.as_str().to_string());
+                failures.push(format!(
+                    "{shown}: {} check failed: {}",
+                    f.check.as_str(),
+                    f.message
+                ));
+                ctx.failed_check
+                    .get_or_insert_with(|| f.check.as_str().to_string());
             } else if !r.verified() {
                 failures.push(format!("{}: not verified", ctx.display(&r.path)));
             }
@@ -117,8 +122,16 @@ impl Verified {
             ctx.outputs
                 .set("db-backup-sha256", r.sha256.clone().unwrap_or_default());
         }
-        let paths: Vec<String> = self.volumes.iter().map(|(r, _)| ctx.display(&r.path)).collect();
-        let sizes: Vec<String> = self.volumes.iter().map(|(r, _)| r.size.to_string()).collect();
+        let paths: Vec<String> = self
+            .volumes
+            .iter()
+            .map(|(r, _)| ctx.display(&r.path))
+            .collect();
+        let sizes: Vec<String> = self
+            .volumes
+            .iter()
+            .map(|(r, _)| r.size.to_string())
+            .collect();
         ctx.outputs.set("volume-backup-paths", paths.join("\n"));
         ctx.outputs.set("volume-backup-sizes", sizes.join("\n"));
     }
@@ -261,9 +274,12 @@ pub async fn publish(
         git_branch: manifest.git.branch.clone().unwrap_or_default(),
         manifest: rel(crate::manifest::FILE_NAME),
     };
-    pointer
-        .write(&ctx.workspace)
-        .with_context(|| format!("cannot write {} in the workspace", crate::manifest::POINTER_FILE))?;
+    pointer.write(&ctx.workspace).with_context(|| {
+        format!(
+            "cannot write {} in the workspace",
+            crate::manifest::POINTER_FILE
+        )
+    })?;
 
     let o = &mut ctx.outputs;
     o.set("verified", "true");
@@ -275,7 +291,9 @@ pub async fn publish(
     let upload = publish
         .upload_artifact
         .unwrap_or_else(|| ctx.runtime.has_artifact_service());
-    let mut artifact_note = String::from("Artifact: not uploaded (outside GitHub Actions, or `upload-artifact: false`).");
+    let mut artifact_note = String::from(
+        "Artifact: not uploaded (outside GitHub Actions, or `upload-artifact: false`).",
+    );
     if upload {
         let (Some(url), Some(token)) = (&ctx.runtime.results_url, &ctx.runtime.runtime_token)
         else {
@@ -287,7 +305,10 @@ pub async fn publish(
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut files = vec![(format!("{folder}/{}", crate::manifest::FILE_NAME), manifest_path.clone())];
+        let mut files = vec![(
+            format!("{folder}/{}", crate::manifest::FILE_NAME),
+            manifest_path.clone(),
+        )];
         if publish.include_backups_in_artifact {
             for f in manifest.files() {
                 files.push((format!("{folder}/{}", f.path), dir.join(&f.path)));
@@ -300,7 +321,10 @@ pub async fn publish(
             .context("the backup is verified and kept on disk, but uploading the manifest artifact failed, so a rollback from another run would not find it; re-run the job")?;
         let url = match (&ctx.runtime.repository, &ctx.runtime.run_id) {
             (Some(repo), Some(run)) => artifact_url(
-                ctx.runtime.server_url.as_deref().unwrap_or("https://github.com"),
+                ctx.runtime
+                    .server_url
+                    .as_deref()
+                    .unwrap_or("https://github.com"),
                 repo,
                 run,
                 up.id,
@@ -316,7 +340,11 @@ pub async fn publish(
             up.id,
             human_size(up.size),
             up.digest,
-            if url.is_empty() { String::new() } else { format!(": {url}") }
+            if url.is_empty() {
+                String::new()
+            } else {
+                format!(": {url}")
+            }
         );
     }
 
@@ -329,7 +357,10 @@ pub async fn publish(
             manifest.git.commit.as_deref().unwrap_or("unknown"),
             manifest.git.branch.as_deref().unwrap_or("unknown")
         ),
-        format!("Manifest: `{}`", ctx_display(&ctx.workspace, &manifest_path)),
+        format!(
+            "Manifest: `{}`",
+            ctx_display(&ctx.workspace, &manifest_path)
+        ),
         artifact_note,
     ]);
     if let Some(db) = &manifest.database {
@@ -339,7 +370,8 @@ pub async fn publish(
                 .iter()
                 .map(|(t, n)| vec![format!("`{t}`"), n.to_string()])
                 .collect();
-            s.heading(3, "Rows per table (from the dump)").table(&["Table", "Rows"], &rows);
+            s.heading(3, "Rows per table (from the dump)")
+                .table(&["Table", "Rows"], &rows);
         }
     }
     if !manifest.timings.is_empty() {
@@ -401,17 +433,31 @@ pub fn rollback_instructions(
             .container
             .clone()
             .unwrap_or_else(|| "<postgres-container>".into());
+        let user = db.user.as_deref().unwrap_or("postgres");
+        let name = db.name.as_deref().unwrap_or("postgres");
+        let quoted = crate::postgres::ident(name).replace('\'', "'\\''");
         out.push_str(&format!(
-            "# 2. restore the database\ngunzip -c {shown}/{} | \\\n  docker exec -i {target} psql -U {} -d {}\n",
+            "# 2. restore the database: recreate it empty, then load the dump (a plain dump has no DROP statements)\n\
+             docker exec -i {target} psql -U {user} -d postgres -v ON_ERROR_STOP=1 \\\n  \
+             -c 'DROP DATABASE IF EXISTS {quoted} WITH (FORCE)' -c 'CREATE DATABASE {quoted} OWNER {user}'\n\
+             gunzip -c {shown}/{} | \\\n  docker exec -i {target} psql -U {user} -d {name} -v ON_ERROR_STOP=1 --single-transaction\n",
             db.file.path,
-            db.user.as_deref().unwrap_or("postgres"),
-            db.name.as_deref().unwrap_or("postgres"),
         ));
     }
-    for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+    for v in &m.volumes {
+        let (what, target) = match v.kind.as_str() {
+            "volume" => (format!("volume {}", v.name), format!("-v {}:/data", v.name)),
+            "path" => (
+                format!("folder {}", v.name),
+                format!("-v \"{}\":/data", v.name),
+            ),
+            _ => (
+                format!("{} (into its volume)", v.name),
+                "-v <volume>:/data".to_string(),
+            ),
+        };
         out.push_str(&format!(
-            "# 3. restore volume {name}\ndocker run --rm -v {name}:/data -v \"$(pwd)/{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
-            name = v.name,
+            "# 3. restore {what}\ndocker run --rm {target} -v \"$(pwd)/{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
             dir = shown.trim_start_matches("./"),
             file = v.file.path
         ));

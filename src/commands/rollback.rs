@@ -45,7 +45,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     let m = &chosen.manifest;
     ctx.backup_dir = Some(ctx.display(&chosen.dir));
     ctx.revision = (m.git.commit.clone(), m.git.branch.clone());
-    wf::log(&format!("Restoring the backup of {} ({})", m.created_at.format("%Y-%m-%d %H:%M:%S UTC"), chosen.source));
+    wf::log(&format!(
+        "Restoring the backup of {} ({})",
+        m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        chosen.source
+    ));
     if !m.verified {
         return Err(VerificationFailed(format!(
             "the manifest of {} says this backup was never verified: refusing to restore it",
@@ -72,8 +76,14 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         .filter(|v| v.kind != "volume")
         .map(|v| format!("{} ({})", v.name, v.kind))
         .collect();
-    let needs_docker = target.postgres_container.is_some() || target.compose_project.is_some() || !volumes.is_empty();
-    let engine = if needs_docker { Some(Engine::connect().await?) } else { None };
+    let needs_docker = target.postgres_container.is_some()
+        || target.compose_project.is_some()
+        || !volumes.is_empty();
+    let engine = if needs_docker {
+        Some(Engine::connect().await?)
+    } else {
+        None
+    };
     let db = if m.database.is_some() {
         let db = resolve_database(engine.as_ref(), &target).await?;
         if db.is_none() {
@@ -90,7 +100,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         for v in &volumes {
             e.check_volume(v).await?;
             for c in e.containers_using_volume(v).await? {
-                if c.running && !stop.iter().any(|s| s == &c.name || c.id.starts_with(s.as_str())) {
+                if c.running
+                    && !stop
+                        .iter()
+                        .any(|s| s == &c.name || c.id.starts_with(s.as_str()))
+                {
                     blocking.push(format!("{} (uses {v})", c.name));
                 }
             }
@@ -125,10 +139,15 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         ));
     }
     for s in &skipped {
-        plan.push(format!("{s}: not restored (host folders are restored by hand: tar xzf … -C <folder>)"));
+        plan.push(format!(
+            "{s}: not restored (host folders are restored by hand: tar xzf … -C <folder>)"
+        ));
     }
     if !stop.is_empty() {
-        plan.push(format!("containers stopped during the restore and started again: {}", stop.join(", ")));
+        plan.push(format!(
+            "containers stopped during the restore and started again: {}",
+            stop.join(", ")
+        ));
     }
     if let Some(c) = &m.git.commit {
         plan.push(format!("code: check out commit {c} (the `commit` output)"));
@@ -136,7 +155,14 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     for p in &plan {
         wf::log(&format!("  - {p}"));
     }
-    ctx.summary.heading(2, if args.dry_run { "Rollback plan (dry run: nothing changed)" } else { "Rollback" });
+    ctx.summary.heading(
+        2,
+        if args.dry_run {
+            "Rollback plan (dry run: nothing changed)"
+        } else {
+            "Rollback"
+        },
+    );
     ctx.summary.paragraph(&format!(
         "Backup of {} from {}, commit `{}` on branch `{}`.",
         m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -165,7 +191,10 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     safety_target.volumes = Some(volumes.join(","));
     safety_target.paths = None;
     safety_target.stop_containers = args.target.stop_containers.clone();
-    let thresholds = Thresholds { min_db_size: 0, min_volume_size: 0 };
+    let thresholds = Thresholds {
+        min_db_size: 0,
+        min_volume_size: 0,
+    };
     let spec = Spec {
         mode: "safety",
         backup_root: &args.location.backup_root,
@@ -175,7 +204,9 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
     };
-    let safety = take(ctx, &spec).await.context("the safety backup of the current state failed, so nothing was restored")?;
+    let safety = take(ctx, &spec)
+        .await
+        .context("the safety backup of the current state failed, so nothing was restored")?;
     wf::end_group();
     // The safety backup set backup outputs; a rollback has its own.
     ctx.outputs = Outputs::default();
@@ -195,7 +226,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             crate::postgres::Server::Container { info, .. } => Some(info.name.clone()),
             _ => None,
         });
-        let to_stop: Vec<String> = stop.iter().filter(|s| Some(*s) != db_container.as_ref()).cloned().collect();
+        let to_stop: Vec<String> = stop
+            .iter()
+            .filter(|s| Some(*s) != db_container.as_ref())
+            .cloned()
+            .collect();
         e.stop(&to_stop).await?;
     }
     let restored = async {
@@ -248,10 +283,17 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
         let path = ctx.resolve(p);
         let manifest = Manifest::load(&path)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        return Ok(Chosen { manifest, dir, source: format!("manifest {}", ctx.display(&path)), _download: None });
+        return Ok(Chosen {
+            manifest,
+            dir,
+            source: format!("manifest {}", ctx.display(&path)),
+            _download: None,
+        });
     }
     if let Some(run_id) = args.run_id {
-        let tmp = tempfile::Builder::new().prefix("predeploy-artifact-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("predeploy-artifact-")
+            .tempdir()?;
         let same_run = ctx.runtime.run_id.as_deref() == Some(run_id.to_string().as_str());
         let downloaded = if same_run && ctx.runtime.has_artifact_service() {
             let client = ArtifactClient::new(
@@ -265,10 +307,20 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
                     "run-id {run_id} is another run: its artifact is fetched through the REST API, which needs github-token (e.g. ${{{{ github.token }}}} with `permissions: actions: read`)"
                 )));
             };
-            let Some(repo) = args.repository.clone().or_else(|| ctx.runtime.repository.clone()) else {
-                return Err(usage("set repository (owner/name) to fetch the artifact of another run"));
+            let Some(repo) = args
+                .repository
+                .clone()
+                .or_else(|| ctx.runtime.repository.clone())
+            else {
+                return Err(usage(
+                    "set repository (owner/name) to fetch the artifact of another run",
+                ));
             };
-            let api = ctx.runtime.api_url.clone().unwrap_or_else(|| "https://api.github.com".into());
+            let api = ctx
+                .runtime
+                .api_url
+                .clone()
+                .unwrap_or_else(|| "https://api.github.com".into());
             RestClient::new(&api, token)?
                 .download_run_artifact(&repo, run_id, &args.artifact_name, tmp.path())
                 .await?
@@ -278,13 +330,24 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
             .iter()
             .find(|f| f.file_name().is_some_and(|n| n == FILE_NAME))
             .cloned()
-            .ok_or_else(|| usage(format!("the artifact `{}` of run {run_id} holds no {FILE_NAME}", args.artifact_name)))?;
+            .ok_or_else(|| {
+                usage(format!(
+                    "the artifact `{}` of run {run_id} holds no {FILE_NAME}",
+                    args.artifact_name
+                ))
+            })?;
         let manifest = Manifest::load(&manifest_path)?;
         // The backup files travel in the artifact (include-backups-in-artifact) or stayed on
         // this machine's disk (self-hosted runner): the artifact's manifest is the trusted
         // record either way, and every file is checked against it.
-        let beside = manifest_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let has_files = manifest.files().iter().all(|f| beside.join(&f.path).is_file());
+        let beside = manifest_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let has_files = manifest
+            .files()
+            .iter()
+            .all(|f| beside.join(&f.path).is_file());
         let folder = manifest_path
             .parent()
             .and_then(|p| p.file_name())
@@ -307,7 +370,12 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     let path = ctx.resolve(Path::new(&p.manifest));
     let manifest = Manifest::load(&path)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Chosen { manifest, dir, source: format!("{POINTER_FILE} ({})", p.backup_dir), _download: None })
+    Ok(Chosen {
+        manifest,
+        dir,
+        source: format!("{POINTER_FILE} ({})", p.backup_dir),
+        _download: None,
+    })
 }
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the
@@ -320,16 +388,26 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         for f in m.files() {
             let path = dir.join(&f.path);
             match crate::archive::hash::sha256_file(&path) {
-                Err(e) => problems.push((f.path.clone(), "exists".to_string(), format!("cannot read {}: {e}", path.display()))),
+                Err(e) => problems.push((
+                    f.path.clone(),
+                    "exists".to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                )),
                 Ok((size, _)) if size != f.size => problems.push((
                     f.path.clone(),
                     "size".into(),
-                    format!("{size} bytes, the manifest says {}: the file changed since the backup", f.size),
+                    format!(
+                        "{size} bytes, the manifest says {}: the file changed since the backup",
+                        f.size
+                    ),
                 )),
                 Ok((_, sha)) if sha != f.sha256 => problems.push((
                     f.path.clone(),
                     "sha256".into(),
-                    format!("SHA-256 {sha} differs from the manifest's {}: the file was altered", f.sha256),
+                    format!(
+                        "SHA-256 {sha} differs from the manifest's {}: the file was altered",
+                        f.sha256
+                    ),
                 )),
                 Ok(_) => {}
             }
@@ -346,9 +424,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
                 let checked = std::fs::File::open(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|f| {
-                        crate::archive::restore::check_archive(std::io::BufReader::new(f), &v.file.path)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
+                        crate::archive::restore::check_archive(
+                            std::io::BufReader::new(f),
+                            &v.file.path,
+                        )
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
                     });
                 if let Err(msg) = checked {
                     problems.push((v.file.path.clone(), "restore-safety".into(), msg));
@@ -362,13 +443,21 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         return Ok(());
     }
     for (file, check, msg) in &problems {
-        wf::error(&format!("Rollback refused: `{check}` check"), Some(&ctx.display(&chosen.dir.join(file))), msg);
+        wf::error(
+            &format!("Rollback refused: `{check}` check"),
+            Some(&ctx.display(&chosen.dir.join(file))),
+            msg,
+        );
     }
     ctx.failed_check = problems.first().map(|p| p.1.clone());
     Err(VerificationFailed(format!(
         "refusing to restore {}: nothing was changed.\n{}",
         chosen.source,
-        problems.iter().map(|(f, c, m)| format!("{f}: {c}: {m}")).collect::<Vec<_>>().join("\n")
+        problems
+            .iter()
+            .map(|(f, c, m)| format!("{f}: {c}: {m}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     ))
     .into())
 }
@@ -377,7 +466,9 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
 fn target_for(given: &Target, m: &Manifest) -> Target {
     let mut t = given.clone();
     if let Some(d) = &m.database {
-        let given_any = t.postgres_container.is_some() || t.compose_project.is_some() || t.database_url.is_some();
+        let given_any = t.postgres_container.is_some()
+            || t.compose_project.is_some()
+            || t.database_url.is_some();
         if !given_any {
             match (&d.compose_project, &d.compose_service) {
                 (Some(p), Some(s)) => {
@@ -402,7 +493,11 @@ async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Pa
             volume,
             image,
             false,
-            Some(vec!["/bin/sh".into(), "-c".into(), "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".into()]),
+            Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".into(),
+            ]),
         )
         .await?;
     let ran = wipe.run_to_end().await;

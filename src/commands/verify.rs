@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::record::{publish, DbMeta, VolMeta, Verified};
+use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
 use crate::archive::verify::{verify_file, Expect};
 use crate::cli::{split_list, VerifyArgs};
@@ -42,18 +42,43 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         (d, v)
     })
     .await?;
+    // What the files belong to, when the caller says: rollback can then restore them.
+    let db_meta = DbMeta {
+        name: args.postgres_db.clone().filter(|d| d != "-"),
+        user: args.postgres_user.clone(),
+        container: args.postgres_container.clone(),
+        ..Default::default()
+    };
+    let names = split_list(args.volumes.as_deref());
+    if !names.is_empty() && names.len() != vol_reports.len() {
+        return Err(usage(format!(
+            "volumes names {} volume(s) but volume-backups lists {} archive(s): give one volume name per archive, in the same order",
+            names.len(),
+            vol_reports.len()
+        )));
+    }
     let verified = Verified {
         dir: dir.clone(),
-        db: db_report.map(|r| (r, DbMeta::default())),
+        db: db_report.map(|r| (r, db_meta)),
         volumes: vol_reports
             .into_iter()
-            .map(|r| {
-                let name = r
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                (r, VolMeta { name, kind: "file".into() })
+            .enumerate()
+            .map(|(i, r)| {
+                let meta = match names.get(i) {
+                    Some(v) => VolMeta {
+                        name: v.clone(),
+                        kind: "volume".into(),
+                    },
+                    None => VolMeta {
+                        name: r
+                            .path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default(),
+                        kind: "file".into(),
+                    },
+                };
+                (r, meta)
             })
             .collect(),
     };
@@ -63,7 +88,10 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         .file_name()
         .and_then(|n| parse_dir_timestamp(&n.to_string_lossy()))
         .unwrap_or_else(chrono::Utc::now);
-    let mut m = verified.manifest(ctx, Manifest::new("verify", created_at, String::new(), Git { commit, branch }));
+    let mut m = verified.manifest(
+        ctx,
+        Manifest::new("verify", created_at, String::new(), Git { commit, branch }),
+    );
     m.timings
         .insert("verify".into(), started.elapsed().as_secs_f64());
     publish(ctx, &m, &dir, &args.publish, args.retention_days).await

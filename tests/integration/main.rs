@@ -1,9 +1,8 @@
-
-mod retention;
 mod alerts;
 mod artifact;
-mod support;
-mod verify_mode;
 mod backup_mode;
 mod info_mode;
+mod retention;
 mod rollback_mode;
+mod support;
+mod verify_mode;

@@ -8,6 +8,7 @@
 //! - [`tampered_backup_files_are_refused_before_any_change`]
 //! - [`malicious_archives_are_refused_before_any_byte_is_written`]
 //! - [`running_consumer_blocks_unless_named_in_stop_containers`]
+//! - [`rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root`]
 //! - [`dump_failing_halfway_keeps_the_safety_backup_and_it_restores`]
 //! - [`verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load`]
 //!
@@ -21,7 +22,8 @@ use predeploy_backup::manifest::{Manifest, FILE_NAME, POINTER_FILE};
 
 use crate::support::action::{Action, SHA};
 use crate::support::docker::{
-    docker_ok, Container, DbFingerprint, Pg, TreeFingerprint, TreeSpec, Volume,
+    container_events, docker, docker_ok, docker_time_now, Container, DbFingerprint, Pg,
+    TreeFingerprint, TreeSpec, Volume, BUSYBOX,
 };
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::{self as corpus, TarBuilder};
@@ -66,10 +68,15 @@ impl Stack {
             let vol = Volume::with_tree(test, &TreeSpec::awkward());
             (pg.join().expect("PostgreSQL starts"), vol)
         });
+        // `--init`: rollback starts the consumer again after the safety backup and stops it
+        // again at once for the restore (see `running_consumer_blocks_unless_named_in_stop_
+        // containers`); a SIGTERM that arrives before the shell has set its trap would be
+        // ignored by a shell that is PID 1, and the stop would take the product's 30-second
+        // timeout. With an init process the shell is not PID 1 and ends at once.
         let consumer = Container::sleeper(
             &format!("{test}-app"),
             &[&format!("{}:/data", vol.name)],
-            &[],
+            &["--init"],
         );
         Stack {
             test: test.into(),
@@ -176,11 +183,15 @@ printf 'rewritten {tag}\n' > deep/a/b/c/d/e/f/g/h/leaf.txt
     }
 }
 
-/// Runs a step and logs how long it took (the suite's timings).
+/// Runs a step and logs how long it took (the suite's timings); with `PBT_SHOW_STEPS` set,
+/// also everything the step printed.
 fn timed(what: &str, a: Action) -> Outcome {
     let t = Instant::now();
     let o = a.run();
     eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
+    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
+        eprintln!("{o}");
+    }
     o
 }
 
@@ -343,7 +354,6 @@ fn dry_run_by_manifest_path_changes_nothing_then_restores_that_backup() {
     s.change("one");
     // A later backup B: `.last-deployment-backup` now names B, so restoring A proves that the
     // `manifest` input was used.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let b = s.backup("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "main");
     assert_ne!(b.out("manifest-path"), manifest_a);
     s.change("two");
@@ -502,6 +512,24 @@ fn tampered_backup_files_are_refused_before_any_change() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // A manifest that says its backup was never verified.
+    let copy = s.ws.join("unverified");
+    corpus::copy_dir(&dir, &copy);
+    let mut m = Manifest::load(&copy.join(FILE_NAME)).unwrap();
+    m.verified = false;
+    m.write(&copy).unwrap();
+    let o = timed(
+        "tamper: unverified manifest",
+        s.rollback()
+            .input("manifest", format!("unverified/{FILE_NAME}"))
+            .input("stop-containers", &s.consumer.name),
+    );
+    o.assert_code(1).assert_mentions("never verified");
+    assert!(!o.errors().is_empty(), "{o}");
+    assert_eq!(s.backup_folders(), folders, "a safety backup was made");
+    assert_eq!(s.state(), changed, "the database or volume changed");
+    assert_eq!(s.consumer.started_at(), started);
 }
 
 // -----------------------------------------------------------------------------------------
@@ -522,7 +550,6 @@ fn malicious_archives_are_refused_before_any_byte_is_written() {
     let test = "rb-evil";
     let ws = Workspace::new();
     let vol = Volume::with_tree(test, &TreeSpec::awkward());
-    let before = vol.fingerprint();
     let mountpoint = PathBuf::from(docker_ok(&[
         "volume",
         "inspect",
@@ -702,6 +729,44 @@ fn malicious_archives_are_refused_before_any_byte_is_written() {
     );
     o.assert_code(0);
     assert_eq!(o.out("restored"), "false");
+    // ... and restores as built (the volume's old content replaced).
+    let o = timed(
+        "evil: negative control (restore)",
+        ws.action("rollback")
+            .input("manifest", manifest.display().to_string())
+            // No container uses this volume, so the product would pick "any local image" with
+            // a shell for its helper; name one, so that images other tests build do not matter.
+            .env("PREDEPLOY_HELPER_IMAGE", BUSYBOX),
+    );
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true");
+    let before = vol.fingerprint();
+    let e = |p: &str| {
+        before
+            .entries
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} missing: {:#?}", before.entries))
+    };
+    assert_eq!(e("./docs").mode, "0750");
+    // md5 of "fine"
+    assert_eq!(
+        e("./docs/a.txt").md5.as_deref(),
+        Some("fff25994ee3941b225ba898fd17d186f")
+    );
+    assert_eq!(
+        e("./docs/a.txt").hard_links,
+        vec!["./docs/b.txt".to_string()]
+    );
+    assert_eq!(e("./docs/link").symlink_target.as_deref(), Some("a.txt"));
+    assert_eq!(
+        e("./abs-link").symlink_target.as_deref(),
+        Some("/data/docs/a.txt")
+    );
+    assert!(
+        !before.entries.contains_key("./README.txt"),
+        "the old content was not removed"
+    );
+    let folders = ws.backup_folders("backups");
 
     let mut failures = vec![];
     for (i, evil) in corpus.iter().enumerate() {
@@ -732,7 +797,7 @@ fn malicious_archives_are_refused_before_any_byte_is_written() {
         if o.outputs.get("restored").map(String::as_str) == Some("true") {
             problems.push("restored=true".into());
         }
-        if o.outputs.contains_key("safety-backup-dir") || !ws.backup_folders("backups").is_empty() {
+        if o.outputs.contains_key("safety-backup-dir") || ws.backup_folders("backups") != folders {
             problems.push("a safety backup was made".into());
         }
         let now = vol.fingerprint();
@@ -817,10 +882,12 @@ fn running_consumer_blocks_unless_named_in_stop_containers() {
     assert_eq!(s.consumer.started_at(), started);
     assert!(s.consumer.is_running());
 
+    let since = docker_time_now();
     let o = timed(
         "consumer: rollback with stop-containers",
         s.rollback().input("stop-containers", &s.consumer.name),
     );
+    let until = docker_time_now();
     o.assert_code(0);
     assert_eq!(o.out("restored"), "true");
     s.state().assert_same(&original, "after the rollback");
@@ -838,6 +905,97 @@ fn running_consumer_blocks_unless_named_in_stop_containers() {
         "the rollback started a container it had not stopped"
     );
     assert!(leftover_helpers(&s.vol.name).is_empty());
+
+    // Stopped once, for the safety backup *and* the restore, and started once at the end:
+    // had it run in between, whatever it wrote after the safety backup would be in neither
+    // the safety backup nor the restored volume.
+    let events: Vec<String> = container_events(&since, &until)
+        .into_iter()
+        .filter(|e| e.name == s.consumer.name && matches!(e.action.as_str(), "start" | "stop"))
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        events,
+        ["stop", "start"],
+        "the consumer must stay stopped from the safety backup to the end of the restore\n{o}"
+    );
+}
+
+/// A local image `FROM predeploy-test/busybox` whose default user is 1000:1000, like most
+/// application images (`USER node`, `USER 1001`, ...); removed on drop.
+struct NonRootImage {
+    tag: String,
+}
+
+impl NonRootImage {
+    fn build() -> NonRootImage {
+        let tag = format!("predeploy-test/nonroot-{}:latest", random_hex(8));
+        let out = crate::support::docker::docker_stdin(
+            &["build", "-q", "-t", &tag, "-"],
+            std::io::Cursor::new(format!("FROM {BUSYBOX}\nUSER 1000:1000\n").into_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        NonRootImage { tag }
+    }
+}
+
+impl Drop for NonRootImage {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.tag]);
+    }
+}
+
+#[test]
+fn rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root() {
+    let test = "rb-nonroot";
+    let image = NonRootImage::build();
+    let ws = Workspace::new();
+    let vol = Volume::with_tree(test, &TreeSpec::awkward());
+    let consumer = Container::run(
+        &crate::support::docker::unique_name(&format!("{test}-app")),
+        &[
+            "--init",
+            "--network",
+            "none",
+            "-v",
+            &format!("{}:/data", vol.name),
+            &image.tag,
+            "sh",
+            "-c",
+            "while :; do sleep 1; done",
+        ],
+    );
+    let original = vol.fingerprint();
+    let b = timed(
+        "nonroot: backup",
+        ws.action("backup")
+            .input("volumes", &vol.name)
+            .input("stop-containers", &consumer.name),
+    );
+    b.assert_code(0);
+    let out = vol.busybox(
+        "echo changed >> /data/README.txt && echo new > /data/new.txt",
+        &[],
+        false,
+    );
+    assert!(out.status.success());
+    let o = timed(
+        "nonroot: rollback",
+        ws.action("rollback")
+            .input("stop-containers", &consumer.name),
+    );
+    // The helper that empties the volume runs in the consumer's image: as its default user
+    // (1000) it cannot delete root's files. It must run as root, whatever the image says.
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true");
+    vol.fingerprint()
+        .assert_same(&original, "after the rollback");
+    assert!(consumer.is_running());
+    drop(consumer);
 }
 
 // -----------------------------------------------------------------------------------------
@@ -1031,7 +1189,7 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     // The database itself is fine: it was only read.
     assert_eq!(
         pg.psql_in("trap", "SELECT count(*) FROM public.allocations"),
-        "3"
+        "300"
     );
 
     // (b) The throwaway database cannot be created (a role without CREATEDB): an environment
@@ -1061,4 +1219,16 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
         ws.backup_folders("backups")
     );
     assert_eq!(leftover_scratch(&pg), "0");
+    // "Every message says what to do": that it is verify-restore's throwaway database that
+    // could not be created, and how to fix it (grant CREATEDB, or turn verify-restore off).
+    let err = o
+        .errors()
+        .into_iter()
+        .map(|a| a.message)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        err.contains("verify-restore") && err.contains("CREATEDB"),
+        "the ::error does not say that verify-restore needs CREATEDB:\n{err}"
+    );
 }

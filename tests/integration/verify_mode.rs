@@ -101,7 +101,12 @@ fn good_tar() -> &'static GoodTar {
                 file_bytes += m.len();
             }
         });
-        GoodTar { tar, pax, entries, file_bytes }
+        GoodTar {
+            tar,
+            pax,
+            entries,
+            file_bytes,
+        }
     })
 }
 
@@ -154,9 +159,10 @@ fn verify_both(ws: &Arc<Workspace>) -> Action {
 
 fn manifest_yaml(o: &Outcome) -> serde_json::Value {
     let path = o.path(o.out("manifest-path"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{o}", path.display()));
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("manifest.yml is not YAML: {e}\n{text}"))
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{o}", path.display()));
+    serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("manifest.yml is not YAML: {e}\n{text}"))
 }
 
 fn manifest_tables(m: &serde_json::Value) -> BTreeMap<String, u64> {
@@ -192,13 +198,20 @@ fn verify_good_dump_and_volume_archive() {
     assert_eq!(o.out("db-backup-sha256"), sha256sum(&db));
     assert_eq!(o.out("volume-backup-paths"), vol_rel());
     assert_eq!(o.out("volume-backup-sizes"), file_size(&vol).to_string());
-    assert_eq!(o.out("manifest-path"), format!("{}/manifest.yml", backup_dir()));
+    assert_eq!(
+        o.out("manifest-path"),
+        format!("{}/manifest.yml", backup_dir())
+    );
     assert!(o.path(o.out("manifest-path")).is_file());
     assert_eq!(o.out("commit"), SHA);
     assert_eq!(o.out("branch"), REF_NAME);
     assert_eq!(o.out("timestamp"), TS);
     let dupes: Vec<_> = o.output_list.iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(dupes.len(), o.outputs.len(), "an output was written twice\n{o}");
+    assert_eq!(
+        dupes.len(),
+        o.outputs.len(),
+        "an output was written twice\n{o}"
+    );
 
     // The manifest: a YAML document with the record of both files.
     let m = manifest_yaml(&o);
@@ -214,22 +227,42 @@ fn verify_good_dump_and_volume_archive() {
     assert_eq!(dbf["path"], format!("db_schedgen_{TS}.sql.gz"));
     assert_eq!(dbf["size"], file_size(&db));
     assert_eq!(dbf["sha256"], sha256sum(&db));
-    assert_eq!(manifest_tables(&m), fixtures::seed_row_counts(), "row counts per table");
+    assert_eq!(
+        manifest_tables(&m),
+        fixtures::seed_row_counts(),
+        "row counts per table"
+    );
     assert!(
-        m["database"]["server_version"].as_str().unwrap_or("").starts_with("15"),
+        m["database"]["server_version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("15"),
         "server version recorded: {m:#}"
     );
     assert!(
-        m["database"]["dump_tool_version"].as_str().unwrap_or("").starts_with("15"),
+        m["database"]["dump_tool_version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("15"),
         "pg_dump version recorded: {m:#}"
     );
     let v = &m["volumes"][0];
-    assert_eq!(v["file"]["path"], format!("volume_schedgen_minio_data_{TS}.tar.gz"));
+    assert_eq!(
+        v["file"]["path"],
+        format!("volume_schedgen_minio_data_{TS}.tar.gz")
+    );
     assert_eq!(v["file"]["size"], file_size(&vol));
     assert_eq!(v["file"]["sha256"], sha256sum(&vol));
-    let entries = std::process::Command::new("tar").arg("-tzf").arg(&vol).output().unwrap();
+    let entries = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&vol)
+        .output()
+        .unwrap();
     let listed = String::from_utf8_lossy(&entries.stdout).lines().count() as u64;
-    assert_eq!(v["entries"], listed, "entries = what `tar -tzf` lists: {v:#}");
+    assert_eq!(
+        v["entries"], listed,
+        "entries = what `tar -tzf` lists: {v:#}"
+    );
     assert_eq!(v["total_bytes"], good_tar().file_bytes, "{v:#}");
     // The product's own reader (rollback trusts it) reads it back.
     predeploy_backup::manifest::Manifest::load(&o.path(o.out("manifest-path")))
@@ -241,7 +274,10 @@ fn verify_good_dump_and_volume_archive() {
     assert_eq!(p["BACKUP_DIR"].trim_start_matches("./"), backup_dir());
     assert_eq!(p["DB_BACKUP"].trim_start_matches("./"), db_rel());
     assert_eq!(p["MINIO_BACKUP"].trim_start_matches("./"), vol_rel());
-    assert_eq!(p["MANIFEST"].trim_start_matches("./"), o.out("manifest-path"));
+    assert_eq!(
+        p["MANIFEST"].trim_start_matches("./"),
+        o.out("manifest-path")
+    );
     assert_eq!(p["GIT_COMMIT"], SHA);
     assert_eq!(p["GIT_BRANCH"], REF_NAME);
     for k in ["BACKUP_DIR", "DB_BACKUP", "MINIO_BACKUP", "MANIFEST"] {
@@ -254,12 +290,27 @@ fn verify_good_dump_and_volume_archive() {
     for name in [db_rel(), vol_rel()] {
         assert!(s.contains(&name), "summary names {name}\n{s}");
     }
-    assert!(s.contains(&sha256sum(&db)[..16]), "summary shows the dump's SHA-256\n{s}");
-    assert!(s.contains(&format!("Commit `{SHA}`")) && s.contains("`main`"), "{s}");
-    assert!(s.contains("gh workflow run") && s.contains("run-id=4242"), "rollback workflow line\n{s}");
-    assert!(s.contains("gunzip -c") && s.contains(&db_rel()), "manual restore of the dump\n{s}");
     assert!(
-        s.contains(&format!("predeploy-backup rollback --manifest ./{}/manifest.yml", backup_dir())),
+        s.contains(&sha256sum(&db)[..16]),
+        "summary shows the dump's SHA-256\n{s}"
+    );
+    assert!(
+        s.contains(&format!("Commit `{SHA}`")) && s.contains("`main`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("gh workflow run") && s.contains("run-id=4242"),
+        "rollback workflow line\n{s}"
+    );
+    assert!(
+        s.contains("gunzip -c") && s.contains(&db_rel()),
+        "manual restore of the dump\n{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "predeploy-backup rollback --manifest ./{}/manifest.yml",
+            backup_dir()
+        )),
         "CLI rollback line\n{s}"
     );
 }
@@ -267,15 +318,14 @@ fn verify_good_dump_and_volume_archive() {
 /// PRODUCT.md "Job summary": "the exact rollback instructions: ... and the manual commands
 /// of the seed" — the seed's manual commands restore the MinIO volume from its archive too.
 #[test]
-#[ignore = "product gap: in verify mode volume archives are recorded with kind `file`, and \
-            record.rs::rollback_instructions prints volume restore commands only for kind \
-            `volume`, so the summary of a verified seed backup has no `tar xzf` line"]
 fn verify_summary_tells_how_to_restore_the_volume_archive() {
     let ws = good_workspace();
     let o = verify_both(&ws).run();
     o.assert_code(0);
     assert!(
-        o.summary.contains("tar xzf") && o.summary.contains(&format!("volume_schedgen_minio_data_{TS}.tar.gz")),
+        o.summary.contains("tar xzf")
+            && o.summary
+                .contains(&format!("volume_schedgen_minio_data_{TS}.tar.gz")),
         "manual restore of the volume archive\n{o}"
     );
 }
@@ -298,7 +348,10 @@ fn verify_via_plain_cli_prints_outputs() {
     .run();
     o.assert_code(0);
     assert!(o.stdout.contains("verified=true"), "{o}");
-    assert!(o.stdout.contains(&format!("db-backup-path={}", db_rel())), "{o}");
+    assert!(
+        o.stdout.contains(&format!("db-backup-path={}", db_rel())),
+        "{o}"
+    );
     let p = ws.source_pointer();
     assert_eq!(p["GIT_COMMIT"], "abc123");
     assert_eq!(p["GIT_BRANCH"], "release");
@@ -328,7 +381,9 @@ fn run_fault(target: Target, checks: &[&str], bad: Bad, inputs: &[(&str, &str)])
     let mut a = ws.action("verify");
     a = match target {
         Target::Db => a.input("db-backup", db_rel()),
-        Target::Volume => a.input("db-backup", db_rel()).input("volume-backups", vol_rel()),
+        Target::Volume => a
+            .input("db-backup", db_rel())
+            .input("volume-backups", vol_rel()),
     };
     for (k, v) in inputs {
         a = a.input(k, *v);
@@ -338,27 +393,59 @@ fn run_fault(target: Target, checks: &[&str], bad: Bad, inputs: &[(&str, &str)])
     o.assert_code(1);
     assert_eq!(o.out("verified"), "false", "{o}");
     assert!(
-        !o.output_list.iter().any(|(k, v)| k == "verified" && v == "true"),
+        !o.output_list
+            .iter()
+            .any(|(k, v)| k == "verified" && v == "true"),
         "verified=true written at some point\n{o}"
     );
     // One annotation on the broken file, naming the check.
-    let on_files: Vec<_> = o.errors().into_iter().filter(|a| a.file().is_some()).collect();
+    let on_files: Vec<_> = o
+        .errors()
+        .into_iter()
+        .filter(|a| a.file().is_some())
+        .collect();
     assert_eq!(on_files.len(), 1, "exactly one ::error with file=\n{o}");
     let a = &on_files[0];
-    assert_eq!(a.file(), Some(bad_rel.as_str()), "annotation names the file\n{o}");
+    assert_eq!(
+        a.file(),
+        Some(bad_rel.as_str()),
+        "annotation names the file\n{o}"
+    );
     let text = format!("{} {}", a.title(), a.message);
     assert!(
-        checks.iter().any(|c| text.contains(&format!("`{c}`")) || text.contains(&format!("{c} check"))),
+        checks
+            .iter()
+            .any(|c| text.contains(&format!("`{c}`")) || text.contains(&format!("{c} check"))),
         "annotation names the check (one of {checks:?}): {text}\n{o}"
     );
-    let file_name = Path::new(&bad_rel).file_name().unwrap().to_string_lossy().to_string();
-    assert!(a.message.contains(&file_name), "message names the file: {}", a.message);
+    let file_name = Path::new(&bad_rel)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        a.message.contains(&file_name),
+        "message names the file: {}",
+        a.message
+    );
     // The summary says the same.
-    assert!(o.summary.contains(&file_name), "summary names the file\n{o}");
-    assert!(checks.iter().any(|c| o.summary.contains(c)), "summary names the check\n{o}");
+    assert!(
+        o.summary.contains(&file_name),
+        "summary names the file\n{o}"
+    );
+    assert!(
+        checks.iter().any(|c| o.summary.contains(c)),
+        "summary names the check\n{o}"
+    );
     // Not a restore point, and nothing deleted.
-    assert!(ws.pointer().is_none(), ".last-deployment-backup written\n{o}");
-    assert!(!ws.join(backup_dir()).join("manifest.yml").exists(), "manifest written\n{o}");
+    assert!(
+        ws.pointer().is_none(),
+        ".last-deployment-backup written\n{o}"
+    );
+    assert!(
+        !ws.join(backup_dir()).join("manifest.yml").exists(),
+        "manifest written\n{o}"
+    );
     match bad {
         Bad::Missing => {}
         _ => assert!(ws.join(&bad_rel).exists(), "the broken file was deleted"),
@@ -424,17 +511,27 @@ fault!(fault_wrong_isize, Target::Db, ["gzip"], {
     let at = g.len() - 4;
     Bad::Bytes(with_byte(g, at, 0x01))
 });
-fault!(fault_trailing_bytes_after_last_member, Target::Db, ["gzip"], {
-    let mut g = good_dump_gz().to_vec();
-    g.extend_from_slice(b"trailing garbage after the last gzip member\n");
-    Bad::Bytes(g)
-});
+fault!(
+    fault_trailing_bytes_after_last_member,
+    Target::Db,
+    ["gzip"],
+    {
+        let mut g = good_dump_gz().to_vec();
+        g.extend_from_slice(b"trailing garbage after the last gzip member\n");
+        Bad::Bytes(g)
+    }
+);
 fault!(fault_trailing_zero_padding, Target::Db, ["gzip"], {
     let mut g = good_dump_gz().to_vec();
     g.extend_from_slice(&[0u8; 512]);
     Bad::Bytes(g)
 });
-fault!(fault_empty_file, Target::Db, ["min-size"], Bad::Bytes(vec![]));
+fault!(
+    fault_empty_file,
+    Target::Db,
+    ["min-size"],
+    Bad::Bytes(vec![])
+);
 fault!(
     fault_empty_file_without_minimum,
     Target::Db,
@@ -449,14 +546,34 @@ fault!(
     Bad::Bytes(good_dump_gz().to_vec()),
     [("min-db-size", "10MB")]
 );
-fault!(fault_plain_text, Target::Db, ["gzip"], Bad::Bytes(fixtures::seed_dump().to_vec()));
+fault!(
+    fault_plain_text,
+    Target::Db,
+    ["gzip"],
+    Bad::Bytes(fixtures::seed_dump().to_vec())
+);
 // SQL layer
-fault!(fault_dump_without_completion_line, Target::Db, ["sql-complete"], Bad::Bytes(gzip(&dump_without_completion())));
-fault!(fault_dump_cut_in_half_gzip_intact, Target::Db, ["sql-complete"], {
-    let d = fixtures::seed_dump();
-    Bad::Bytes(gzip(&d[..d.len() / 2]))
-});
-fault!(fault_gzip_of_random_bytes_as_dump, Target::Db, ["sql-header"], Bad::Bytes(gzip(&random_bytes(64 * 1024, 7))));
+fault!(
+    fault_dump_without_completion_line,
+    Target::Db,
+    ["sql-complete"],
+    Bad::Bytes(gzip(&dump_without_completion()))
+);
+fault!(
+    fault_dump_cut_in_half_gzip_intact,
+    Target::Db,
+    ["sql-complete"],
+    {
+        let d = fixtures::seed_dump();
+        Bad::Bytes(gzip(&d[..d.len() / 2]))
+    }
+);
+fault!(
+    fault_gzip_of_random_bytes_as_dump,
+    Target::Db,
+    ["sql-header"],
+    Bad::Bytes(gzip(&random_bytes(64 * 1024, 7)))
+);
 // tar layer
 fault!(fault_tar_cut_mid_entry, Target::Volume, ["tar"], {
     let t = &good_tar().tar;
@@ -479,11 +596,26 @@ fault!(fault_tar_without_end_marker, Target::Volume, ["tar"], {
     let (_, end) = tar_headers(t);
     Bad::Bytes(gzip(&t[..end]))
 });
-fault!(fault_random_bytes_as_tar, Target::Volume, ["tar"], Bad::Bytes(gzip(&random_bytes(64 * 1024, 11))));
+fault!(
+    fault_random_bytes_as_tar,
+    Target::Volume,
+    ["tar"],
+    Bad::Bytes(gzip(&random_bytes(64 * 1024, 11)))
+);
 // the file itself
 fault!(fault_missing_file, Target::Db, ["exists"], Bad::Missing);
-fault!(fault_missing_volume_archive, Target::Volume, ["exists"], Bad::Missing);
-fault!(fault_folder_where_a_file_is_expected, Target::Db, ["regular-file"], Bad::Folder);
+fault!(
+    fault_missing_volume_archive,
+    Target::Volume,
+    ["exists"],
+    Bad::Missing
+);
+fault!(
+    fault_folder_where_a_file_is_expected,
+    Target::Db,
+    ["regular-file"],
+    Bad::Folder
+);
 
 // ---------------------------------------------------------------------------------------
 // Valid files that a naive checker might refuse
@@ -502,11 +634,18 @@ fn valid_multi_member_gzip_dump() {
     let d = fixtures::seed_dump();
     let mut two = gzip(&d[..d.len() / 3]);
     two.extend(gzip(&d[d.len() / 3..]));
-    assert_eq!(fixtures::gunzip(&two), d, "GNU gzip reads both members as one stream");
+    assert_eq!(
+        fixtures::gunzip(&two),
+        d,
+        "GNU gzip reads both members as one stream"
+    );
     let ws = Workspace::new();
     place(&ws, &db_rel(), &Bad::Bytes(two));
     let o = assert_verifies(&ws, ws.action("verify").input("db-backup", db_rel()));
-    assert_eq!(manifest_tables(&manifest_yaml(&o)), fixtures::seed_row_counts());
+    assert_eq!(
+        manifest_tables(&manifest_yaml(&o)),
+        fixtures::seed_row_counts()
+    );
 }
 
 #[test]
@@ -519,8 +658,15 @@ fn valid_multi_member_tar_gz_with_links_long_names_and_empty_folders() {
     place(&ws, &vol_rel(), &Bad::Bytes(three));
     let o = assert_verifies(&ws, ws.action("verify").input("volume-backups", vol_rel()));
     let m = manifest_yaml(&o);
-    assert_eq!(m["volumes"][0]["entries"], good_tar().entries as u64, "{m:#}");
-    assert!(m.get("database").is_none_or(|d| d.is_null()), "no database recorded: {m:#}");
+    assert_eq!(
+        m["volumes"][0]["entries"],
+        good_tar().entries as u64,
+        "{m:#}"
+    );
+    assert!(
+        m.get("database").is_none_or(|d| d.is_null()),
+        "no database recorded: {m:#}"
+    );
     // Without a dump the pointer's DB_BACKUP is empty, MINIO_BACKUP points at the archive.
     let p = ws.source_pointer();
     assert_eq!(p["MINIO_BACKUP"].trim_start_matches("./"), vol_rel());
@@ -540,7 +686,10 @@ fn valid_pax_tar_and_several_volume_archives() {
             // Newline-separated with blank space around, as a YAML block scalar gives it.
             .input("volume-backups", format!("{}\n  {second}\n", vol_rel())),
     );
-    assert_eq!(o.out("volume-backup-paths"), format!("{}\n{second}", vol_rel()));
+    assert_eq!(
+        o.out("volume-backup-paths"),
+        format!("{}\n{second}", vol_rel())
+    );
     let sizes = format!(
         "{}\n{}",
         file_size(&ws.join(vol_rel())),
@@ -559,18 +708,28 @@ fn newline_in_branch_or_commit_cannot_forge_outputs() {
     let branch = "main\nverified=false\nmanifest-path=/etc/passwd\n$(touch pwned-1)`touch pwned-2`';touch pwned-3;'";
     let commit = "abc123\nghadelimiter_x\nverified=false\nbackup-dir<<EOF\nforged\nEOF";
     let ws = good_workspace();
-    let o = verify_both(&ws).input("branch", branch).input("commit", commit).run();
+    let o = verify_both(&ws)
+        .input("branch", branch)
+        .input("commit", commit)
+        .run();
     o.assert_code(0);
     // The harness parsed $GITHUB_OUTPUT as strictly as the runner: every value came back
     // whole, no name twice, no name that we did not set.
     let names: Vec<&String> = o.output_list.iter().map(|(k, _)| k).collect();
-    assert_eq!(names.len(), o.outputs.len(), "an output name appears twice\n{o}");
+    assert_eq!(
+        names.len(),
+        o.outputs.len(),
+        "an output name appears twice\n{o}"
+    );
     assert_eq!(o.output_names(), SUCCESS_OUTPUTS.to_vec(), "{o}");
     assert_eq!(o.out("verified"), "true");
     assert_eq!(o.out("branch"), branch);
     assert_eq!(o.out("commit"), commit);
     assert_eq!(o.out("backup-dir"), backup_dir());
-    assert_eq!(o.out("manifest-path"), format!("{}/manifest.yml", backup_dir()));
+    assert_eq!(
+        o.out("manifest-path"),
+        format!("{}/manifest.yml", backup_dir())
+    );
     // The manifest and the pointer keep them as data.
     let m = manifest_yaml(&o);
     assert_eq!(m["git"]["branch"], branch);
@@ -579,7 +738,10 @@ fn newline_in_branch_or_commit_cannot_forge_outputs() {
     assert_eq!(p["GIT_BRANCH"], branch);
     assert_eq!(p["GIT_COMMIT"], commit);
     for f in ["pwned-1", "pwned-2", "pwned-3"] {
-        assert!(!ws.join(f).exists(), "sourcing the pointer ran a command ({f})");
+        assert!(
+            !ws.join(f).exists(),
+            "sourcing the pointer ran a command ({f})"
+        );
     }
 
     // A failed verification with the same inputs cannot come out as verified.
@@ -596,7 +758,12 @@ fn newline_in_branch_or_commit_cannot_forge_outputs() {
         .run();
     o.assert_code(1);
     assert_eq!(o.out("verified"), "false");
-    assert!(!o.output_list.iter().any(|(k, v)| k == "verified" && v != "false"), "{o}");
+    assert!(
+        !o.output_list
+            .iter()
+            .any(|(k, v)| k == "verified" && v != "false"),
+        "{o}"
+    );
     for (k, _) in &o.output_list {
         assert!(ALL_OUTPUTS.contains(&k.as_str()), "unknown output {k}\n{o}");
     }
@@ -610,8 +777,14 @@ fn unknown_mode_is_a_usage_error_naming_the_input() {
     let o = Action::new("nonsense").run();
     o.assert_code(2);
     let text = o.all_text();
-    assert!(text.contains("mode") && text.contains("nonsense"), "names input `mode` and the value\n{o}");
-    assert!(text.contains("verify") && text.contains("backup"), "lists the valid modes\n{o}");
+    assert!(
+        text.contains("mode") && text.contains("nonsense"),
+        "names input `mode` and the value\n{o}"
+    );
+    assert!(
+        text.contains("verify") && text.contains("backup"),
+        "lists the valid modes\n{o}"
+    );
     assert!(!o.errors().is_empty(), "an ::error annotation\n{o}");
 }
 
@@ -619,8 +792,13 @@ fn unknown_mode_is_a_usage_error_naming_the_input() {
 fn verify_without_paths_is_a_usage_error() {
     let o = Action::new("verify").run();
     o.assert_code(2);
-    o.assert_mentions("db-backup").assert_mentions("volume-backups");
-    assert_eq!(o.outputs.get("verified").map(String::as_str), Some("false"), "{o}");
+    o.assert_mentions("db-backup")
+        .assert_mentions("volume-backups");
+    assert_eq!(
+        o.outputs.get("verified").map(String::as_str),
+        Some("false"),
+        "{o}"
+    );
     assert!(o.ws.pointer().is_none());
     // The plain CLI says the same.
     let o = Cli::new(&["verify"]).run();
@@ -642,26 +820,62 @@ fn action_yml_declares_the_contract() {
     // PRODUCT.md "Inputs" and "Outputs": the harness feeds exactly action.yml's inputs,
     // so action.yml must declare every one of them.
     const INPUTS: &[&str] = &[
-        "mode", "backup-root", "postgres-container", "compose-project", "postgres-service",
-        "database-url", "postgres-db", "postgres-user", "postgres-password", "volumes", "paths",
-        "stop-containers", "db-backup", "volume-backups", "commit", "branch", "min-db-size",
-        "min-volume-size", "compression-level", "verify-restore", "retention-days", "keep-last",
-        "upload-artifact", "artifact-name", "include-backups-in-artifact", "run-id",
-        "github-token", "repository", "manifest", "dry-run", "alert-webhook-url", "alert-email",
-        "smtp-url", "alert-on",
+        "mode",
+        "backup-root",
+        "postgres-container",
+        "compose-project",
+        "postgres-service",
+        "database-url",
+        "postgres-db",
+        "postgres-user",
+        "postgres-password",
+        "volumes",
+        "paths",
+        "stop-containers",
+        "db-backup",
+        "volume-backups",
+        "commit",
+        "branch",
+        "min-db-size",
+        "min-volume-size",
+        "compression-level",
+        "verify-restore",
+        "retention-days",
+        "keep-last",
+        "upload-artifact",
+        "artifact-name",
+        "include-backups-in-artifact",
+        "run-id",
+        "github-token",
+        "repository",
+        "manifest",
+        "dry-run",
+        "alert-webhook-url",
+        "alert-email",
+        "smtp-url",
+        "alert-on",
     ];
-    let declared: BTreeSet<String> =
-        crate::support::action::action_inputs().iter().map(|(k, _)| k.clone()).collect();
+    let declared: BTreeSet<String> = crate::support::action::action_inputs()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
     let wanted: BTreeSet<String> = INPUTS.iter().map(|s| s.to_string()).collect();
     assert_eq!(declared, wanted, "action.yml inputs vs PRODUCT.md");
     let text = std::fs::read_to_string(crate::support::repo_root().join("action.yml")).unwrap();
     let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-    let outputs: BTreeSet<String> = doc["outputs"].as_object().unwrap().keys().cloned().collect();
+    let outputs: BTreeSet<String> = doc["outputs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let wanted: BTreeSet<String> = ALL_OUTPUTS.iter().map(|s| s.to_string()).collect();
     assert_eq!(outputs, wanted, "action.yml outputs vs PRODUCT.md");
     // The defaults a user reads in PRODUCT.md.
-    let defaults: BTreeMap<String, Option<String>> =
-        crate::support::action::action_inputs().iter().cloned().collect();
+    let defaults: BTreeMap<String, Option<String>> = crate::support::action::action_inputs()
+        .iter()
+        .cloned()
+        .collect();
     for (k, v) in [
         ("mode", "backup"),
         ("backup-root", "backups"),

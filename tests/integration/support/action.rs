@@ -33,8 +33,8 @@ pub fn action_inputs() -> &'static Vec<(String, Option<String>)> {
     static INPUTS: OnceLock<Vec<(String, Option<String>)>> = OnceLock::new();
     INPUTS.get_or_init(|| {
         let path = super::repo_root().join("action.yml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let doc: serde_json::Value = serde_saphyr::from_str(&text)
             .unwrap_or_else(|e| panic!("action.yml does not parse: {e}"));
         let inputs = doc
@@ -44,7 +44,12 @@ pub fn action_inputs() -> &'static Vec<(String, Option<String>)> {
         // serde_json's map is sorted; keep the file's order by scanning the text.
         let mut names: Vec<(usize, String)> = inputs
             .keys()
-            .map(|k| (text.find(&format!("\n  {k}:")).unwrap_or(usize::MAX), k.clone()))
+            .map(|k| {
+                (
+                    text.find(&format!("\n  {k}:")).unwrap_or(usize::MAX),
+                    k.clone(),
+                )
+            })
             .collect();
         names.sort();
         names
@@ -359,7 +364,13 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        Running::new(child, self.timeout, None, ws, format!("cli {:?}", self.args))
+        Running::new(
+            child,
+            self.timeout,
+            None,
+            ws,
+            format!("cli {:?}", self.args),
+        )
     }
 
     pub fn run(self) -> Outcome {
@@ -431,8 +442,16 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         };
         let elapsed = self.started.elapsed();
-        let stdout = self.stdout.take().map(|h| h.join().unwrap()).unwrap_or_default();
-        let stderr = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
         let Some(status) = status else {
             panic!(
                 "{} did not finish within {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
@@ -550,7 +569,11 @@ impl Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "=== {} → exit {} in {:.1?}", self.what, self.code, self.elapsed)?;
+        writeln!(
+            f,
+            "=== {} → exit {} in {:.1?}",
+            self.what, self.code, self.elapsed
+        )?;
         writeln!(f, "--- stdout ---\n{}", self.stdout)?;
         writeln!(f, "--- stderr ---\n{}", self.stderr)?;
         writeln!(f, "--- $GITHUB_OUTPUT ---\n{}", self.raw_output)?;

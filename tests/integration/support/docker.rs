@@ -52,7 +52,10 @@ pub fn docker_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
 }
 
 /// Runs `docker <args>` with `input` on stdin.
-pub fn docker_stdin<S: AsRef<OsStr>>(args: &[S], input: impl std::io::Read + Send + 'static) -> Output {
+pub fn docker_stdin<S: AsRef<OsStr>>(
+    args: &[S],
+    input: impl std::io::Read + Send + 'static,
+) -> Output {
     let mut child = Command::new("docker")
         .args(args)
         .stdin(Stdio::piped())
@@ -84,7 +87,13 @@ fn label_args() -> Vec<String> {
 pub fn unique_name(test: &str) -> String {
     let clean: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("pbt-{}-{}", clean.trim_matches('-'), super::random_hex(8))
 }
@@ -124,7 +133,9 @@ pub fn ensure_images() {
 fn reap_leftovers() {
     let dead = |pid: &str| {
         let pid = pid.trim();
-        !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists()
+        !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !Path::new(&format!("/proc/{pid}")).exists()
     };
     let filter = format!("label={LABEL}");
     let list = |args: &[&str]| -> Vec<(String, String)> {
@@ -166,7 +177,9 @@ impl Container {
     /// `docker run -d --name <name> <labels> <args...>` (args: options, image, command).
     pub fn run<S: AsRef<str>>(name: &str, args: &[S]) -> Container {
         ensure_images();
-        let c = Container { name: name.to_string() };
+        let c = Container {
+            name: name.to_string(),
+        };
         let mut all: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.into()];
         all.extend(label_args());
         all.extend(args.iter().map(|a| a.as_ref().to_string()));
@@ -184,7 +197,14 @@ impl Container {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(BUSYBOX.into());
-        args.extend(["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"].map(String::from));
+        args.extend(
+            [
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM INT; while :; do sleep 1; done",
+            ]
+            .map(String::from),
+        );
         Container::run(&unique_name(test), &args)
     }
 
@@ -325,7 +345,17 @@ impl PgBuilder {
         args.extend(self.extra.iter().cloned());
         args.push(PG_IMAGE.into());
         // Faster for throwaway test data; not durable, which tests do not need.
-        args.extend(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"].map(String::from));
+        args.extend(
+            [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+            .map(String::from),
+        );
         let container = Container::run(&name, &args);
         let mut pg = Pg {
             container,
@@ -401,7 +431,8 @@ impl Pg {
                 .success()
                 && {
                     let o = self.container.exec(&[
-                        "psql", "-X", "-q", "-t", "-A", "-U", &self.user, "-d", &self.db, "-c", "select 1",
+                        "psql", "-X", "-q", "-t", "-A", "-U", &self.user, "-d", &self.db, "-c",
+                        "select 1",
                     ]);
                     o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1"
                 };
@@ -427,8 +458,21 @@ impl Pg {
     /// Runs SQL in database `db`.
     pub fn psql_in(&self, db: &str, sql: &str) -> String {
         self.container.exec_ok(&[
-            "psql", "-X", "-q", "-t", "-A", "-F", "\u{1f}", "-v", "ON_ERROR_STOP=1", "-U", &self.user,
-            "-d", db, "-c", sql,
+            "psql",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-F",
+            "\u{1f}",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            &self.user,
+            "-d",
+            db,
+            "-c",
+            sql,
         ])
     }
 
@@ -436,7 +480,17 @@ impl Pg {
     pub fn load(&self, sql: impl std::io::Read + Send + 'static) {
         let out = docker_stdin(
             &[
-                "exec", "-i", self.name(), "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", &self.user, "-d",
+                "exec",
+                "-i",
+                self.name(),
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                &self.user,
+                "-d",
                 &self.db,
             ],
             sql,
@@ -467,7 +521,11 @@ impl Pg {
             .expect("gzip runs");
         let stdout = gunzip.stdout.take().unwrap();
         self.load(stdout);
-        assert!(gunzip.wait().unwrap().success(), "gzip -dc {} failed", dump.display());
+        assert!(
+            gunzip.wait().unwrap().success(),
+            "gzip -dc {} failed",
+            dump.display()
+        );
     }
 
     /// Per-table row counts and content checksums, sequence values and the list of schema
@@ -525,9 +583,9 @@ impl Pg {
         let objects = self.psql_in(
             db,
             &format!(
-                "SELECT n.nspname || '.' || c.relname || ' ' || c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {} \
+                "SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {} \
                  UNION ALL SELECT n.nspname || '.' || p.proname || '()' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {} \
-                 UNION ALL SELECT n.nspname || '.' || t.typname || ' type ' || t.typtype FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype = 'e' AND {} \
+                 UNION ALL SELECT n.nspname || '.' || t.typname || ' type ' || t.typtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typtype = 'e' AND {} \
                  UNION ALL SELECT 'comment on ' || c.relname || ': ' || d.description FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {} \
                  ORDER BY 1",
                 cond("n.nspname"),
@@ -575,7 +633,10 @@ pub struct DbFingerprint {
 
 impl DbFingerprint {
     pub fn row_counts(&self) -> BTreeMap<String, u64> {
-        self.tables.iter().map(|(k, (n, _))| (k.clone(), *n)).collect()
+        self.tables
+            .iter()
+            .map(|(k, (n, _))| (k.clone(), *n))
+            .collect()
     }
 
     /// Human-readable differences (empty when equal).
@@ -596,7 +657,11 @@ impl DbFingerprint {
 
     pub fn assert_same(&self, other: &DbFingerprint, what: &str) {
         let d = self.diff(other);
-        assert!(d.is_empty(), "{what}: the databases differ:\n{}", d.join("\n"));
+        assert!(
+            d.is_empty(),
+            "{what}: the databases differ:\n{}",
+            d.join("\n")
+        );
     }
 }
 
@@ -645,12 +710,22 @@ pub struct TreeSpec {
 impl TreeSpec {
     /// The awkward tree with a dozen PDFs.
     pub fn awkward() -> TreeSpec {
-        TreeSpec { awkward: true, pdfs: 12, pdf_kib: 24, random_mib: 0 }
+        TreeSpec {
+            awkward: true,
+            pdfs: 12,
+            pdf_kib: 24,
+            random_mib: 0,
+        }
     }
 
     /// Only `n` incompressible MiB (plus a small README), for size-bound tests.
     pub fn random(mib: usize) -> TreeSpec {
-        TreeSpec { awkward: false, pdfs: 0, pdf_kib: 0, random_mib: mib }
+        TreeSpec {
+            awkward: false,
+            pdfs: 0,
+            pdf_kib: 0,
+            random_mib: mib,
+        }
     }
 
     /// The shell script (busybox sh) that builds the tree under `/data`.
@@ -762,7 +837,11 @@ impl Volume {
     /// Runs a busybox `sh -c script` with this volume at `/data` (read-only if asked) and
     /// more `-v` mounts.
     pub fn busybox(&self, script: &str, mounts: &[String], read_only: bool) -> Output {
-        let mut all = vec![format!("{}:/data{}", self.name, if read_only { ":ro" } else { "" })];
+        let mut all = vec![format!(
+            "{}:/data{}",
+            self.name,
+            if read_only { ":ro" } else { "" }
+        )];
         all.extend(mounts.iter().cloned());
         busybox_run(&all, script)
     }
@@ -796,13 +875,23 @@ impl Volume {
 /// Runs `sh -c script` in a throwaway busybox container (no network) with `-v` mounts.
 pub fn busybox_run(mounts: &[String], script: &str) -> Output {
     ensure_images();
-    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network".into(), "none".into()];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--network".into(),
+        "none".into(),
+    ];
     args.extend(label_args());
     for m in mounts {
         args.push("-v".into());
         args.push(m.clone());
     }
-    args.extend([BUSYBOX.to_string(), "sh".into(), "-c".into(), script.to_string()]);
+    args.extend([
+        BUSYBOX.to_string(),
+        "sh".into(),
+        "-c".into(),
+        script.to_string(),
+    ]);
     docker(&args)
 }
 
@@ -888,7 +977,10 @@ impl TreeFingerprint {
                     let is_dir = kind == "directory";
                     let nlink: u64 = nlink.parse().unwrap();
                     if !is_dir && nlink > 1 {
-                        inodes.entry(inode.to_string()).or_default().push(name.to_string());
+                        inodes
+                            .entry(inode.to_string())
+                            .or_default()
+                            .push(name.to_string());
                     }
                     fp.entries.insert(
                         name.to_string(),
@@ -942,13 +1034,26 @@ impl TreeFingerprint {
         assert!(d.is_empty(), "{what}: the trees differ:\n{}", d.join("\n"));
     }
 
-    /// Sum of regular-file sizes.
+    /// Sum of regular-file sizes, each hard-linked inode counted once (as a tar stores it).
     pub fn file_bytes(&self) -> u64 {
         self.entries
-            .values()
-            .filter(|e| e.kind.starts_with("regular"))
-            .filter_map(|e| e.size)
+            .iter()
+            .filter(|(_, e)| e.kind.starts_with("regular"))
+            .filter(|(name, e)| e.hard_links.iter().all(|o| o > *name))
+            .filter_map(|(_, e)| e.size)
             .sum()
+    }
+
+    /// The same tree with the hard-link information left out (link counts and groups).
+    pub fn without_hard_links(&self) -> TreeFingerprint {
+        let mut f = self.clone();
+        for e in f.entries.values_mut() {
+            e.hard_links.clear();
+            if e.nlink.is_some() {
+                e.nlink = Some(1);
+            }
+        }
+        f
     }
 }
 

@@ -41,7 +41,10 @@ pub fn seed_row_counts() -> BTreeMap<String, u64> {
         let Ok(n) = n.parse::<u64>() else { break };
         out.insert(name.trim().replace('"', ""), n);
     }
-    assert!(out.len() >= 5, "seed.sql's header lists no row counts: {out:?}");
+    assert!(
+        out.len() >= 5,
+        "seed.sql's header lists no row counts: {out:?}"
+    );
     out
 }
 
@@ -66,7 +69,9 @@ pub fn seed_dump() -> &'static [u8] {
             }
         }
         let pg = Pg::seeded("seed-dump");
-        let dump = pg.container.exec(&["pg_dump", "-U", &pg.user, "-d", &pg.db]);
+        let dump = pg
+            .container
+            .exec(&["pg_dump", "-U", &pg.user, "-d", &pg.db]);
         assert!(
             dump.status.success(),
             "pg_dump failed: {}",
@@ -150,7 +155,10 @@ pub fn make_host_tree(root: &Path) {
     .unwrap();
     let long_dir = format!("dir-{}", "d".repeat(196));
     let long_name = format!("file-{}.txt", "f".repeat(191));
-    w(&format!("{long_dir}/{long_name}"), b"a long name in a long folder\n");
+    w(
+        &format!("{long_dir}/{long_name}"),
+        b"a long name in a long folder\n",
+    );
     w(&long_name, b"long name at the top\n");
     w("owned-70/secret.txt", b"secret\n");
     chown(root.join("owned-70/secret.txt"), Some(70), Some(70)).unwrap();
@@ -181,7 +189,11 @@ pub fn tar_of(dir: &Path, format: &str) -> Vec<u8> {
         .arg(".")
         .output()
         .expect("tar runs");
-    assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -196,7 +208,11 @@ pub fn tar_gz(dir: &Path, dst: &Path, format: &str) {
         .arg(".")
         .output()
         .expect("tar runs");
-    assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn octal(field: &[u8]) -> u64 {
@@ -227,7 +243,11 @@ pub fn tar_headers(tar: &[u8]) -> (Vec<TarHeader>, usize) {
             return (v, off);
         }
         let size = octal(&h[124..136]);
-        v.push(TarHeader { offset: off, typeflag: h[156], size });
+        v.push(TarHeader {
+            offset: off,
+            typeflag: h[156],
+            size,
+        });
         off += 512 + (size as usize).div_ceil(512) * 512;
     }
     panic!("no end-of-archive marker in the tar");
@@ -251,7 +271,13 @@ impl Tmpfs {
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .expect("mount runs");
@@ -261,7 +287,9 @@ impl Tmpfs {
             path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        Tmpfs { path: path.to_path_buf() }
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
     }
 }
 

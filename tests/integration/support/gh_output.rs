@@ -100,7 +100,10 @@ impl Annotation {
         self.properties.get("file").map(String::as_str)
     }
     pub fn title(&self) -> &str {
-        self.properties.get("title").map(String::as_str).unwrap_or("")
+        self.properties
+            .get("title")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -133,7 +136,9 @@ pub fn parse_commands(stdout: &str) -> Vec<Annotation> {
 }
 
 fn unescape_data(s: &str) -> String {
-    s.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
+    s.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%25", "%")
 }
 
 fn unescape_property(s: &str) -> String {
@@ -183,7 +188,9 @@ mod tests {
 
     #[test]
     fn annotations_unescape() {
-        let a = parse_commands("noise\n::error file=a%2Cb%3Ac.gz,title=Backup check `gzip` failed::x%0Ay%25\n");
+        let a = parse_commands(
+            "noise\n::error file=a%2Cb%3Ac.gz,title=Backup check `gzip` failed::x%0Ay%25\n",
+        );
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].command, "error");
         assert_eq!(a[0].file(), Some("a,b:c.gz"));

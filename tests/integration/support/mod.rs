@@ -43,7 +43,12 @@ pub fn sha256sum(path: &Path) -> String {
         .arg(path)
         .output()
         .expect("sha256sum runs");
-    assert!(out.status.success(), "sha256sum {}: {:?}", path.display(), out);
+    assert!(
+        out.status.success(),
+        "sha256sum {}: {:?}",
+        path.display(),
+        out
+    );
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
