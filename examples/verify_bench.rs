@@ -1,17 +1,18 @@
 //! Benchmark driver for `scripts/bench-verify.sh` (and a handy manual check).
 //!
 //! ```text
-//! verify_bench verify FILE...            # .sql.gz -> dump checks, anything else -> tar
+//! verify_bench verify FILE...            # verify_files: .sql.gz -> dump checks, else tar
 //! verify_bench gzip LEVEL INPUT OUTPUT   # ParallelGzEncoder
+//! verify_bench parts FILE.gz FILE        # time each stage alone (inflate, scan, hash)
 //! ```
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use predeploy_backup::archive::gzip::ParallelGzEncoder;
-use predeploy_backup::archive::verify::{verify_file, Expect};
+use predeploy_backup::archive::verify::{verify_files, Expect};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("parts") if args.len() == 3 => parts(&args[1], &args[2]),
         _ => {
             eprintln!("usage: verify_bench verify FILE... | verify_bench gzip LEVEL INPUT OUTPUT");
             ExitCode::from(2)
@@ -33,21 +35,25 @@ fn main() -> ExitCode {
 
 fn verify(paths: &[String]) -> ExitCode {
     let mut ok = true;
-    for p in paths {
-        let expect = if p.ends_with(".sql.gz") {
-            Expect::SqlDump
-        } else {
-            Expect::Tar
-        };
-        let started = Instant::now();
-        let r = verify_file(Path::new(p), expect, 0);
-        let secs = started.elapsed().as_secs_f64();
+    let files: Vec<(PathBuf, Expect, u64)> = paths
+        .iter()
+        .map(|p| {
+            let expect = if p.ends_with(".sql.gz") {
+                Expect::SqlDump
+            } else {
+                Expect::Tar
+            };
+            (PathBuf::from(p), expect, 0)
+        })
+        .collect();
+    let started = Instant::now();
+    let reports = verify_files(&files);
+    let secs = started.elapsed().as_secs_f64();
+    let total: u64 = reports.iter().map(|r| r.size).sum();
+    println!("{} file(s), {total} bytes in {secs:.3} s", reports.len());
+    for r in &reports {
         let checks: Vec<&str> = r.passed.iter().map(|c| c.as_str()).collect();
-        println!(
-            "{p}: {} bytes in {secs:.3} s ({:.0} MB/s)",
-            r.size,
-            r.size as f64 / secs / 1e6
-        );
+        println!("{}: {} bytes", r.path.display(), r.size);
         println!("  passed: {}", checks.join(", "));
         if let Some(f) = &r.failure {
             println!("  FAILED {}: {}", f.check.as_str(), f.message);
@@ -89,4 +95,55 @@ fn gzip(level: &str, input: &str, output: &str) -> io::Result<()> {
     io::copy(&mut reader, &mut gz)?;
     gz.finish()?;
     Ok(())
+}
+
+/// Each stage of the verification alone, single-threaded, from memory.
+fn parts(gz_path: &str, raw_path: &str) -> ExitCode {
+    use predeploy_backup::archive::{inflate, sql::SqlScanner, tarwalk::TarWalker};
+    let gz = std::fs::read(gz_path).expect("read gz");
+    let raw = std::fs::read(raw_path).expect("read raw");
+    let mb = |n: usize, t: Instant| n as f64 / t.elapsed().as_secs_f64() / 1e6;
+
+    for size in [64 << 10, 256 << 10, 1 << 20, 4 << 20] {
+        let mut best = 0f64;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut out = vec![0u8; size];
+            let stats = inflate::decode(&mut &gz[..], &mut out, &mut |_| true).expect("inflate");
+            best = best.max(mb(stats.uncompressed as usize, t));
+        }
+        println!(
+            "inflate+crc, {} KiB out: {best:.0} MB/s of output",
+            size >> 10
+        );
+    }
+
+    let t = Instant::now();
+    let c = crc32fast::hash(&raw);
+    println!("crc32: {:.0} MB/s ({c:08x})", mb(raw.len(), t));
+
+    let t = Instant::now();
+    let mut s = SqlScanner::new();
+    for chunk in raw.chunks(256 * 1024) {
+        s.feed(chunk);
+    }
+    let scan = s.finish();
+    println!(
+        "sql scan: {:.0} MB/s ({} lines)",
+        mb(raw.len(), t),
+        scan.lines
+    );
+
+    let t = Instant::now();
+    let mut w = TarWalker::new();
+    for chunk in raw.chunks(256 * 1024) {
+        let _ = w.feed(chunk, &mut |_| Ok(()));
+    }
+    let _ = w.finish();
+    println!("tar walk: {:.0} MB/s", mb(raw.len(), t));
+
+    let t = Instant::now();
+    let h = predeploy_backup::archive::hash::sha256_hex(&gz);
+    println!("sha256: {:.0} MB/s ({})", mb(gz.len(), t), &h[..8]);
+    ExitCode::SUCCESS
 }

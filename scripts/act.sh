@@ -24,7 +24,8 @@
 #       -e event.json, --json). Exit status is act's (non-zero when a job failed).
 #
 # Environment: ACT_VERSION (0.2.89), RUNNER_IMAGE (predeploy-test/runner:latest),
-# ACT_SKIP_SETUP=1 (skip `setup` before `run`).
+# ACT_SKIP_SETUP=1 (skip `setup` before `run`), ACT_NO_LOCK=1 (let runs overlap: only
+# safe when their workflow/job names differ), ACT_LOCK_FILE, ACT_LOCK_TIMEOUT (s, 1800).
 set -euo pipefail
 
 ACT_VERSION=${ACT_VERSION:-0.2.89}
@@ -107,6 +108,8 @@ cmd_image() {
     local stage
     stage=$(mktemp -d "${TMPDIR:-/tmp}/act-image.XXXXXX")
     install -D -m 0755 "$bin" "$stage/predeploy-backup"
+    # A dev build carries ~200 MB of debug info; the image does not need it.
+    if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stage/predeploy-backup"; fi
     install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$stage/etc/ssl/certs/ca-certificates.crt"
     install -d -m 1777 "$stage/tmp"
     tar --numeric-owner --owner=0 --group=0 -C "$stage" -c . |
@@ -147,9 +150,7 @@ cmd_run() {
     artifacts=$(cd "$artifacts" && pwd -P)
     [ "${ACT_SKIP_SETUP:-0}" = 1 ] || cmd_setup
 
-    local port
-    port=$(free_port)
-    log "artifacts: $artifacts (server 127.0.0.1:$port)"
+    log "artifacts: $artifacts"
     local args=(
         "$event"
         -C "$workspace"
@@ -163,7 +164,6 @@ cmd_run() {
         # job and action containers share the host network, so they reach it.
         --artifact-server-path "$artifacts"
         --artifact-server-addr 127.0.0.1
-        --artifact-server-port "$port"
         # The cache server would bind the machine's outbound address; unused.
         --no-cache-server
         # Keep act from reading a .env/.secrets/.vars that may sit in the workspace.
@@ -173,7 +173,36 @@ cmd_run() {
         "${bind[@]}"
     )
     # act reads ~/.actrc when present; the flags above win over it.
-    act "${args[@]}" "${extra[@]}"
+    #
+    # act names a job container act-<workflow name>-<job name>-<hash of those>, whatever
+    # the workspace, and removes a container of that name when it starts one: two runs
+    # of the same workflow at once would kill each other's job. So runs take turns
+    # (ACT_NO_LOCK=1 to skip). On a failed job act 0.2.89 leaves the job container
+    # running unless --rm; a label lets us remove whatever is left in any case.
+    local label
+    label="predeploy-act-run=$$-$(date +%s%N)"
+    args+=(--rm --container-options "--label $label")
+    local rc=0
+    run_act() {
+        # A free port, picked as late as possible.
+        act "${args[@]}" --artifact-server-port "$(free_port)" "${extra[@]}"
+    }
+    if [ "${ACT_NO_LOCK:-0}" = 1 ]; then
+        run_act || rc=$?
+    else
+        local lock=${ACT_LOCK_FILE:-${TMPDIR:-/tmp}/predeploy-act.lock}
+        (
+            flock -w "${ACT_LOCK_TIMEOUT:-1800}" 9 || die "run: waited too long for $lock"
+            run_act
+        ) 9>"$lock" || rc=$?
+    fi
+    local left
+    left=$(docker ps -aq --filter "label=$label")
+    if [ -n "$left" ]; then
+        # shellcheck disable=SC2086 # one id per word
+        docker rm -f -v $left >/dev/null 2>&1 || true
+    fi
+    return "$rc"
 }
 
 case ${1:-} in

@@ -164,8 +164,12 @@ best_of() {
         t1=$(date +%s.%N)
         wall=$(echo "$t1 - $t0" | bc -l)
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$DIR/$name.time")
-        [[ -z "$BEST" || $(echo "$wall < $BEST" | bc -l) == 1 ]] && BEST=$wall
-        [[ $rss -gt $RSS ]] && RSS=$rss
+        if [[ -z "$BEST" || $(echo "$wall < $BEST" | bc -l) == 1 ]]; then
+            BEST=$wall
+        fi
+        if [[ $rss -gt $RSS ]]; then
+            RSS=$rss
+        fi
     done
 }
 

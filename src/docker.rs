@@ -347,6 +347,9 @@ impl Engine {
                 }),
                 ContainerCreateBody {
                     image: Some(image.to_string()),
+                    // Root whatever the image says: it must read and write every file of
+                    // the volume, whoever owns it (the image may be a consumer's with USER).
+                    user: Some("0:0".into()),
                     entrypoint: cmd.as_ref().map(|_| vec![]),
                     cmd,
                     network_disabled: Some(true),
@@ -452,9 +455,11 @@ impl Engine {
         ok
     }
 
-    /// Stops running containers (those already stopped are left alone) and records them
-    /// for [`restart_stopped`], which must run whatever happens next.
-    pub async fn stop(&self, names: &[String]) -> Result<(), DockerError> {
+    /// Stops running containers (those already stopped are left alone), records them so
+    /// that they are started again whatever happens (see [`restart_stopped`]), and returns
+    /// the ones it stopped, for [`restart`].
+    pub async fn stop(&self, names: &[String]) -> Result<Vec<String>, DockerError> {
+        let mut stopped = vec![];
         for name in names {
             let c = self.container(name).await?;
             if !c.running {
@@ -462,6 +467,7 @@ impl Engine {
             }
             crate::actions::commands::log(&format!("Stopping container {}", c.name));
             STOPPED.lock().unwrap().push(c.name.clone());
+            stopped.push(c.name.clone());
             self.docker
                 .stop_container(
                     &c.name,
@@ -473,30 +479,38 @@ impl Engine {
                 .await
                 .map_err(api("stop container"))?;
         }
-        Ok(())
+        Ok(stopped)
     }
 }
 
 /// Containers we stopped and must start again.
 static STOPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Starts every container [`Engine::stop`] stopped; returns the ones that failed to start.
+/// Starts every container [`Engine::stop`] stopped and nobody started again yet; returns
+/// the ones that failed to start. Runs at the end of every run and on cancellation.
 pub async fn restart_stopped() -> Vec<String> {
-    let names: Vec<String> = std::mem::take(&mut *STOPPED.lock().unwrap());
+    let names: Vec<String> = STOPPED.lock().unwrap().clone();
+    restart(&names).await
+}
+
+/// Starts these containers (stopped by [`Engine::stop`]) again, newest stop first; returns
+/// the ones that failed to start.
+pub async fn restart(names: &[String]) -> Vec<String> {
     if names.is_empty() {
         return vec![];
     }
+    STOPPED.lock().unwrap().retain(|n| !names.contains(n));
     let engine = match Engine::connect().await {
         Ok(e) => e,
-        Err(_) => return names,
+        Err(_) => return names.to_vec(),
     };
     let mut failed = vec![];
-    for name in names.into_iter().rev() {
+    for name in names.iter().rev() {
         crate::actions::commands::log(&format!("Starting container {name} again"));
         if let Err(e) = engine
             .docker
             .start_container(
-                &name,
+                name,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
@@ -508,7 +522,7 @@ pub async fn restart_stopped() -> Vec<String> {
                     "could not start {name} again: {e}; start it by hand: docker start {name}"
                 ),
             );
-            failed.push(name);
+            failed.push(name.clone());
         }
     }
     failed

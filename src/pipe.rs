@@ -18,8 +18,9 @@ use crate::archive::gzip::ParallelGzEncoder;
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;
 
-/// Compresses everything received into `path` (gzip at `level`), fsyncs it, and returns the
-/// number of uncompressed bytes. The file is complete only when this returns `Ok`.
+/// Compresses everything received into `path` (gzip at `level`) and returns the number of
+/// uncompressed bytes. The file is complete when this returns `Ok`; the caller fsyncs it
+/// (in parallel with reading it back) before recording it.
 pub fn gzip_to_file(
     path: PathBuf,
     level: u32,
@@ -33,8 +34,7 @@ pub fn gzip_to_file(
             gz.write_all(&chunk)?;
             total += chunk.len() as u64;
         }
-        let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        gz.finish()?.into_inner().map_err(|e| e.into_error())?;
         Ok(total)
     });
     (tx, task)

@@ -183,11 +183,6 @@ impl Server {
         check("psql (loading the dump)", creds, db, out)
     }
 
-    /// The server's version (e.g. `15.8`).
-    pub async fn version(&self, creds: &Credentials) -> Result<String, PgError> {
-        self.query(creds, &creds.db, "SHOW server_version").await
-    }
-
     /// On-disk size of the database in bytes.
     pub async fn database_size(&self, creds: &Credentials) -> Result<u64, PgError> {
         let s = self
@@ -202,22 +197,25 @@ impl Server {
             .map_err(|_| PgError::Other(format!("unexpected database size `{s}`")))
     }
 
-    /// Drops `db` (after ending its sessions) and creates it empty, owned by the user.
+    /// Drops `db` (ending its sessions: `WITH (FORCE)`, PostgreSQL 13+) and creates it
+    /// empty, owned by the user: one psql run, each statement in its own transaction.
     pub async fn recreate_database(&self, creds: &Credentials, db: &str) -> Result<(), PgError> {
-        let lit = db.replace('\'', "''");
-        self.query(
-            creds,
-            "postgres",
-            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}' AND pid <> pg_backend_pid()"),
-        )
-        .await?;
-        self.query(
-            creds,
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {}", ident(db)),
-        )
-        .await?;
-        self.create_database(creds, db).await
+        let mut args = vec![
+            "-X".to_string(),
+            "-q".into(),
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+        ];
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)),
+            format!("CREATE DATABASE {} OWNER {}", ident(db), ident(&creds.user)),
+        ] {
+            args.push("-c".into());
+            args.push(sql);
+        }
+        args.extend(self.conn_args(creds, "postgres"));
+        let out = self.run(creds, "psql", args, None, None).await?;
+        check("psql (recreating the database)", creds, "postgres", out)
     }
 
     /// Creates an empty database owned by the user.

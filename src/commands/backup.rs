@@ -39,6 +39,8 @@ pub struct Database {
     pub server: Server,
     pub creds: Credentials,
     pub meta: DbMeta,
+    /// On-disk size, read when the connection was checked.
+    pub size: u64,
 }
 
 /// Resolves the database inputs (container, compose labels or URL) and checks the server
@@ -92,9 +94,10 @@ pub async fn resolve_database(
             password,
         };
         let server = Server::Url { url: url.clone() };
-        server.version(&creds).await?;
+        let size = server.database_size(&creds).await?;
         return Ok(Some(Database {
             server,
+            size,
             meta: DbMeta {
                 name: Some(db),
                 user: Some(user),
@@ -146,11 +149,13 @@ pub async fn resolve_database(
         engine: engine.clone(),
         info: Box::new(info),
     };
-    server.version(&creds).await?;
+    // One query proves the connection, the credentials and the database, and sizes it.
+    let size = server.database_size(&creds).await?;
     Ok(Some(Database {
         server,
         creds,
         meta,
+        size,
     }))
 }
 
@@ -394,10 +399,7 @@ fn remove_stale_partials(root: &Path) {
 /// (`docker system df` takes many seconds on a busy engine); a volume that does not fit
 /// fails while it is written, with the same exit code and nothing left behind.
 async fn check_space(root: &Path, db: Option<&Database>) -> Result<()> {
-    let db_size = match db {
-        Some(d) => d.server.database_size(&d.creds).await.unwrap_or(0),
-        None => 0,
-    };
+    let db_size = db.map(|d| d.size).unwrap_or(0);
     let need = db_size / 2 + (1 << 20);
     let st = rustix::fs::statvfs(root).context("cannot read the free space of the backup root")?;
     let avail = st.f_bavail.saturating_mul(st.f_frsize);
@@ -460,12 +462,14 @@ async fn make(
     let mut vol_files = vec![];
     if !volumes.is_empty() || !host_paths.is_empty() {
         let started = Instant::now();
+        let mut stopped = vec![];
         if let (Some(e), false) = (engine, stop.is_empty()) {
-            e.stop(stop).await?;
+            stopped = e.stop(stop).await?;
         }
         let archived =
             archive_all(work, ts, level, engine, helper_image, volumes, host_paths).await;
-        let not_restarted = crate::docker::restart_stopped().await;
+        // Only what this backup stopped: a caller (rollback) may keep others stopped.
+        let not_restarted = crate::docker::restart(&stopped).await;
         vol_files = archived?;
         if !not_restarted.is_empty() {
             anyhow::bail!(
@@ -481,6 +485,19 @@ async fn make(
     let (min_db, min_vol) = (spec.thresholds.min_db_size, spec.thresholds.min_volume_size);
     let db_paths = db_file.clone();
     let vol_paths = vol_files.clone();
+    // The files reach the disk (fsync) while verification reads them back from the cache;
+    // both are done before the manifest is written and the folder renamed.
+    let to_sync: Vec<PathBuf> = db_file
+        .iter()
+        .map(|(p, _)| p.clone())
+        .chain(vol_files.iter().map(|(p, _)| p.clone()))
+        .collect();
+    let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        for p in to_sync {
+            std::fs::File::open(&p)?.sync_all()?;
+        }
+        Ok(())
+    });
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
         let d = db_paths.map(|(p, _)| verify_file(&p, Expect::SqlDump, min_db));
         let v: Vec<FileReport> = vol_paths
@@ -490,6 +507,9 @@ async fn make(
         (d, v)
     })
     .await?;
+    synced
+        .await?
+        .context("cannot flush the backup files to disk")?;
     timings.insert("verification".into(), started.elapsed().as_secs_f64());
     let verified = Verified {
         dir: work.to_path_buf(),
@@ -619,7 +639,15 @@ async fn verify_restore(
     wf::group(&format!(
         "verify-restore: loading the dump into throwaway database {scratch}"
     ));
-    d.server.create_database(&d.creds, &scratch).await?;
+    d.server
+        .create_database(&d.creds, &scratch)
+        .await
+        .with_context(|| {
+            format!(
+                "verify-restore needs a throwaway database and could not create one: grant CREATEDB to `{user}` (ALTER ROLE {user} CREATEDB) or set verify-restore: false",
+                user = d.creds.user
+            )
+        })?;
     let outcome = async {
         let (rx, reader) = pipe::gunzip_file(&report.path);
         let loaded = d.server.load(&d.creds, &scratch, rx).await;

@@ -184,13 +184,28 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         return Ok(());
     }
 
-    // 4. A safety backup of the current state (the same machinery as `backup`).
+    // 4. Stop the named containers now and keep them stopped until the restore is done:
+    //    anything they wrote after the safety backup would otherwise be lost.
+    let mut stopped = vec![];
+    if let (Some(e), false) = (&engine, stop.is_empty()) {
+        let db_container = db.as_ref().and_then(|d| match &d.server {
+            crate::postgres::Server::Container { info, .. } => Some(info.name.clone()),
+            _ => None,
+        });
+        let to_stop: Vec<String> = stop
+            .iter()
+            .filter(|s| Some(*s) != db_container.as_ref())
+            .cloned()
+            .collect();
+        stopped = e.stop(&to_stop).await?;
+    }
+    // A safety backup of the current state (the same machinery as `backup`).
     wf::group("Safety backup of the current state");
     ctx.summary.heading(3, "Safety backup of the current state");
     let mut safety_target = target.clone();
     safety_target.volumes = Some(volumes.join(","));
     safety_target.paths = None;
-    safety_target.stop_containers = args.target.stop_containers.clone();
+    safety_target.stop_containers = None;
     let thresholds = Thresholds {
         min_db_size: 0,
         min_volume_size: 0,
@@ -220,19 +235,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         stop.join(",")
     );
 
-    // 5. Restore, with the named containers stopped, whatever happens.
-    if let (Some(e), false) = (&engine, stop.is_empty()) {
-        let db_container = db.as_ref().and_then(|d| match &d.server {
-            crate::postgres::Server::Container { info, .. } => Some(info.name.clone()),
-            _ => None,
-        });
-        let to_stop: Vec<String> = stop
-            .iter()
-            .filter(|s| Some(*s) != db_container.as_ref())
-            .cloned()
-            .collect();
-        e.stop(&to_stop).await?;
-    }
+    // 5. Restore (the named containers are stopped since before the safety backup).
     let restored = async {
         if let (Some(d), Some(rec)) = (&db, &m.database) {
             let path = chosen.dir.join(&rec.file.path);
@@ -261,7 +264,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let not_restarted = crate::docker::restart_stopped().await;
+    let not_restarted = crate::docker::restart(&stopped).await;
     drop(safety.lock);
     restored.with_context(|| format!("the rollback failed part way; {undo}"))?;
     if !not_restarted.is_empty() {
@@ -488,29 +491,54 @@ fn target_for(given: &Target, m: &Manifest) -> Target {
 /// (ownership, modes and links come back as archived; Docker reads the gzip itself).
 async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Path) -> Result<()> {
     wf::log(&format!("Restoring volume {volume}"));
+    // Docker's archive upload does not apply the root entry (`./`) to the target folder
+    // itself, so the volume root's owner and mode are set while it is emptied.
+    let root = root_entry(archive)?;
+    let mut wipe_script = "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".to_string();
+    if let Some((mode, uid, gid)) = root {
+        wipe_script.push_str(&format!(
+            " && chown {uid}:{gid} /data && chmod {mode:o} /data"
+        ));
+    }
     let wipe = engine
         .helper(
             volume,
             image,
             false,
-            Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".into(),
-            ]),
+            Some(vec!["/bin/sh".into(), "-c".into(), wipe_script]),
         )
         .await?;
-    let ran = wipe.run_to_end().await;
-    wipe.remove().await;
-    let (code, log) = ran?;
-    if code != 0 {
-        anyhow::bail!("could not empty volume {volume} (exit {code}): {log}");
+    let restored = async {
+        let (code, log) = wipe.run_to_end().await?;
+        if code != 0 {
+            anyhow::bail!("could not empty volume {volume} (exit {code}): {log}");
+        }
+        // The same (now stopped) container still mounts the volume: refill it through it.
+        let file = tokio::fs::File::open(archive).await?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        wipe.upload(stream)
+            .await
+            .with_context(|| format!("writing volume {volume} failed"))
     }
-    let helper = engine.helper(volume, image, false, None).await?;
-    let file = tokio::fs::File::open(archive).await?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-    let up = helper.upload(stream).await;
-    helper.remove().await;
-    up.with_context(|| format!("writing volume {volume} failed"))?;
-    Ok(())
+    .await;
+    wipe.remove().await;
+    restored
+}
+
+/// Owner and mode of the archive's root entry (`./`), when it has one.
+fn root_entry(archive: &Path) -> Result<Option<(u32, u64, u64)>> {
+    let f = std::fs::File::open(archive)?;
+    let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
+    let mut tar = tar::Archive::new(gz);
+    let Some(first) = tar.entries()?.next() else {
+        return Ok(None);
+    };
+    let first = first?;
+    let path = first.path()?.to_path_buf();
+    let is_root = matches!(path.to_str(), Some("." | "./" | ""));
+    if !is_root || first.header().entry_type() != tar::EntryType::Directory {
+        return Ok(None);
+    }
+    let h = first.header();
+    Ok(Some((h.mode()? & 0o7777, h.uid()?, h.gid()?)))
 }

@@ -68,11 +68,9 @@ impl Stack {
             let vol = Volume::with_tree(test, &TreeSpec::awkward());
             (pg.join().expect("PostgreSQL starts"), vol)
         });
-        // `--init`: rollback starts the consumer again after the safety backup and stops it
-        // again at once for the restore (see `running_consumer_blocks_unless_named_in_stop_
-        // containers`); a SIGTERM that arrives before the shell has set its trap would be
-        // ignored by a shell that is PID 1, and the stop would take the product's 30-second
-        // timeout. With an init process the shell is not PID 1 and ends at once.
+        // `--init`: the shell is not PID 1, so a SIGTERM ends it at once even when it arrives
+        // before the shell has set its trap (a container stopped right after it was started);
+        // a PID-1 shell would ignore it and the stop would take the product's 30-s timeout.
         let consumer = Container::sleeper(
             &format!("{test}-app"),
             &[&format!("{}:/data", vol.name)],
