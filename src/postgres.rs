@@ -197,9 +197,17 @@ impl Server {
             .map_err(|_| PgError::Other(format!("unexpected database size `{s}`")))
     }
 
-    /// Drops `db` (ending its sessions: `WITH (FORCE)`, PostgreSQL 13+) and creates it
-    /// empty, owned by the user: one psql run, each statement in its own transaction.
-    pub async fn recreate_database(&self, creds: &Credentials, db: &str) -> Result<(), PgError> {
+    /// Puts `scratch` (fully loaded) in the place of `db`: ends the sessions of `db`, renames
+    /// it aside, renames `scratch` to `db`, drops the old one. Until the renames, `db` is
+    /// untouched, so a load that fails never leaves it empty or half-restored.
+    pub async fn swap_in(
+        &self,
+        creds: &Credentials,
+        scratch: &str,
+        db: &str,
+    ) -> Result<(), PgError> {
+        let old = format!("{db}_predeploy_old");
+        let lit = db.replace('\'', "''");
         let mut args = vec![
             "-X".to_string(),
             "-q".into(),
@@ -207,15 +215,23 @@ impl Server {
             "ON_ERROR_STOP=1".into(),
         ];
         for sql in [
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)),
-            format!("CREATE DATABASE {} OWNER {}", ident(db), ident(&creds.user)),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&old)),
+            format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}' AND pid <> pg_backend_pid()"),
+            format!("ALTER DATABASE {} RENAME TO {}", ident(db), ident(&old)),
+            format!("ALTER DATABASE {} RENAME TO {}", ident(scratch), ident(db)),
+            format!("DROP DATABASE {} WITH (FORCE)", ident(&old)),
         ] {
             args.push("-c".into());
             args.push(sql);
         }
         args.extend(self.conn_args(creds, "postgres"));
         let out = self.run(creds, "psql", args, None, None).await?;
-        check("psql (recreating the database)", creds, "postgres", out)
+        check(
+            "psql (putting the restored database in place)",
+            creds,
+            "postgres",
+            out,
+        )
     }
 
     /// Creates an empty database owned by the user.

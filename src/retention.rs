@@ -115,6 +115,9 @@ struct Ours {
     /// Carries [`PRUNING_MARKER`]: an earlier prune started deleting it.
     interrupted: bool,
     protected: bool,
+    /// A rollback's safety backup (`mode: safety`): kept for `retention-days` like any
+    /// backup, but it never takes one of the `keep-last` places of the deploy backups.
+    safety: bool,
 }
 
 /// Applies `policy` to `backup_root` at time `now`. `workspace` is where
@@ -204,6 +207,7 @@ pub fn prune(
                 verified: m.verified && !interrupted,
                 interrupted,
                 protected: is_protected,
+                safety: m.mode == "safety",
             }),
             // Only a folder whose marker we wrote ourselves, and whose manifest went
             // already: the rest of an interrupted prune.
@@ -217,6 +221,7 @@ pub fn prune(
                         verified: false,
                         interrupted,
                         protected: is_protected,
+                        safety: false,
                     }),
                     None => others.push(keep(
                         "an earlier prune was interrupted here, but the name carries no timestamp: delete it by hand".into(),
@@ -258,7 +263,7 @@ pub fn prune(
         let created = when(o.created_at);
         let (verdict, reason) = if o.protected {
             (Verdict::Keep, format!("named by {POINTER_FILE}"))
-        } else if o.verified && verified_seen < policy.keep_last {
+        } else if o.verified && !o.safety && verified_seen < policy.keep_last {
             (
                 Verdict::Keep,
                 format!("one of the newest {} verified backups", policy.keep_last),
@@ -290,7 +295,7 @@ pub fn prune(
                 ),
             )
         };
-        if o.verified {
+        if o.verified && !o.safety {
             verified_seen += 1;
         }
         decisions.push(Decision {

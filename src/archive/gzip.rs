@@ -4,8 +4,12 @@
 //! into an independent, standard gzip member on a pool of worker threads (one per core),
 //! writing the members in order. The output is an ordinary multi-member gzip file (RFC 1952
 //! allows any number of members) that `gzip -d`, `gzip -t`, `zcat`, `tar -z` and
-//! `flate2::read::MultiGzDecoder` read as one stream. Restarting the dictionary every 1 MiB
-//! costs well under 1% in size on pg_dump text.
+//! `flate2::read::MultiGzDecoder` read as one stream. Restarting the dictionary every 2 MiB
+//! costs about 0.25% in size on pg_dump text.
+//!
+//! The level is zlib-rs's: its levels 2–6 use zlib-ng's "medium" match finder, about twice
+//! as fast per core as GNU gzip at level 6 and about 4% larger on pg_dump text (level 7 is
+//! 2% smaller than `gzip -6` and 1.6 times slower than level 6).
 //!
 //! Incompressible chunks (PDFs, images, already-compressed data) are not deflated: a few
 //! small samples of the chunk are deflated at level 1 first, and when none of them shrinks
@@ -13,7 +17,8 @@
 //! its CRC-32), which costs only the CRC and a copy. Level 0 stores everything.
 //!
 //! Memory is bounded whatever the input size: at most `max_in_flight` chunks (input plus
-//! output buffers, reused) are queued or being compressed, capped at about 48 MiB in total.
+//! output buffers, reused) are queued, being compressed or waiting to be written, two per
+//! worker and capped at 48 MiB in total (about 20 MiB on two cores).
 //! Input that fits in a single chunk is compressed on the caller's thread without starting
 //! any worker.
 
@@ -25,8 +30,9 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-/// Input bytes per gzip member.
-pub const CHUNK: usize = 1 << 20;
+/// Input bytes per gzip member. Measured on 100 MB of pg_dump text at level 6: 1 MiB
+/// members are 0.5% larger than one single stream, 2 MiB 0.25%, 4 MiB 0.1%.
+pub const CHUNK: usize = 2 << 20;
 /// Upper bound on the memory held by queued and in-progress chunks.
 const MEMORY_BUDGET: usize = 48 << 20;
 /// Largest deflate stored block.
@@ -67,6 +73,8 @@ impl Deflater {
     /// Writes `input` as one complete gzip member to `out` (cleared first).
     fn member(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
+        // Room for the worst case (stored blocks), header and trailer: no regrowth.
+        out.reserve(10 + stored_len(input.len()) + 8);
         let xfl = match self.level {
             9 => 2,
             1 => 4,
@@ -335,7 +343,10 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(())
     }
 
-    /// Writes finished members in order until at most `limit` chunks are in flight.
+    /// Writes finished members in order until at most `limit` chunks are outstanding
+    /// (submitted and not yet written: in flight, or finished but waiting for an earlier,
+    /// slower one). Bounding the outstanding count, not only the in-flight one, is what
+    /// keeps memory flat when one worker stalls while the others race ahead.
     fn drain(&mut self, limit: usize) -> io::Result<()> {
         loop {
             // Write whatever is ready in sequence.
@@ -345,7 +356,8 @@ impl<W: Write> ParallelGzEncoder<W> {
                 r?;
                 self.next_write += 1;
             }
-            if self.in_flight <= limit {
+            let outstanding = (self.next_seq - self.next_write) as usize;
+            if outstanding <= limit || self.in_flight == 0 {
                 // Collect without blocking what has finished meanwhile.
                 match self.done.as_ref().map(|d| d.try_recv()) {
                     Some(Ok(done)) => {
@@ -523,7 +535,7 @@ mod tests {
     #[test]
     fn one_byte_and_exactly_one_chunk() {
         roundtrip(b"x", 6, 2, CHUNK);
-        let text = dump_text(&[("public.t", 40_000)], None);
+        let text = dump_text(&[("public.t", 100_000)], None);
         roundtrip(&text[..CHUNK], 6, 2, CHUNK);
         roundtrip(&text[..CHUNK + 1], 6, 2, CHUNK);
     }
@@ -569,11 +581,11 @@ mod tests {
 
     #[test]
     fn mixed_chunks_compress_the_text_and_store_the_noise() {
-        let mut data = dump_text(&[("public.t", 30_000)], None);
+        let mut data = dump_text(&[("public.t", 100_000)], None);
         data.truncate(CHUNK);
         data.extend(Rng::new(1).bytes(CHUNK));
         data.extend(
-            dump_text(&[("public.t", 30_000)], None)
+            dump_text(&[("public.t", 100_000)], None)
                 .into_iter()
                 .take(CHUNK),
         );
@@ -591,6 +603,36 @@ mod tests {
         assert_eq!(gunzip(&gz), b"first part\nsecond part\n");
         gzip_t(&gz);
         assert_eq!(strict(&gz).members, 2);
+    }
+
+    #[test]
+    fn outstanding_members_stay_bounded() {
+        // A writer that is slow on the first member: later members finish meanwhile.
+        struct Slow(Vec<u8>, usize);
+        impl Write for Slow {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.1 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                self.1 += 1;
+                self.0.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = Rng::new(8).bytes(40 * 64 * 1024);
+        let mut e = ParallelGzEncoder::with_options(Slow(Vec::new(), 0), 6, 4, 64 * 1024);
+        for piece in data.chunks(64 * 1024) {
+            e.write_all(piece).unwrap();
+            let outstanding = (e.next_seq - e.next_write) as usize;
+            assert!(outstanding <= e.max_in_flight, "{outstanding}");
+            assert!(e.ready.len() + e.free_outputs.len() <= e.max_in_flight + 1);
+            assert!(e.free_inputs.len() <= e.max_in_flight + 1);
+        }
+        let out = e.finish().unwrap();
+        assert_eq!(gunzip(&out.0), data);
     }
 
     #[test]

@@ -446,7 +446,10 @@ impl Checker {
     /// Resolves every symlink's target through the archive's other symlinks, as the kernel
     /// would once everything is restored, and refuses any that leaves the root.
     fn resolve_symlinks(&self) -> Result<(), (u64, String, String)> {
-        for (path, (target, index)) in &self.symlinks {
+        // In archive order, so the entry reported is always the first bad one.
+        let mut links: Vec<(&String, &(String, u64))> = self.symlinks.iter().collect();
+        links.sort_by_key(|(_, (_, index))| *index);
+        for (path, (target, index)) in links {
             let split = |s: &str| -> Vec<String> {
                 s.split('/')
                     .filter(|c| !c.is_empty() && *c != ".")

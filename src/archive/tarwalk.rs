@@ -853,10 +853,10 @@ mod tests {
     use super::*;
     use crate::archive::testutil::*;
 
-    fn walk(
-        tar: &[u8],
-        step: usize,
-    ) -> Result<(TarCounts, Vec<(String, u8, u64, String)>), TarError> {
+    /// (path, type flag, size, link target) of each entry.
+    type Seen = Vec<(String, u8, u64, String)>;
+
+    fn walk(tar: &[u8], step: usize) -> Result<(TarCounts, Seen), TarError> {
         let mut w = TarWalker::new();
         let mut seen = Vec::new();
         for piece in tar.chunks(step.max(1)) {

@@ -41,6 +41,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     if let Some(t) = &args.github_token {
         wf::mask(t);
     }
+    // Until the very end, a rollback has not restored anything (refusals included).
+    ctx.outputs.set("restored", "false");
     let chosen = choose(ctx, &args).await?;
     let m = &chosen.manifest;
     ctx.backup_dir = Some(ctx.display(&chosen.dir));
@@ -240,13 +242,31 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         if let (Some(d), Some(rec)) = (&db, &m.database) {
             let path = chosen.dir.join(&rec.file.path);
             wf::group(&format!("Restoring database {}", d.creds.db));
-            d.server.recreate_database(&d.creds, &d.creds.db).await?;
-            let (rx, reader) = pipe::gunzip_file(&path);
-            let loaded = d.server.load(&d.creds, &d.creds.db, rx).await;
-            let read = reader.await?;
+            // Load into a scratch database; the live one is replaced only once the load
+            // succeeded, so a dump that fails halfway leaves it as it was.
+            let scratch = format!(
+                "predeploy_restore_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            d.server.create_database(&d.creds, &scratch).await?;
+            let loaded = async {
+                let (rx, reader) = pipe::gunzip_file(&path);
+                let loaded = d.server.load(&d.creds, &scratch, rx).await;
+                let read = reader.await?;
+                loaded?;
+                read.with_context(|| format!("reading {}", path.display()))?;
+                d.server.swap_in(&d.creds, &scratch, &d.creds.db).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
             wf::end_group();
-            loaded?;
-            read.with_context(|| format!("reading {}", path.display()))?;
+            if let Err(e) = loaded {
+                let _ = d.server.drop_database(&d.creds, &scratch).await;
+                return Err(e.context(format!(
+                    "the dump did not load; database `{}` was left as it was",
+                    d.creds.db
+                )));
+            }
         }
         if let Some(e) = &engine {
             let users: Vec<_> = {
