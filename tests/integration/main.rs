@@ -1,3 +1,4 @@
+mod act_e2e;
 mod alerts;
 mod artifact;
 mod backup_mode;
