@@ -165,21 +165,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             (Err(e), _) => format!("{e:#}"),
         },
     };
-    for d in crate::alert::send(&alert_config, &alert).await {
-        match &d.result {
-            Ok(()) => wf::log(&format!("Alert sent by {}", d.channel)),
-            Err(msg) => {
-                wf::warning(
-                    "Alert not delivered",
-                    None,
-                    &format!("{}: {msg}", d.channel),
-                );
-                ctx.summary.paragraph(&format!(
-                    "⚠️ The {} alert could not be delivered: {msg}",
-                    d.channel
-                ));
-            }
-        }
+    let deliveries = crate::alert::send(&alert_config, &alert).await;
+    for line in crate::alert::log_deliveries(&deliveries) {
+        ctx.summary.paragraph(&format!("⚠️ {line}"));
     }
 
     finish(&ctx, mode_name);

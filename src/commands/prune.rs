@@ -22,16 +22,7 @@ pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
     report.write_summary(&mut ctx.summary);
     if !report.failed.is_empty() {
         ctx.failed_check = Some("prune".into());
-        anyhow::bail!(
-            "{} old backup folder(s) could not be deleted: {}",
-            report.failed.len(),
-            report
-                .failed
-                .iter()
-                .map(|(d, m)| format!("{}: {m}", d.display()))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
+        anyhow::bail!("{}", failed_folders(&report));
     }
     Ok(())
 }
@@ -50,16 +41,7 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
             report.write_summary(&mut ctx.summary);
             if !report.failed.is_empty() {
                 ctx.failed_check.get_or_insert_with(|| "prune".into());
-                ctx.degraded = Some(format!(
-                    "retention could not delete {} old backup folder(s): {}",
-                    report.failed.len(),
-                    report
-                        .failed
-                        .iter()
-                        .map(|(d, m)| format!("{}: {m}", d.display()))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
+                ctx.degraded = Some(format!("retention: {}", failed_folders(&report)));
             }
         }
         Err(e) => {
@@ -68,4 +50,18 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
             ctx.degraded = Some(format!("retention was skipped: {e}"));
         }
     }
+}
+
+/// "N old backup folder(s) could not be deleted: dir: why; …"
+fn failed_folders(report: &crate::retention::PruneReport) -> String {
+    format!(
+        "{} old backup folder(s) could not be deleted: {}",
+        report.failed.len(),
+        report
+            .failed
+            .iter()
+            .map(|(d, m)| format!("{}: {m}", d.display()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
