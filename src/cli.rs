@@ -115,6 +115,10 @@ pub struct Thresholds {
     /// Minimum size of each volume archive.
     #[arg(long, default_value = "512B", value_parser = parse_size, value_name = "SIZE")]
     pub min_volume_size: u64,
+    /// Refuse to start when the backup root's disk looks too small (estimated from the
+    /// previous backup's size, else from the database's); `false` skips the estimate.
+    #[arg(long, default_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub check_free_space: bool,
 }
 
 /// What the manifest records about the code.
@@ -392,10 +396,176 @@ pub fn argv_with_inputs(
     Ok(argv)
 }
 
+/// Inputs a mode declares (they come with a shared group of flags) but does not use.
+/// Everything else a mode does not declare is found from the parser itself.
+const DECLARED_BUT_UNUSED: &[(&str, &[&str])] = &[
+    // rollback restores every volume its manifest recorded, to the names it recorded.
+    ("rollback", &["volumes", "paths"]),
+    // verify writes no new files but the manifest.
+    ("verify", &["check-free-space"]),
+];
+
+/// Which mode `argv` (as [`argv_with_inputs`] built it) runs.
+fn mode_of(argv: &[OsString]) -> Option<String> {
+    argv.iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().to_string())
+        .find(|a| !a.starts_with('-'))
+}
+
+/// One table, input → the modes that use it, from the parser: every input that is set (and
+/// not to `action.yml`'s default, which the runner passes whether or not the workflow wrote
+/// it) but has no effect in the chosen mode gives one sentence to report as a warning.
+pub fn ignored_inputs(argv: &[OsString], env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let cmd = Cli::command();
+    let Some(mode) = mode_of(argv) else {
+        return vec![];
+    };
+    let Some(sub) = cmd.find_subcommand(&mode) else {
+        return vec![];
+    };
+    let unused: &[&str] = DECLARED_BUT_UNUSED
+        .iter()
+        .find(|(m, _)| *m == mode)
+        .map(|(_, l)| *l)
+        .unwrap_or(&[]);
+    let used: std::collections::BTreeSet<String> = sub
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| !unused.contains(l))
+        .map(String::from)
+        .collect();
+    // input name → its default anywhere it is declared
+    let mut all: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    for c in cmd.get_subcommands() {
+        for a in c.get_arguments() {
+            if let Some(l) = a.get_long() {
+                let d = a
+                    .get_default_values()
+                    .first()
+                    .map(|v| v.to_string_lossy().to_string());
+                all.entry(l.to_string()).or_insert(d);
+            }
+        }
+    }
+    let mut out = vec![];
+    for (name, default) in all {
+        if used.contains(&name) {
+            continue;
+        }
+        let Some(v) = env(&format!("INPUT_{}", name.to_ascii_uppercase())) else {
+            continue;
+        };
+        let v = v.trim();
+        if v.is_empty() || default.as_deref() == Some(v) {
+            continue;
+        }
+        let users: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|c| {
+                c.get_arguments()
+                    .any(|a| a.get_long() == Some(name.as_str()))
+                    && !DECLARED_BUT_UNUSED
+                        .iter()
+                        .any(|(m, l)| *m == c.get_name() && l.contains(&name.as_str()))
+            })
+            .map(|c| c.get_name().to_string())
+            .collect();
+        out.push(format!(
+            "input {name} has no effect in mode {mode} (it is used by mode {}): remove it from `with:` or set the mode that uses it",
+            users.join(", ")
+        ));
+    }
+    out
+}
+
+/// A parser error as an action user reads it: inputs, not `--flags`, and no CLI usage lines.
+pub fn error_for_inputs(rendered: &str) -> String {
+    let cmd = Cli::command();
+    let mut longs: Vec<(String, Option<String>)> = vec![];
+    for c in cmd.get_subcommands() {
+        for a in c.get_arguments() {
+            if let Some(l) = a.get_long() {
+                let v = a
+                    .get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_string());
+                longs.push((l.to_string(), v));
+            }
+        }
+    }
+    longs.sort_by_key(|(l, _)| std::cmp::Reverse(l.len()));
+    longs.dedup();
+    let mut text: String = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.contains("--help"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (l, v) in longs {
+        if let Some(v) = v {
+            text = text.replace(&format!("--{l} <{v}>"), &format!("input {l}"));
+        }
+        text = text.replace(&format!("--{l}"), &format!("input {l}"));
+    }
+    text.trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn every_ignored_input_is_reported_once() {
+        let env = env_of(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_MODE", "backup"),
+            ("INPUT_DRY-RUN", "true"),
+            ("INPUT_RUN-ID", "12"),
+            ("INPUT_RETENTION-DAYS", "7"),
+            ("INPUT_VOLUMES", "v"),
+        ]);
+        let argv = argv_with_inputs(vec!["x".into()], &env).unwrap();
+        let w = ignored_inputs(&argv, &env);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("input dry-run has no effect in mode backup"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("input run-id has no effect in mode backup"),
+            "{w:?}"
+        );
+
+        let env = env_of(&[
+            ("INPUT_MODE", "rollback"),
+            ("INPUT_VOLUMES", "v"),
+            ("INPUT_KEEP-LAST", "5"),
+            ("INPUT_DRY-RUN", "false"),
+        ]);
+        let argv = argv_with_inputs(vec!["x".into()], &env).unwrap();
+        let w = ignored_inputs(&argv, &env);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("input keep-last has no effect in mode rollback"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("input volumes has no effect in mode rollback"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn parser_errors_name_inputs() {
+        let env = env_of(&[("INPUT_MODE", "backup"), ("INPUT_KEEP-LAST", "many")]);
+        let argv = argv_with_inputs(vec!["x".into()], &env).unwrap();
+        let e = Cli::try_parse_from(&argv).unwrap_err().render().to_string();
+        let msg = error_for_inputs(&e);
+        assert!(msg.contains("input keep-last"), "{msg}");
+        assert!(!msg.contains("--"), "{msg}");
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -38,10 +40,23 @@ pub enum DockerError {
     NoComposeService { project: String, service: String },
     #[error("volume `{0}` not found: check the name with `docker volume ls` (compose prefixes it with the project name, e.g. myapp_minio_data)")]
     NoSuchVolume(String),
-    #[error("no local image to create a helper container from (no image can be pulled): pass one that exists with env PREDEPLOY_HELPER_IMAGE")]
-    NoHelperImage,
+    #[error("no local image to create a helper container from{}: make one present (e.g. `docker pull busybox`) or name one with env PREDEPLOY_HELPER_IMAGE (no image is pulled automatically)", if *.0 { " that has /bin/sh (restore empties the volume with it)" } else { "" })]
+    NoHelperImage(bool),
     #[error("Docker {action} failed: {detail}")]
     Api { action: String, detail: String },
+    #[error("{what} stalled: no data moved for {secs} s, so it was stopped (a slow transfer that keeps moving is never cut off). Check the connection to the Docker engine; env PREDEPLOY_IDLE_TIMEOUT sets the limit in seconds")]
+    Stalled { what: String, secs: u64 },
+}
+
+/// How long a volume transfer may go without moving a byte: env `PREDEPLOY_IDLE_TIMEOUT`
+/// (seconds), default 300.
+pub fn idle_timeout() -> Duration {
+    let secs = std::env::var("PREDEPLOY_IDLE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(300);
+    Duration::from_secs(secs)
 }
 
 impl crate::error::Classify for DockerError {
@@ -120,6 +135,10 @@ impl Engine {
             .ping()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        // No total timeout on a request (bollard's default, 120 s, covered a whole archive
+        // upload: a slow but moving restore was cut off half-written). Transfers have an
+        // idle timeout instead (see `idle_timeout`).
+        let docker = docker.with_timeout(Duration::from_secs(7 * 24 * 3600));
         Ok(Engine { docker })
     }
 
@@ -350,8 +369,13 @@ impl Engine {
                     // Root whatever the image says: it must read and write every file of
                     // the volume, whoever owns it (the image may be a consumer's with USER).
                     user: Some("0:0".into()),
-                    entrypoint: cmd.as_ref().map(|_| vec![]),
-                    cmd,
+                    // Always an entrypoint and a command of our own: an image without CMD
+                    // (e.g. a `docker import`ed one) is refused with "No command specified"
+                    // otherwise. A helper that is never started never runs it.
+                    entrypoint: Some(vec![]),
+                    cmd: Some(
+                        cmd.unwrap_or_else(|| vec!["/predeploy-helper-never-started".into()]),
+                    ),
                     network_disabled: Some(true),
                     labels: Some(HashMap::from([(
                         "org.predeploy-backup.helper".to_string(),
@@ -374,9 +398,10 @@ impl Engine {
     }
 
     /// An image that is already present to create helper containers from: env
-    /// `PREDEPLOY_HELPER_IMAGE`, else our own container's image (inside the action), else the
-    /// image of a container in `hint` (e.g. one that mounts the volume), else any local image.
-    /// `need_shell` skips candidates without `/bin/sh` (restore empties a volume with it).
+    /// `PREDEPLOY_HELPER_IMAGE`, else our own container's image (inside the action), else
+    /// the first with `/bin/sh` among the images of the containers in `hint` (e.g. the ones
+    /// that mount the volume) and then any local image; else (when `need_shell` is false,
+    /// a backup only reads through the archive API) any present image; else a clear error.
     pub async fn helper_image(
         &self,
         hint: &[ContainerInfo],
@@ -395,6 +420,7 @@ impl Engine {
                 }
             }
         }
+        let preferred = candidates.len();
         candidates.extend(hint.iter().map(|c| c.image.clone()));
         if let Ok(images) = self
             .docker
@@ -407,15 +433,27 @@ impl Engine {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        for image in candidates.into_iter().filter(|c| seen.insert(c.clone())) {
+        let mut present = vec![];
+        for (i, image) in candidates.into_iter().enumerate() {
+            if !seen.insert(image.clone()) {
+                continue;
+            }
             if self.docker.inspect_image(&image).await.is_err() {
                 continue;
             }
-            if !need_shell || self.image_has_shell(&image).await {
+            // The user's choice and our own image first, whatever they hold.
+            if i < preferred && !need_shell {
                 return Ok(image);
             }
+            if self.image_has_shell(&image).await {
+                return Ok(image);
+            }
+            present.push(image);
         }
-        Err(DockerError::NoHelperImage)
+        match present.into_iter().next() {
+            Some(image) if !need_shell => Ok(image),
+            _ => Err(DockerError::NoHelperImage(need_shell)),
+        }
     }
 
     async fn image_has_shell(&self, image: &str) -> bool {
@@ -457,7 +495,9 @@ impl Engine {
 
     /// Stops running containers (those already stopped are left alone), records them so
     /// that they are started again whatever happens (see [`restart_stopped`]), and returns
-    /// the ones it stopped, for [`restart`].
+    /// the ones it stopped, for [`restart`]. A name is recorded *before* the stop is asked
+    /// for (a cancellation in between still restarts it) and marked confirmed only when the
+    /// engine says the stop is done.
     pub async fn stop(&self, names: &[String]) -> Result<Vec<String>, DockerError> {
         let mut stopped = vec![];
         for name in names {
@@ -466,48 +506,77 @@ impl Engine {
                 continue;
             }
             crate::actions::commands::log(&format!("Stopping container {}", c.name));
-            STOPPED.lock().unwrap().push(c.name.clone());
+            STOPPED.lock().unwrap().push((c.name.clone(), false));
             stopped.push(c.name.clone());
             self.docker
                 .stop_container(
                     &c.name,
                     Some(StopContainerOptions {
-                        t: Some(30),
+                        t: Some(STOP_GRACE as i32),
                         ..Default::default()
                     }),
                 )
                 .await
                 .map_err(api("stop container"))?;
+            for e in STOPPED.lock().unwrap().iter_mut() {
+                if e.0 == c.name {
+                    e.1 = true;
+                }
+            }
         }
         Ok(stopped)
     }
 }
 
-/// Containers we stopped and must start again.
-static STOPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Seconds a container gets to stop before the engine kills it.
+const STOP_GRACE: u64 = 30;
+
+/// Containers we stopped (or asked to stop) and must start again; `true` once the engine
+/// confirmed the stop. A name leaves the list only when its start succeeded.
+static STOPPED: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
 
 /// Starts every container [`Engine::stop`] stopped and nobody started again yet; returns
 /// the ones that failed to start. Runs at the end of every run and on cancellation.
 pub async fn restart_stopped() -> Vec<String> {
-    let names: Vec<String> = STOPPED.lock().unwrap().clone();
+    let names: Vec<String> = STOPPED
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
     restart(&names).await
 }
 
 /// Starts these containers (stopped by [`Engine::stop`]) again, newest stop first; returns
-/// the ones that failed to start.
+/// the ones that failed to start. A stop that was asked for but not confirmed (cancelled
+/// mid-way; the engine carries on, up to the grace period) is waited for first, so that it
+/// cannot complete after the start and leave the container stopped.
 pub async fn restart(names: &[String]) -> Vec<String> {
     if names.is_empty() {
         return vec![];
     }
-    STOPPED.lock().unwrap().retain(|n| !names.contains(n));
     let engine = match Engine::connect().await {
         Ok(e) => e,
         Err(_) => return names.to_vec(),
     };
     let mut failed = vec![];
     for name in names.iter().rev() {
+        let confirmed = STOPPED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(n, ok)| n == name && *ok);
+        if !confirmed {
+            let deadline = Instant::now() + Duration::from_secs(STOP_GRACE + 5);
+            while Instant::now() < deadline {
+                match engine.container(name).await {
+                    Ok(c) if c.running => tokio::time::sleep(Duration::from_millis(250)).await,
+                    _ => break,
+                }
+            }
+        }
         crate::actions::commands::log(&format!("Starting container {name} again"));
-        if let Err(e) = engine
+        match engine
             .docker
             .start_container(
                 name,
@@ -515,14 +584,17 @@ pub async fn restart(names: &[String]) -> Vec<String> {
             )
             .await
         {
-            crate::actions::commands::error(
-                "Container not restarted",
-                None,
-                &format!(
-                    "could not start {name} again: {e}; start it by hand: docker start {name}"
-                ),
-            );
-            failed.push(name.clone());
+            Ok(()) => STOPPED.lock().unwrap().retain(|(n, _)| n != name),
+            Err(e) => {
+                crate::actions::commands::error(
+                    "Container not restarted",
+                    None,
+                    &format!(
+                        "could not start {name} again: {e}; start it by hand: docker start {name}"
+                    ),
+                );
+                failed.push(name.clone());
+            }
         }
     }
     failed
@@ -537,18 +609,33 @@ pub struct Helper {
 impl Helper {
     /// The volume's content as a tar stream whose entries are relative to the volume root
     /// (`./`, `./a/b`): the layout `tar xzf … -C /data` expects.
+    /// A chunk that does not come within [`idle_timeout`] ends the stream with
+    /// [`DockerError::Stalled`]; there is no limit on the whole.
     pub fn download(&self) -> Pin<Box<dyn Stream<Item = Result<Bytes, DockerError>> + Send>> {
-        Box::pin(
-            self.engine
-                .docker
-                .download_from_container(
-                    &self.id,
-                    Some(DownloadFromContainerOptions {
-                        path: "/data/.".into(),
-                    }),
-                )
-                .map(|r| r.map_err(api("read volume"))),
-        )
+        let idle = idle_timeout();
+        let inner = Box::pin(self.engine.docker.download_from_container(
+            &self.id,
+            Some(DownloadFromContainerOptions {
+                path: "/data/.".into(),
+            }),
+        ));
+        Box::pin(futures_util::stream::unfold(
+            Some(inner),
+            move |state| async move {
+                let mut s = state?;
+                match tokio::time::timeout(idle, s.next()).await {
+                    Ok(Some(r)) => Some((r.map_err(api("read volume")), Some(s))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(DockerError::Stalled {
+                            what: "reading the volume".into(),
+                            secs: idle.as_secs(),
+                        }),
+                        None,
+                    )),
+                }
+            },
+        ))
     }
 
     /// Extracts a tar stream into the volume (ownership and modes as in the archive).
@@ -556,18 +643,37 @@ impl Helper {
         &self,
         tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), DockerError> {
-        self.engine
-            .docker
-            .upload_to_container(
-                &self.id,
-                Some(UploadToContainerOptions {
-                    path: "/data".into(),
-                    ..Default::default()
-                }),
-                bollard::body_try_stream(tar),
-            )
-            .await
-            .map_err(api("write volume"))
+        // Progress is the engine taking the next chunk; none for `idle_timeout` fails.
+        let idle = idle_timeout();
+        let start = Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        let seen = last.clone();
+        let tar = tar.inspect(move |_| {
+            seen.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        });
+        let upload = self.engine.docker.upload_to_container(
+            &self.id,
+            Some(UploadToContainerOptions {
+                path: "/data".into(),
+                ..Default::default()
+            }),
+            bollard::body_try_stream(tar),
+        );
+        tokio::pin!(upload);
+        loop {
+            tokio::select! {
+                r = &mut upload => return r.map_err(api("write volume")),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let quiet = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                    if quiet > idle.as_millis() as u64 {
+                        return Err(DockerError::Stalled {
+                            what: "writing the volume".into(),
+                            secs: idle.as_secs(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Starts the helper (its command was given at creation), waits, returns the exit code

@@ -20,13 +20,34 @@ pub enum LockError {
         holder: String,
         waited: Duration,
     },
-    #[error(
-        "cannot create the lock file {path}: {source}; check that the backup root is writable"
-    )]
+    /// The cause is part of the message, once (no `source`: `{:#}` would print it again).
+    #[error("{}", io_message(path, detail))]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        detail: std::io::Error,
     },
+}
+
+fn io_message(path: &Path, e: &std::io::Error) -> String {
+    let root = if path.ends_with(LOCK_FILE) {
+        path.parent().unwrap_or(path)
+    } else {
+        path
+    };
+    match e.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "the backup root {} is on a read-only file system: point backup-root at a writable folder",
+            root.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "the backup root {} is not writable by this user: fix its owner or permissions, or point backup-root at a writable folder",
+            root.display()
+        ),
+        _ => format!(
+            "cannot create {}: {e}; check that the backup root is writable",
+            path.display()
+        ),
+    }
 }
 
 impl crate::error::Classify for LockError {
@@ -43,9 +64,9 @@ pub struct RootLock {
 
 /// Takes the lock, waiting up to `timeout` for another run to finish.
 pub fn acquire(root: &Path, timeout: Duration) -> Result<RootLock, LockError> {
-    std::fs::create_dir_all(root).map_err(|source| LockError::Io {
+    std::fs::create_dir_all(root).map_err(|detail| LockError::Io {
         path: root.into(),
-        source,
+        detail,
     })?;
     let path = root.join(LOCK_FILE);
     let mut file = OpenOptions::new()
@@ -54,9 +75,9 @@ pub fn acquire(root: &Path, timeout: Duration) -> Result<RootLock, LockError> {
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|source| LockError::Io {
+        .map_err(|detail| LockError::Io {
             path: path.clone(),
-            source,
+            detail,
         })?;
     let start = Instant::now();
     let mut told = false;
@@ -81,8 +102,8 @@ pub fn acquire(root: &Path, timeout: Duration) -> Result<RootLock, LockError> {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(LockError::Io { path, source });
+            Err(std::fs::TryLockError::Error(detail)) => {
+                return Err(LockError::Io { path, detail });
             }
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use predeploy_backup::actions::commands as wf;
-use predeploy_backup::cli::{argv_with_inputs, Cli};
+use predeploy_backup::cli::{argv_with_inputs, error_for_inputs, ignored_inputs, Cli};
 use predeploy_backup::error::{exit_kind, ExitKind};
 
 fn main() -> ExitCode {
@@ -13,6 +13,14 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(msg) => return fail("Bad input", &msg, ExitKind::Usage),
     };
+    let from_inputs =
+        std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") && std::env::args_os().len() <= 1;
+    if from_inputs {
+        wf::set_in_actions(true);
+    }
+    for w in ignored_inputs(&argv, |k| std::env::var(k).ok()) {
+        wf::warning("Input ignored", None, &w);
+    }
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -22,7 +30,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let msg = e.render().to_string();
-            return fail("Bad input", msg.trim(), ExitKind::Usage);
+            let msg = if from_inputs {
+                error_for_inputs(&msg)
+            } else {
+                msg.trim().to_string()
+            };
+            return fail("Bad input", &msg, ExitKind::Usage);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -31,7 +31,8 @@ pub const TOOL_NAME: &str = "predeploy-backup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is the source, printed once by `{:#}` after what to do.
+    #[error("cannot read {path}{}", read_hint(source))]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -42,12 +43,20 @@ pub enum ManifestError {
     TooNew { path: PathBuf, found: u32 },
 }
 
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            " (it does not exist: check the path, or run a backup first)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (not readable by this user)",
+        _ => "",
+    }
+}
+
 impl crate::error::Classify for ManifestError {
     fn exit_kind(&self) -> crate::error::ExitKind {
-        match self {
-            ManifestError::Read { .. } => crate::error::ExitKind::Usage,
-            _ => crate::error::ExitKind::Unverified,
-        }
+        // PRODUCT.md: a manifest that is missing, not ours or of a newer schema is bad input.
+        crate::error::ExitKind::Usage
     }
 }
 

@@ -20,6 +20,10 @@ use crate::docker::{ContainerInfo, Engine};
 pub enum PgError {
     #[error("{what} failed: password authentication failed for user `{user}`: check postgres-password (or env POSTGRES_PASSWORD)")]
     Auth { what: String, user: String },
+    #[error("{what} failed: role `{user}` does not exist: set the input postgres-user to the user the database was created with (the official image's POSTGRES_USER, e.g. `postgres-user: app`)")]
+    NoRole { what: String, user: String },
+    #[error("{what} could not run in the database container (exit code {code}): it has no PostgreSQL client programs, so it is probably not the PostgreSQL container; point postgres-container (or compose-project + postgres-service) at the container that runs PostgreSQL")]
+    NotPostgres { what: String, code: i64 },
     #[error("{what} failed: database `{db}` does not exist: check postgres-db")]
     NoDatabase { what: String, db: String },
     #[error("{what} failed (exit code {code}): {stderr}")]
@@ -37,9 +41,11 @@ pub enum PgError {
 impl crate::error::Classify for PgError {
     fn exit_kind(&self) -> crate::error::ExitKind {
         match self {
-            PgError::Auth { .. } | PgError::NoDatabase { .. } | PgError::NoClient(_) => {
-                crate::error::ExitKind::Usage
-            }
+            PgError::Auth { .. }
+            | PgError::NoRole { .. }
+            | PgError::NotPostgres { .. }
+            | PgError::NoDatabase { .. }
+            | PgError::NoClient(_) => crate::error::ExitKind::Usage,
             _ => crate::error::ExitKind::Environment,
         }
     }
@@ -329,6 +335,21 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
         return Err(PgError::Auth {
             what: what.into(),
             user: creds.user.clone(),
+        });
+    }
+    if stderr.contains("does not exist") && stderr.contains(&format!("role \"{}\"", creds.user)) {
+        return Err(PgError::NoRole {
+            what: what.into(),
+            user: creds.user.clone(),
+        });
+    }
+    // 126/127: the engine could not execute the program (not found / not executable).
+    if (out.code == 126 || out.code == 127)
+        && (stderr.is_empty() || stderr.contains("not found") || stderr.contains("no such file"))
+    {
+        return Err(PgError::NotPostgres {
+            what: what.into(),
+            code: out.code,
         });
     }
     if stderr.contains("does not exist") && stderr.contains(&format!("database \"{db}\"")) {

@@ -12,9 +12,12 @@ use super::commands::redact;
 /// Summaries larger than this are cut (the runner's hard limit is 1 MiB).
 pub const MAX_BYTES: usize = 900 * 1024;
 
-/// A Markdown document under construction.
+/// A Markdown document under construction. Its verdict (success or failure heading) is kept
+/// apart and always rendered first, whatever order the sections were added in; a later
+/// verdict replaces an earlier one (a failure after a success heading wins).
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
+    verdict: Option<String>,
     text: String,
 }
 
@@ -26,6 +29,12 @@ impl Summary {
     pub fn heading(&mut self, level: usize, text: &str) -> &mut Self {
         self.text
             .push_str(&format!("{} {}\n\n", "#".repeat(level.clamp(1, 6)), text));
+        self
+    }
+
+    /// The `## ` heading that says how the run ended; rendered first.
+    pub fn verdict(&mut self, text: &str) -> &mut Self {
+        self.verdict = Some(format!("## {text}\n\n"));
         self
     }
 
@@ -66,13 +75,18 @@ impl Summary {
         self
     }
 
+    /// The sections added so far (without the verdict).
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
-    /// Redacted and capped Markdown.
+    /// Redacted and capped Markdown, verdict first.
     pub fn render(&self) -> String {
-        let mut s = redact(&self.text);
+        let mut s = redact(&format!(
+            "{}{}",
+            self.verdict.as_deref().unwrap_or(""),
+            self.text
+        ));
         if s.len() > MAX_BYTES {
             let mut cut = MAX_BYTES;
             while !s.is_char_boundary(cut) {
@@ -116,6 +130,21 @@ mod tests {
         let mut s = Summary::new();
         s.table(&["a", "b"], &[vec!["x|y".into(), "1\n2".into()]]);
         assert!(s.as_str().contains("| x\\|y | 1<br>2 |"));
+    }
+
+    #[test]
+    fn verdict_comes_first_and_the_last_one_wins() {
+        let mut s = Summary::new();
+        s.heading(3, "Files").paragraph("x");
+        s.verdict("✅ ok");
+        assert!(
+            s.render().starts_with("## ✅ ok\n\n### Files"),
+            "{}",
+            s.render()
+        );
+        s.verdict("❌ failed");
+        assert!(s.render().starts_with("## ❌ failed\n"));
+        assert!(!s.render().contains("✅ ok"));
     }
 
     #[test]

@@ -231,18 +231,45 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
     // min-size
     let size = fmeta.len();
     report.size = size;
+    let too_small = |size: u64| {
+        format!(
+            "{shown} is {size} bytes, less than the minimum of {min_size} bytes for a {}: {}",
+            expect.what(),
+            match expect {
+                Expect::SqlDump => "the dump is incomplete or holds almost nothing (wrong database, or pg_dump failed); check the database and take a new backup, or lower `min-db-size` if the database really is that small",
+                Expect::Tar => "the archive is empty or nearly so (wrong volume, or the archive failed); check the volume and take a new backup, or lower `min-volume-size`",
+            }
+        )
+    };
+    if size < min_size && matches!(expect, Expect::SqlDump) {
+        // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
+        // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
+        // that database, not a failed dump: it passes min-size on completeness instead.
+        verify_stream(file, Some(size), &mut report);
+        let complete_and_empty = report.failure.is_none()
+            && report
+                .sql
+                .as_ref()
+                .is_some_and(|s| s.tables.values().all(|&n| n == 0));
+        if complete_and_empty {
+            let at = report
+                .passed
+                .iter()
+                .position(|c| matches!(c, Check::RegularFile))
+                .map_or(0, |i| i + 1);
+            report.passed.insert(at, Check::MinSize);
+        } else {
+            report.sha256 = None;
+            report.failure = None;
+            report
+                .passed
+                .retain(|c| matches!(c, Check::Exists | Check::RegularFile));
+            report.fail(Check::MinSize, too_small(size));
+        }
+        return report;
+    }
     if size < min_size {
-        report.fail(
-            Check::MinSize,
-            format!(
-                "{shown} is {size} bytes, less than the minimum of {min_size} bytes for a {}: {}",
-                expect.what(),
-                match expect {
-                    Expect::SqlDump => "the dump is empty or nearly so (wrong database, or pg_dump failed); check the database and take a new backup, or lower `min-db-size` if the database really is that small",
-                    Expect::Tar => "the archive is empty or nearly so (wrong volume, or the archive failed); check the volume and take a new backup, or lower `min-volume-size`",
-                }
-            ),
-        );
+        report.fail(Check::MinSize, too_small(size));
         return report;
     }
     report.pass(Check::MinSize);

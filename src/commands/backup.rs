@@ -179,6 +179,34 @@ pub fn file_safe(s: &str) -> String {
     }
 }
 
+/// The file names of one backup. Every name is handed out once: two sources whose names
+/// clean up to the same text (`srv/a/b` and `srv/a_b`, or a volume and a folder both named
+/// `data`) get `name`, `name-2`, … so no archive can overwrite another.
+#[derive(Default)]
+pub struct FileNames {
+    used: std::collections::HashSet<String>,
+}
+
+impl FileNames {
+    /// `{prefix}_{file_safe(source)}[-n]_{ts}{ext}`, never returned twice.
+    pub fn allocate(&mut self, prefix: &str, source: &str, ts: &str, ext: &str) -> String {
+        let base = file_safe(source);
+        let mut n = 1;
+        loop {
+            let stem = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let name = format!("{prefix}_{stem}_{ts}{ext}");
+            if self.used.insert(name.clone()) {
+                return name;
+            }
+            n += 1;
+        }
+    }
+}
+
 /// What to back up, from `backup`'s inputs or from `rollback` (its safety backup).
 pub struct Spec<'a> {
     /// Recorded as the manifest's `mode`: `backup`, or `safety` before a rollback.
@@ -201,6 +229,15 @@ pub struct Taken {
 
 pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     super::record::check_publish(ctx, &args.publish)?;
+    if std::env::var("RUNNER_ENVIRONMENT").as_deref() == Ok("github-hosted")
+        && !args.publish.include_backups_in_artifact
+    {
+        wf::warning(
+            "Backup files will not outlive this job",
+            None,
+            "this is a GitHub-hosted runner: its disk, and the backup files on it, are deleted when the job ends, and the artifact holds only the manifest. Set include-backups-in-artifact: true (or a durable destination) to be able to roll back from another job",
+        );
+    }
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
@@ -287,8 +324,9 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     };
 
     // 2. The lock, and a fresh timestamped folder.
-    let root = ctx.resolve(spec.backup_root);
+    let root = ctx.backup_root(spec.backup_root)?;
     let lock = crate::lock::acquire(&root, LOCK_WAIT)?;
+    ctx.give_to_workspace_owner(&root.join(crate::lock::LOCK_FILE));
     remove_stale_partials(&root);
     let (created_at, ts, final_dir) = loop {
         let now = Utc::now();
@@ -300,7 +338,9 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     ctx.backup_dir = Some(ctx.display(&final_dir));
-    check_space(&root, db.as_ref()).await?;
+    if spec.thresholds.check_free_space {
+        check_space(&root, db.as_ref()).await?;
+    }
     let work = root.join(format!(".{}{ts}.partial", manifest::DIR_PREFIX));
     std::fs::create_dir_all(&work).with_context(|| {
         format!(
@@ -368,6 +408,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     if let Ok(d) = std::fs::File::open(&root) {
         let _ = d.sync_all();
     }
+    ctx.give_to_workspace_owner(&final_dir);
     let verified = verified.moved_to(&final_dir);
     verified.report(ctx);
     Ok(Taken {
@@ -393,26 +434,60 @@ fn remove_stale_partials(root: &Path) {
     }
 }
 
-/// Refuses to start when the backup root's file system clearly cannot hold the database
-/// dump: half the database's on-disk size (a dump is smaller than tables plus indexes, and
-/// gzip shrinks it further). Volume sizes are not known in advance without walking them
+/// Refuses to start when the backup root's file system clearly cannot hold the backup:
+/// the previous backup's size plus a quarter when there is one (the best estimate there
+/// is), else half the database's on-disk size (a dump is smaller than tables plus indexes,
+/// and gzip shrinks it further). Volume sizes are not known in advance without walking them
 /// (`docker system df` takes many seconds on a busy engine); a volume that does not fit
-/// fails while it is written, with the same exit code and nothing left behind.
+/// fails while it is written, with the same exit code and nothing left behind. The input
+/// `check-free-space: false` skips this estimate.
 async fn check_space(root: &Path, db: Option<&Database>) -> Result<()> {
     let db_size = db.map(|d| d.size).unwrap_or(0);
-    let need = db_size / 2 + (1 << 20);
+    let previous = previous_backup_size(root);
+    let (estimate, basis) = match previous {
+        Some(p) => (
+            p + p / 4,
+            format!("the previous backup is {}", human_size(p)),
+        ),
+        None => (
+            db_size / 2,
+            format!("the database is {} on disk", human_size(db_size)),
+        ),
+    };
+    let need = estimate + (1 << 20);
     let st = rustix::fs::statvfs(root).context("cannot read the free space of the backup root")?;
     let avail = st.f_bavail.saturating_mul(st.f_frsize);
     if need > avail {
         anyhow::bail!(
-            "not enough free space in {}: about {} needed (the database is {} on disk), {} available; free some space or point backup-root at a larger disk",
+            "not enough free space in {}: about {} needed ({basis}), {} available; free some space, point backup-root at a larger disk, or set check-free-space: false if the estimate is wrong",
             root.display(),
             human_size(need),
-            human_size(db_size),
             human_size(avail)
         );
     }
     Ok(())
+}
+
+/// Total size of the files of the newest `pre-deployment-*` folder, if any.
+fn previous_backup_size(root: &Path) -> Option<u64> {
+    let newest = std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(manifest::DIR_PREFIX)
+                && e.path().join(manifest::FILE_NAME).is_file()
+        })
+        .max_by_key(|e| e.file_name())?;
+    let total = std::fs::read_dir(newest.path())
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    Some(total)
 }
 
 /// Writes and verifies every file in `work`. Returns the reports (all of them, failed or
@@ -520,6 +595,23 @@ async fn make(
             .collect(),
     };
 
+    if let Some((r, meta)) = &verified.db {
+        if r.verified()
+            && r.sql
+                .as_ref()
+                .is_some_and(|s| s.tables.values().all(|&n| n == 0))
+        {
+            wf::warning(
+                "The database is empty",
+                None,
+                &format!(
+                    "database `{}` has no rows: the dump is complete, so it is kept as a backup of an empty database. If it should hold data, check postgres-db",
+                    meta.name.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+    }
+
     // Optionally prove the dump loads.
     let mut restore_check = None;
     if spec.verify_restore {
@@ -564,10 +656,11 @@ async fn archive_all(
     host_paths: &[PathBuf],
 ) -> Result<Vec<(PathBuf, VolMeta)>> {
     let mut out = vec![];
+    let mut names = FileNames::default();
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
-        let path = work.join(format!("volume_{}_{ts}.tar.gz", file_safe(v)));
+        let path = work.join(names.allocate("volume", v, ts, ".tar.gz"));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
         let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
@@ -597,10 +690,7 @@ async fn archive_all(
         ));
     }
     for p in host_paths {
-        let path = work.join(format!(
-            "volume_{}_{ts}.tar.gz",
-            file_safe(&p.display().to_string())
-        ));
+        let path = work.join(names.allocate("volume", &p.display().to_string(), ts, ".tar.gz"));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
         let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
@@ -700,4 +790,20 @@ async fn verify_restore(
         database: scratch,
         tables,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_sources_never_share_a_file_name() {
+        let mut n = FileNames::default();
+        let a = n.allocate("volume", "/ws/srv/a/b", "T", ".tar.gz");
+        let b = n.allocate("volume", "/ws/srv/a_b", "T", ".tar.gz");
+        let c = n.allocate("volume", "/ws/srv/a/b", "T", ".tar.gz");
+        assert_eq!(a, "volume_ws_srv_a_b_T.tar.gz");
+        assert_eq!(b, "volume_ws_srv_a_b-2_T.tar.gz");
+        assert_eq!(c, "volume_ws_srv_a_b-3_T.tar.gz");
+    }
 }

@@ -73,6 +73,65 @@ impl Context {
         }
     }
 
+    /// How the pointer file and the instructions write a path, the way they read it back:
+    /// `./rel` inside the workspace, else the absolute path (never `.//abs`).
+    pub fn pointer_form(&self, p: &Path) -> String {
+        pointer_form(&self.workspace, p)
+    }
+
+    /// The backup root an input names, resolved. Inside the action's container (a Docker
+    /// container action sees only the workspace of the host), an absolute root outside the
+    /// workspace is the container's own disk, gone when the step ends: refused, exit 2.
+    pub fn backup_root(&self, p: &Path) -> Result<PathBuf> {
+        let root = self.resolve(p);
+        let in_container = self.runtime.in_actions && Path::new("/.dockerenv").exists();
+        if in_container && p.is_absolute() && !root.starts_with(&self.workspace) {
+            return Err(crate::error::usage(format!(
+                "backup-root is {}, an absolute path outside the workspace: inside the action's container that is the container's own disk, deleted when the step ends. Use a path relative to the workspace (e.g. `backups`), or the destination input (host:///abs/path, volume://name or s3://...) to keep backups outside it",
+                p.display()
+            )));
+        }
+        Ok(root)
+    }
+
+    /// Gives what this run wrote into the workspace to the owner of the workspace folder
+    /// (the runner's user), so that a non-root runner can `git clean -ffdx` it on the next
+    /// checkout. `path` and everything under it, plus the folders between the workspace
+    /// and `path` that we created. Nothing happens outside the workspace, or when the owner
+    /// is already right; a failure (not root) only leaves things as they were.
+    pub fn give_to_workspace_owner(&self, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(ws) = std::fs::metadata(&self.workspace) else {
+            return;
+        };
+        let (uid, gid) = (ws.uid(), ws.gid());
+        let Ok(rel) = path.strip_prefix(&self.workspace) else {
+            return;
+        };
+        let fix = |p: &Path| {
+            if let Ok(m) = std::fs::symlink_metadata(p) {
+                if m.uid() != uid || m.gid() != gid {
+                    let _ = std::os::unix::fs::lchown(p, Some(uid), Some(gid));
+                }
+            }
+        };
+        // The folders on the way (e.g. `backups/`).
+        let mut at = self.workspace.clone();
+        for part in rel.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(part);
+            fix(&at);
+        }
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            fix(&p);
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.flatten().map(|e| e.path()));
+                }
+            }
+        }
+    }
+
     /// How a path is shown to the user and recorded: relative to the workspace when inside
     /// it (the same on the runner and in the action's container), else absolute.
     pub fn display(&self, p: &Path) -> String {
@@ -81,6 +140,15 @@ impl Context {
             Ok(rel) => rel.display().to_string(),
             Err(_) => p.display().to_string(),
         }
+    }
+}
+
+/// See [`Context::pointer_form`].
+pub fn pointer_form(workspace: &Path, p: &Path) -> String {
+    match p.strip_prefix(workspace) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+        Ok(rel) => format!("./{}", rel.display()),
+        Err(_) => p.display().to_string(),
     }
 }
 
@@ -139,10 +207,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             ExitKind::Environment => "Environment failure",
         };
         ctx.summary
-            .heading(
-                2,
-                &format!("❌ predeploy-backup {mode_name} failed: {title}"),
-            )
+            .verdict(&format!("❌ predeploy-backup {mode_name} failed: {title}"))
             .code("", &format!("{e:#}"));
         if matches!(mode_name, "backup" | "verify") {
             ctx.summary

@@ -10,7 +10,7 @@ use crate::cli::{Keep, PruneArgs};
 use crate::retention::{prune, Policy};
 
 pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
-    let root = ctx.resolve(&args.location.backup_root);
+    let root = ctx.backup_root(&args.location.backup_root)?;
     let policy = Policy {
         retention_days: args.keep.retention_days,
         keep_last: args.keep.keep_last,

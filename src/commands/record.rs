@@ -137,6 +137,10 @@ impl Verified {
     }
 
     fn summary_table(&self, ctx: &mut Context, title: &str) {
+        let partial = self
+            .dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".partial"));
         let rows: Vec<Vec<String>> = self
             .reports()
             .map(|r| {
@@ -146,7 +150,15 @@ impl Verified {
                     None => "❌ not verified".into(),
                 };
                 vec![
-                    format!("`{}`", ctx.display(&r.path)),
+                    if partial {
+                        // Deleted with the failed backup: its name, not a path that is gone.
+                        format!(
+                            "`{}` (not kept)",
+                            r.path.file_name().unwrap_or_default().to_string_lossy()
+                        )
+                    } else {
+                        format!("`{}`", ctx.display(&r.path))
+                    },
                     human_size(r.size),
                     r.sha256
                         .as_deref()
@@ -256,10 +268,10 @@ pub async fn publish(
             .write(dir)
             .with_context(|| format!("cannot write the manifest into {}", dir.display()))?;
     }
-    let rel = |p: &str| format!("./{}", ctx.display(&dir.join(p)));
+    let rel = |p: &str| ctx.pointer_form(&dir.join(p));
     let pointer = Pointer {
         deployment_timestamp: manifest.timestamp.clone(),
-        backup_dir: format!("./{}", ctx.display(dir)),
+        backup_dir: ctx.pointer_form(dir),
         db_backup: manifest
             .database
             .as_ref()
@@ -274,12 +286,15 @@ pub async fn publish(
         git_branch: manifest.git.branch.clone().unwrap_or_default(),
         manifest: rel(crate::manifest::FILE_NAME),
     };
-    pointer.write(&ctx.workspace).with_context(|| {
+    let pointer_path = pointer.write(&ctx.workspace).with_context(|| {
         format!(
             "cannot write {} in the workspace",
             crate::manifest::POINTER_FILE
         )
     })?;
+    ctx.give_to_workspace_owner(&pointer_path);
+    // verify mode writes its manifest here.
+    ctx.give_to_workspace_owner(&manifest_path);
 
     let o = &mut ctx.outputs;
     o.set("verified", "true");
@@ -349,7 +364,7 @@ pub async fn publish(
     }
 
     let s = &mut ctx.summary;
-    s.heading(2, "✅ Pre-deployment backup verified");
+    s.verdict("✅ Pre-deployment backup verified");
     s.list(&[
         format!("Backup folder: `{}`", ctx_display(&ctx.workspace, dir)),
         format!(
@@ -402,7 +417,7 @@ pub fn rollback_instructions(
     rt: &crate::actions::Runtime,
     dir: &Path,
 ) -> String {
-    let shown = format!("./{}", ctx_display(workspace, dir));
+    let shown = super::pointer_form(workspace, dir);
     let run_id = m
         .run
         .as_ref()
@@ -457,8 +472,12 @@ pub fn rollback_instructions(
             ),
         };
         out.push_str(&format!(
-            "# 3. restore {what}\ndocker run --rm {target} -v \"$(pwd)/{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
-            dir = shown.trim_start_matches("./"),
+            "# 3. restore {what}\ndocker run --rm {target} -v \"{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
+            dir = if shown.starts_with('/') {
+                shown.clone()
+            } else {
+                format!("$(pwd)/{}", shown.trim_start_matches("./"))
+            },
             file = v.file.path
         ));
     }

@@ -211,6 +211,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     let thresholds = Thresholds {
         min_db_size: 0,
         min_volume_size: 0,
+        check_free_space: true,
     };
     let spec = Spec {
         mode: "safety",
@@ -233,8 +234,12 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     set_common(&mut ctx.outputs);
     ctx.outputs.set("backup-dir", ctx.display(&chosen.dir));
     let undo = format!(
-        "the safety backup of the state before this rollback is in {safety_dir}; to put it back: predeploy-backup rollback --manifest {safety_dir}/{FILE_NAME} --stop-containers '{}'",
-        stop.join(",")
+        "the safety backup of the state before this rollback is in {safety_dir}; to put it back: predeploy-backup rollback --manifest {safety_dir}/{FILE_NAME}{}",
+        if stop.is_empty() {
+            String::new()
+        } else {
+            format!(" --stop-containers '{}'", stop.join(","))
+        }
     );
 
     // 5. Restore (the named containers are stopped since before the safety backup).
@@ -301,7 +306,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 
 /// Finds the manifest: `manifest`, else the artifact of `run-id`, else the pointer.
 async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
-    let root = ctx.resolve(&args.location.backup_root);
+    let root = ctx.backup_root(&args.location.backup_root)?;
     if let Some(p) = &args.manifest {
         let path = ctx.resolve(p);
         let manifest = Manifest::load(&path)?;
@@ -376,7 +381,18 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
             .and_then(|p| p.file_name())
             .map(|n| n.to_owned())
             .unwrap_or_default();
-        let dir = if has_files { beside } else { root.join(folder) };
+        let dir = if has_files {
+            beside
+        } else {
+            root.join(&folder)
+        };
+        if !has_files && !dir.is_dir() {
+            return Err(usage(format!(
+                "the artifact `{}` of run {run_id} holds only the manifest (that backup ran with include-backups-in-artifact: false), and its files are not on this machine ({} does not exist): on a GitHub-hosted runner they were deleted when that job ended. Nothing was changed. Back up with include-backups-in-artifact: true (or a durable destination) so that a rollback from another job can fetch them, or roll back on the machine that holds the folder",
+                args.artifact_name,
+                ctx.display(&dir)
+            )));
+        }
         return Ok(Chosen {
             manifest,
             dir,

@@ -2,6 +2,7 @@ mod act_e2e;
 mod alerts;
 mod artifact;
 mod backup_mode;
+mod first_hour;
 mod info_mode;
 mod retention;
 mod rollback_mode;
