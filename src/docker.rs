@@ -556,12 +556,21 @@ impl Helper {
         &self,
         tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), DockerError> {
+        self.upload_to("/data", tar).await
+    }
+
+    /// Extracts a tar stream into `path` (an existing folder inside the container).
+    pub async fn upload_to(
+        &self,
+        path: &str,
+        tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), DockerError> {
         self.engine
             .docker
             .upload_to_container(
                 &self.id,
                 Some(UploadToContainerOptions {
-                    path: "/data".into(),
+                    path: path.into(),
                     ..Default::default()
                 }),
                 bollard::body_try_stream(tar),

@@ -5,5 +5,6 @@ mod backup_mode;
 mod info_mode;
 mod retention;
 mod rollback_mode;
+mod runner_safety;
 mod support;
 mod verify_mode;
