@@ -202,6 +202,22 @@ impl Alert {
         }
     }
 
+    /// Every value escaped with [`chat_escape`]; the run URL (ours) kept as is.
+    fn chat_escaped(&self) -> Alert {
+        let e = |o: &Option<String>| o.as_deref().map(chat_escape);
+        Alert {
+            success: self.success,
+            mode: chat_escape(&self.mode),
+            repository: e(&self.repository),
+            run_url: self.run_url.clone(),
+            commit: e(&self.commit),
+            branch: e(&self.branch),
+            backup_dir: e(&self.backup_dir),
+            failed_check: e(&self.failed_check),
+            message: chat_escape(&self.message),
+        }
+    }
+
     fn status(&self) -> &'static str {
         if self.success {
             "success"
@@ -246,9 +262,10 @@ impl Alert {
         ))
     }
 
-    /// One readable paragraph: the webhook's `text` (redacted).
+    /// One readable paragraph: the webhook's `text` (redacted). Every value is escaped for
+    /// chat markup ([`chat_escape`]): Slack and Teams render this text.
     pub fn text(&self) -> String {
-        let a = self.redacted();
+        let a = self.redacted().chat_escaped();
         let mut s = format!(
             "predeploy-backup {}: {} on {}.",
             a.verb(),
@@ -372,6 +389,37 @@ fn wrap(text: &str, width: usize, indent: &str) -> String {
     out.push_str(indent);
     out.push_str(&line);
     out.push('\n');
+    out
+}
+
+/// A value escaped for Slack/Teams/Discord text: `&`, `<`, `>` as entities (Slack's
+/// documented escaping; this is what stops `<!channel>`, `<@U123>` and `<at>` tags),
+/// backticks and link brackets backslash-escaped, and a word joiner after `@` in `@here`,
+/// `@channel` and `@everyone` so that they notify no one.
+pub fn chat_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, c) in s.char_indices() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => {
+                out.push('@');
+                let rest = s[i + 1..].to_ascii_lowercase();
+                if ["here", "channel", "everyone"]
+                    .iter()
+                    .any(|w| rest.starts_with(w))
+                {
+                    out.push('\u{2060}');
+                }
+            }
+            '`' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
     out
 }
 
@@ -681,6 +729,21 @@ mod tests {
             failed_check: Some("gzip".into()),
             message: "db_x.sql.gz: CRC mismatch\nfrom postgres://u:pw-secret@h/db".into(),
         }
+    }
+
+    #[test]
+    fn chat_markup_in_values_is_escaped() {
+        let a = Alert {
+            branch: Some("<!channel> @here [x](http://e)".into()),
+            message: "failed <@U123> & <at>Bob</at> `code`".into(),
+            ..failure()
+        };
+        let t = a.text();
+        for bad in ["<!channel>", "<@U123>", "<at>", "@here", "[x](", " `code`"] {
+            assert!(!t.contains(bad), "{bad} in {t}");
+        }
+        assert!(t.contains("&lt;!channel&gt;"), "{t}");
+        assert!(t.contains("&amp;"), "{t}");
     }
 
     #[test]

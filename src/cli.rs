@@ -247,6 +247,12 @@ pub struct RollbackArgs {
     /// owner/name of the repository of that run [default: $GITHUB_REPOSITORY].
     #[arg(long, value_name = "OWNER/NAME")]
     pub repository: Option<String>,
+    /// Workflow files whose runs `run-id` may name (comma or newline separated).
+    #[arg(long, value_name = "FILES")]
+    pub trusted_workflows: Option<String>,
+    /// Branch globs the run of `run-id` must have run on (comma or newline separated).
+    #[arg(long, value_name = "GLOBS")]
+    pub trusted_branches: Option<String>,
     /// Or: path of the manifest.yml to restore [default: the one .last-deployment-backup names].
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,

@@ -643,7 +643,16 @@ impl Helper {
         &self,
         tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     ) -> Result<(), DockerError> {
-        // Progress is the engine taking the next chunk; none for `idle_timeout` fails.
+        self.upload_to("/data", tar).await
+    }
+
+    /// Extracts a tar stream into `path` (an existing folder inside the container).
+    /// Progress is the engine taking the next chunk; none for `idle_timeout` fails.
+    pub async fn upload_to(
+        &self,
+        path: &str,
+        tar: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), DockerError> {
         let idle = idle_timeout();
         let start = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
@@ -654,7 +663,7 @@ impl Helper {
         let upload = self.engine.docker.upload_to_container(
             &self.id,
             Some(UploadToContainerOptions {
-                path: "/data".into(),
+                path: path.into(),
                 ..Default::default()
             }),
             bollard::body_try_stream(tar),

@@ -545,8 +545,9 @@ impl PruneReport {
                 if let Some(msg) = self.failure(&d.dir) {
                     why.push_str(&format!(": {msg}"));
                 }
+                let why = crate::actions::summary::text(&why);
                 vec![
-                    format!("`{name}`"),
+                    crate::actions::summary::code(&name),
                     d.created_at.map(when).unwrap_or_else(|| "-".into()),
                     self.action(d).to_string(),
                     why,

@@ -32,6 +32,39 @@ pub fn escape_data(s: &str) -> String {
         .replace('\n', "%0A")
 }
 
+/// Makes a line safe to print where the runner parses workflow commands (stdout and, for
+/// container actions, stderr too): the runner trims leading whitespace and treats a line
+/// starting with `::` (or the legacy `##[`) as a command, so such a line gets a `> ` in
+/// front. Only our own commands (printed by this module) start with `::`.
+fn guard(line: &str) -> String {
+    let t = line.trim_start();
+    if t.starts_with("::") || t.starts_with("##[") {
+        format!("> {line}")
+    } else {
+        line.to_string()
+    }
+}
+
+/// Text that is printed as one line: CR, LF and `%` escaped as the toolkit does
+/// (`%0D`, `%0A`, `%25`), and never starting with a workflow command.
+pub fn one_line(s: &str) -> String {
+    guard(&escape_data(s))
+}
+
+/// Text printed as several lines (a report): every line (split at LF and CR, as the
+/// runner splits) is guarded so that no value can start a workflow command.
+pub fn safe_lines(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(guard)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints a report to stdout, every line guarded ([`safe_lines`]).
+pub fn print_report(text: &str) {
+    println!("{}", safe_lines(&redact(text)));
+}
+
 /// Escapes a workflow-command property value.
 pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
@@ -137,13 +170,23 @@ fn annotate(level: &str, title: &str, file: Option<&str>, message: &str) {
         println!("::{level} {}::{}", props.join(","), escape_data(&message));
     } else {
         let at = file.map(|f| format!(" [{f}]")).unwrap_or_default();
-        eprintln!("{level}: {title}{at}: {message}");
+        eprintln!(
+            "{}",
+            safe_lines(&format!("{level}: {title}{at}: {message}"))
+        );
     }
 }
 
 /// A log line (stderr, so stdout stays clean for workflow commands and `info` output).
+/// Inside Actions a message is one line (CR/LF escaped); on a terminal its lines are kept
+/// but each is guarded. Either way no value can start a workflow command.
 pub fn log(message: &str) {
-    eprintln!("{}", redact(message));
+    let message = redact(message);
+    if in_actions() {
+        eprintln!("{}", one_line(&message));
+    } else {
+        eprintln!("{}", safe_lines(&message));
+    }
 }
 
 /// Starts a collapsible log group (Actions) or a heading (CLI).
@@ -151,7 +194,7 @@ pub fn group(title: &str) {
     if in_actions() {
         println!("::group::{}", escape_data(title));
     } else {
-        eprintln!("== {title}");
+        eprintln!("== {}", one_line(title));
     }
 }
 
@@ -170,6 +213,24 @@ mod tests {
     fn escaping() {
         assert_eq!(escape_data("a%b\r\nc"), "a%25b%0D%0Ac");
         assert_eq!(escape_property("x:y,z%"), "x%3Ay%2Cz%25");
+    }
+
+    #[test]
+    fn no_value_starts_a_command_line() {
+        let evil = "main\n::error::x\r::add-mask::y\n  ##[set-output name=a;]b";
+        assert_eq!(
+            one_line(evil),
+            "main%0A::error::x%0D::add-mask::y%0A  ##[set-output name=a;]b"
+        );
+        assert_eq!(one_line("::error::x"), "> ::error::x");
+        assert_eq!(one_line(" ::stop-commands::t"), ">  ::stop-commands::t");
+        let lines = safe_lines(evil);
+        assert_eq!(lines.lines().count(), 4);
+        for l in lines.lines() {
+            let t = l.trim_start();
+            assert!(!t.starts_with("::") && !t.starts_with("##["), "{l}");
+        }
+        assert!(lines.contains("> ::error::x"));
     }
 
     #[test]

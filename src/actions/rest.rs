@@ -44,6 +44,10 @@ pub enum RestError {
     /// GitHub, the blob storage, the network or the disk failed.
     #[error("{0}")]
     Service(String),
+    /// The run is not one whose artifact a rollback may trust (another repository, a fork,
+    /// a pull request, a workflow or branch outside `trusted-workflows`/`trusted-branches`).
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl crate::error::Classify for RestError {
@@ -52,7 +56,8 @@ impl crate::error::Classify for RestError {
             RestError::Invalid(_)
             | RestError::NotFound(_)
             | RestError::Expired(_)
-            | RestError::Auth(_) => crate::error::ExitKind::Usage,
+            | RestError::Auth(_)
+            | RestError::Untrusted(_) => crate::error::ExitKind::Usage,
             RestError::Digest(_) | RestError::Unsafe(_) => crate::error::ExitKind::Unverified,
             RestError::Service(_) => crate::error::ExitKind::Environment,
         }
@@ -99,6 +104,143 @@ struct ArtifactList {
 struct GithubMessage {
     #[serde(default)]
     message: Option<String>,
+}
+
+/// A workflow run as `GET /repos/{owner}/{repo}/actions/runs/{run_id}` documents it
+/// (https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run): only the fields
+/// the provenance check reads.
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct WorkflowRun {
+    pub id: u64,
+    #[serde(default)]
+    pub event: String,
+    /// The workflow file, e.g. `.github/workflows/deploy.yml`.
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub head_branch: Option<String>,
+    #[serde(default)]
+    pub repository: Option<RunRepository>,
+    /// `null` when the head repository (a fork) was deleted.
+    #[serde(default)]
+    pub head_repository: Option<RunRepository>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+pub struct RunRepository {
+    #[serde(default)]
+    pub full_name: String,
+}
+
+/// Which runs a rollback may take a backup from.
+#[derive(Clone, Debug, Default)]
+pub struct TrustPolicy {
+    /// `owner/name` the run must belong to and have run from (`GITHUB_REPOSITORY`).
+    pub repository: String,
+    /// Workflow files (`.github/workflows/deploy.yml` or just `deploy.yml`); empty: any.
+    pub workflows: Vec<String>,
+    /// Globs for the run's branch (`main`, `release/*`, `**`); empty: any.
+    pub branches: Vec<String>,
+}
+
+/// Refuses a run whose artifact anyone but this repository's own workflows could have
+/// uploaded: another repository, a fork, a `pull_request*` event, or a workflow or branch
+/// outside the policy. Fails closed: a missing field is a refusal.
+pub fn check_provenance(run: &WorkflowRun, policy: &TrustPolicy) -> Result<(), RestError> {
+    let id = run.id;
+    let refuse = |why: String| {
+        RestError::Untrusted(format!(
+            "refusing the backup of run {id}: {why}. A rollback restores only what this \
+             repository's own workflows uploaded; pick the run id of a deploy run of {} (or set \
+             trusted-workflows / trusted-branches to the workflow files and branches you deploy \
+             from)",
+            policy.repository
+        ))
+    };
+    let same = |a: &str| a.eq_ignore_ascii_case(&policy.repository);
+    let repo = run.repository.as_ref().map(|r| r.full_name.as_str());
+    if !repo.is_some_and(same) {
+        return Err(refuse(format!(
+            "it belongs to repository {}, not {}",
+            repo.unwrap_or("(unknown)"),
+            policy.repository
+        )));
+    }
+    let head = run.head_repository.as_ref().map(|r| r.full_name.as_str());
+    if !head.is_some_and(same) {
+        return Err(refuse(format!(
+            "its code came from {} (a fork), not from {}",
+            head.unwrap_or("a deleted repository"),
+            policy.repository
+        )));
+    }
+    if run.event.is_empty() || run.event.starts_with("pull_request") {
+        return Err(refuse(format!(
+            "it ran for a `{}` event, whose artifacts the pull request's author controls",
+            if run.event.is_empty() {
+                "(unknown)"
+            } else {
+                &run.event
+            }
+        )));
+    }
+    if !policy.workflows.is_empty() {
+        let path = run
+            .path
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("./");
+        let ok = policy.workflows.iter().any(|w| {
+            let w = w.trim().trim_start_matches("./");
+            !w.is_empty() && (path == w || (!w.contains('/') && path.rsplit('/').next() == Some(w)))
+        });
+        if !ok {
+            return Err(refuse(format!(
+                "it ran workflow `{}`, which is not in trusted-workflows ({})",
+                path,
+                policy.workflows.join(", ")
+            )));
+        }
+    }
+    if !policy.branches.is_empty() {
+        let branch = run.head_branch.as_deref().unwrap_or("");
+        if branch.is_empty() || !policy.branches.iter().any(|g| glob_match(g.trim(), branch)) {
+            return Err(refuse(format!(
+                "it ran on branch `{}`, which matches none of trusted-branches ({})",
+                branch,
+                policy.branches.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// GitHub's branch-filter globs: `*` any characters but `/`, `**` any characters, `?` one
+/// character but `/`. Patterns are short (at most 256 bytes).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        if p.is_empty() {
+            return t.is_empty();
+        }
+        if p.starts_with(b"**") {
+            let rest = &p[2..];
+            return (0..=t.len()).any(|i| go(rest, &t[i..]));
+        }
+        match p[0] {
+            b'*' => {
+                let rest = &p[1..];
+                let stop = t.iter().position(|&c| c == b'/').unwrap_or(t.len());
+                (0..=stop).any(|i| go(rest, &t[i..]))
+            }
+            b'?' => !t.is_empty() && t[0] != b'/' && go(&p[1..], &t[1..]),
+            c => !t.is_empty() && t[0] == c && go(&p[1..], &t[1..]),
+        }
+    }
+    !pattern.is_empty()
+        && pattern.len() <= 256
+        && pattern.matches('*').count() <= 8
+        && go(pattern.as_bytes(), text.as_bytes())
 }
 
 const PER_PAGE: usize = 100;
@@ -191,6 +333,34 @@ impl RestClient {
             api,
             blob,
             retry: Retry::from_env(),
+        })
+    }
+
+    /// The run `run_id` of `repository`, as GitHub describes it (for [`check_provenance`]).
+    pub async fn workflow_run(
+        &self,
+        repository: &str,
+        run_id: u64,
+    ) -> Result<WorkflowRun, RestError> {
+        let (owner, name) = split_repository(repository)?;
+        let ctx = format!("reading run {run_id} of {owner}/{name}");
+        let (status, _, body) = self
+            .get(&format!("/repos/{owner}/{name}/actions/runs/{run_id}"))
+            .await?;
+        if status.as_u16() == 404 {
+            return Err(RestError::NotFound(format!(
+                "GitHub knows no run {run_id} in {owner}/{name} (404{}): check run-id and \
+                 repository, and that github-token can read that repository's Actions",
+                github_message(&body)
+            )));
+        }
+        if !status.is_success() {
+            return Err(status_error(status, &body, &ctx));
+        }
+        serde_json::from_str(&body).map_err(|e| {
+            RestError::Service(format!(
+                "GitHub's answer when {ctx} is not a workflow run: {e}"
+            ))
         })
     }
 
@@ -452,5 +622,106 @@ fn status_error(status: reqwest::StatusCode, body: &str, ctx: &str) -> RestError
         )),
         410 => RestError::Expired(format!("GitHub answered 410 Gone{msg} when {ctx}")),
         _ => RestError::Service(format!("GitHub answered {status}{msg} when {ctx}")),
+    }
+}
+
+#[cfg(test)]
+mod provenance_tests {
+    use super::*;
+
+    fn run(repo: &str, head: Option<&str>, event: &str, path: &str, branch: &str) -> WorkflowRun {
+        WorkflowRun {
+            id: 7,
+            event: event.into(),
+            path: path.into(),
+            head_branch: Some(branch.into()),
+            repository: Some(RunRepository {
+                full_name: repo.into(),
+            }),
+            head_repository: head.map(|h| RunRepository {
+                full_name: h.into(),
+            }),
+        }
+    }
+
+    fn policy(workflows: &[&str], branches: &[&str]) -> TrustPolicy {
+        TrustPolicy {
+            repository: "org/app".into(),
+            workflows: workflows.iter().map(|s| s.to_string()).collect(),
+            branches: branches.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn runs_are_checked() {
+        let wf = ".github/workflows/deploy.yml";
+        let good = run("org/app", Some("org/app"), "push", wf, "main");
+        check_provenance(&good, &policy(&[], &[])).unwrap();
+        check_provenance(&good, &policy(&["deploy.yml"], &["main"])).unwrap();
+        check_provenance(&good, &policy(&[wf], &["ma*"])).unwrap();
+        let refused = |r: &WorkflowRun, p: &TrustPolicy, needle: &str| {
+            let e = check_provenance(r, p).unwrap_err();
+            assert!(matches!(e, RestError::Untrusted(_)), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        };
+        let any = policy(&[], &[]);
+        refused(
+            &run("evil/app", Some("evil/app"), "push", wf, "main"),
+            &any,
+            "belongs to repository evil/app",
+        );
+        refused(
+            &run("org/app", Some("fork/app"), "push", wf, "main"),
+            &any,
+            "fork",
+        );
+        refused(&run("org/app", None, "push", wf, "main"), &any, "deleted");
+        refused(
+            &run(
+                "org/app",
+                Some("org/app"),
+                "pull_request_target",
+                wf,
+                "main",
+            ),
+            &any,
+            "pull_request_target",
+        );
+        refused(
+            &run("org/app", Some("org/app"), "pull_request", wf, "main"),
+            &any,
+            "`pull_request` event",
+        );
+        refused(
+            &run("org/app", Some("org/app"), "", wf, "main"),
+            &any,
+            "(unknown)",
+        );
+        refused(
+            &run(
+                "org/app",
+                Some("org/app"),
+                "push",
+                ".github/workflows/ci.yml",
+                "main",
+            ),
+            &policy(&["deploy.yml"], &[]),
+            "trusted-workflows",
+        );
+        refused(
+            &run("org/app", Some("org/app"), "push", wf, "feature/x"),
+            &policy(&[], &["main", "release/*"]),
+            "trusted-branches",
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("release/*", "release/1.2"));
+        assert!(!glob_match("release/*", "release/1/2"));
+        assert!(glob_match("release/**", "release/1/2"));
+        assert!(glob_match("v?", "v1"));
+        assert!(!glob_match("main", "main2"));
+        assert!(!glob_match("", "main"));
     }
 }

@@ -60,7 +60,8 @@ impl Summary {
 
     /// A fenced code block.
     pub fn code(&mut self, lang: &str, body: &str) -> &mut Self {
-        let fence = if body.contains("```") { "````" } else { "```" };
+        let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+        let fence = "`".repeat(longest.max(2) + 1);
         self.text
             .push_str(&format!("{fence}{lang}\n{}\n{fence}\n\n", body.trim_end()));
         self
@@ -105,6 +106,42 @@ impl Summary {
     }
 }
 
+/// A value (from a manifest, a folder name, an input) as Markdown inline code: nothing in
+/// it is read as Markdown, HTML or a mention. Line breaks become spaces; the backtick fence
+/// is longer than any run of backticks inside, as CommonMark requires.
+pub fn code(value: &str) -> String {
+    let v: String = value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let longest = v.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    if v.starts_with('`') || v.ends_with('`') || v.starts_with(' ') {
+        format!("{fence} {v} {fence}")
+    } else {
+        format!("{fence}{v}{fence}")
+    }
+}
+
+/// A value as plain Markdown text: every ASCII punctuation character backslash-escaped (so
+/// no emphasis, link, image, HTML tag or entity can form), `@` kept from forming a mention,
+/// line breaks as spaces.
+pub fn text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '@' => out.push_str("@\u{2060}"),
+            c if c.is_control() => out.push(' '),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `1536` → `1.5 KiB`.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -145,6 +182,22 @@ mod tests {
         s.verdict("❌ failed");
         assert!(s.render().starts_with("## ❌ failed\n"));
         assert!(!s.render().contains("✅ ok"));
+    }
+
+    #[test]
+    fn values_cannot_form_markdown_html_or_mentions() {
+        assert_eq!(code("main"), "`main`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`x"), "`` `x ``");
+        assert_eq!(code("x\n# h"), "`x # h`");
+        assert_eq!(
+            text("<img src=x> [a](http://e) @here"),
+            "\\<img src\\=x\\> \\[a\\]\\(http\\:\\/\\/e\\) @\u{2060}here"
+        );
+        let mut s = Summary::new();
+        s.code("", "x\n````\n<b>y</b>");
+        assert!(s.as_str().starts_with("`````\n"), "{}", s.as_str());
+        assert!(s.as_str().ends_with("\n`````\n\n"));
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! folder, with its kind), plus the symlinks' targets. Everything else streams.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::{BufReader, Read};
 
@@ -189,9 +189,31 @@ struct Seen {
 struct Checker {
     hashers: (RandomState, RandomState),
     seen: HashMap<u128, Seen>,
-    /// Normalised symlink path -> (raw target, entry index).
-    symlinks: HashMap<String, (String, u64)>,
+    /// Key of the symlink's normalised path -> the link.
+    symlinks: HashMap<u128, Link>,
     plan: RestorePlan,
+}
+
+struct Link {
+    /// Normalised path (components joined by `/`).
+    path: Vec<u8>,
+    target: Vec<u8>,
+    index: u64,
+}
+
+/// Linux limits: a name component (NAME_MAX) and a path or a link target (PATH_MAX 4096,
+/// with its NUL). The kernel refuses longer ones part way through a restore, so the check
+/// refuses them before anything is written.
+pub const NAME_MAX: usize = 255;
+pub const PATH_MAX: usize = 4095;
+
+/// Key of the archive root (the empty path).
+const ROOT: u128 = 0;
+
+/// Components of a link target (`.` and empty dropped; `..` kept).
+fn target_components(t: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    t.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }
 
 /// Components of a member path, or why it is refused. `.` and empty components are
@@ -207,10 +229,22 @@ fn components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
             "the name is an absolute path: restoring it would write outside the target".into(),
         );
     }
+    if path.len() > PATH_MAX {
+        return Err(format!(
+            "the name is {} bytes long; Linux allows at most {PATH_MAX} (PATH_MAX), so restoring it would fail part way",
+            path.len()
+        ));
+    }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
+            c if c.len() > NAME_MAX => {
+                return Err(format!(
+                    "the name has a {}-byte component; Linux allows at most {NAME_MAX} bytes per name (NAME_MAX), so restoring it would fail part way",
+                    c.len()
+                ))
+            }
             b".." => return Err(
                 "the name contains a `..` component: restoring it could write outside the target"
                     .into(),
@@ -235,11 +269,27 @@ impl Checker {
         }
     }
 
-    fn key(&self, comps: &[&[u8]]) -> u128 {
-        let joined = comps.join(&b'/');
-        let a = self.hashers.0.hash_one(&joined) as u128;
-        let b = self.hashers.1.hash_one(&joined) as u128;
+    /// Key of `parent`'s child `comp`: a keyed 128-bit hash chained component by component,
+    /// so that every prefix of a path costs one step (the checks stay linear in the input).
+    fn step(&self, parent: u128, comp: &[u8]) -> u128 {
+        let a = self.hashers.0.hash_one((parent, comp)) as u128;
+        let b = self.hashers.1.hash_one((parent, comp)) as u128;
         (a << 64) | b
+    }
+
+    fn key(&self, comps: &[&[u8]]) -> u128 {
+        comps.iter().fold(ROOT, |k, c| self.step(k, c))
+    }
+
+    /// Keys of `comps[..1]`, `comps[..2]`, …, `comps[..]`.
+    fn prefix_keys(&self, comps: &[&[u8]]) -> Vec<u128> {
+        let mut keys = Vec::with_capacity(comps.len());
+        let mut k = ROOT;
+        for c in comps {
+            k = self.step(k, c);
+            keys.push(k);
+        }
+        keys
     }
 
     fn describe(&self, seen: &Seen) -> String {
@@ -295,8 +345,9 @@ impl Checker {
         }
 
         // Parents: not through a symlink or a file; remember them as folders.
+        let keys = self.prefix_keys(&comps);
         for i in 1..comps.len() {
-            let key = self.key(&comps[..i]);
+            let key = keys[i - 1];
             match self.seen.get(&key) {
                 Some(s) if s.kind == Kind::Symlink => {
                     return Err(format!(
@@ -326,7 +377,7 @@ impl Checker {
         }
 
         // Duplicates.
-        let key = self.key(&comps);
+        let key = keys[comps.len() - 1];
         if let Some(s) = self.seen.get(&key) {
             match (s.kind, kind) {
                 (Kind::ImplicitDir, Kind::Dir) => {}
@@ -347,7 +398,7 @@ impl Checker {
         }
 
         match kind {
-            Kind::Symlink => self.symlink(e, &comps)?,
+            Kind::Symlink => self.symlink(e, &comps, key)?,
             Kind::HardLink => self.hardlink(e)?,
             _ => {}
         }
@@ -380,10 +431,16 @@ impl Checker {
         }
     }
 
-    fn symlink(&mut self, e: &Entry<'_>, comps: &[&[u8]]) -> Result<(), String> {
+    fn symlink(&mut self, e: &Entry<'_>, comps: &[&[u8]], key: u128) -> Result<(), String> {
         let target = e.link;
         if target.is_empty() {
             return Err("a symbolic link with an empty target".into());
+        }
+        if target.len() > PATH_MAX {
+            return Err(format!(
+                "a symbolic link whose target is {} bytes long; Linux allows at most {PATH_MAX}, so restoring it would fail part way",
+                target.len()
+            ));
         }
         if target.contains(&0) {
             return Err("a symbolic link whose target contains a NUL byte".into());
@@ -409,8 +466,14 @@ impl Checker {
                 _ => depth += 1,
             }
         }
-        self.symlinks
-            .insert(text(&comps.join(&b'/')), (text(target), e.index));
+        self.symlinks.insert(
+            key,
+            Link {
+                path: comps.join(&b'/'),
+                target: target.to_vec(),
+                index: e.index,
+            },
+        );
         Ok(())
     }
 
@@ -447,52 +510,47 @@ impl Checker {
     /// would once everything is restored, and refuses any that leaves the root.
     fn resolve_symlinks(&self) -> Result<(), (u64, String, String)> {
         // In archive order, so the entry reported is always the first bad one.
-        let mut links: Vec<(&String, &(String, u64))> = self.symlinks.iter().collect();
-        links.sort_by_key(|(_, (_, index))| *index);
-        for (path, (target, index)) in links {
-            let split = |s: &str| -> Vec<String> {
-                s.split('/')
-                    .filter(|c| !c.is_empty() && *c != ".")
-                    .map(str::to_string)
-                    .collect()
-            };
-            let mut cur: Vec<String> = split(path);
+        let mut links: Vec<&Link> = self.symlinks.values().collect();
+        links.sort_by_key(|l| l.index);
+        for link in links {
+            let refuse = |why: String| (link.index, text(&link.path), why);
+            // The current folder as the keys of its prefixes (root = empty): each step
+            // costs O(component), never O(path).
+            let comps: Vec<&[u8]> = target_components(&link.path).collect();
+            let mut cur = self.prefix_keys(&comps);
             cur.pop(); // the link's folder
-            if target.starts_with('/') {
+            if link.target.first() == Some(&b'/') {
                 cur.clear();
             }
-            let mut pending: VecDeque<String> = split(target).into();
+            // Components still to walk, the next one last.
+            let mut pending: Vec<&[u8]> = target_components(&link.target).rev().collect();
             let mut hops = 0;
-            while let Some(c) = pending.pop_front() {
-                if c == ".." {
+            while let Some(c) = pending.pop() {
+                if c == b".." {
                     if cur.pop().is_none() {
-                        return Err((
-                            *index,
-                            path.clone(),
-                            format!(
-                                "a symbolic link to `{target}`, which leads outside the archive root through the archive's other symbolic links"
-                            ),
-                        ));
+                        return Err(refuse(format!(
+                            "a symbolic link to `{}`, which leads outside the archive root through the archive's other symbolic links",
+                            text(&link.target)
+                        )));
                     }
                     continue;
                 }
-                cur.push(c);
-                if let Some((t, _)) = self.symlinks.get(&cur.join("/")) {
-                    hops += 1;
-                    if hops > 40 {
-                        return Err((
-                            *index,
-                            path.clone(),
-                            format!("a symbolic link to `{target}` that starts a circular chain of links"),
-                        ));
+                let k = self.step(cur.last().copied().unwrap_or(ROOT), c);
+                match self.symlinks.get(&k) {
+                    Some(other) => {
+                        hops += 1;
+                        if hops > 40 {
+                            return Err(refuse(format!(
+                                "a symbolic link to `{}` that starts a circular chain of links",
+                                text(&link.target)
+                            )));
+                        }
+                        if other.target.first() == Some(&b'/') {
+                            cur.clear();
+                        }
+                        pending.extend(target_components(&other.target).rev());
                     }
-                    cur.pop();
-                    if t.starts_with('/') {
-                        cur.clear();
-                    }
-                    for c in split(t).into_iter().rev() {
-                        pending.push_front(c);
-                    }
+                    None => cur.push(k),
                 }
             }
         }
@@ -558,6 +616,62 @@ mod tests {
             raw_header(b"PaxHeaders/x", b'x', data.len() as u64, b""),
             data,
         )
+    }
+
+    #[test]
+    fn names_over_the_kernel_limits_are_refused() {
+        let long = "n".repeat(300);
+        let (h1, d1) = pax(&[("path", format!("ok/{long}").as_bytes())]);
+        let t = raw_tar(&[(h1, &d1), file("placeholder")]);
+        refused(&t, 1, &format!("ok/{long}"), "NAME_MAX");
+        let deep = "d/".repeat(2100) + "f";
+        let (h2, d2) = pax(&[("path", deep.as_bytes())]);
+        let t = raw_tar(&[(h2, &d2), file("placeholder")]);
+        refused(&t, 1, &deep, "PATH_MAX");
+        let (h3, d3) = pax(&[("linkpath", "t/".repeat(2100).as_bytes())]);
+        let t = raw_tar(&[(h3, &d3), link("l", b'2', "x")]);
+        refused(&t, 1, "l", "at most 4095");
+        // 255 bytes per name and 4095 per link target are fine.
+        let (h4, d4) = pax(&[("path", "m".repeat(255).as_bytes())]);
+        let (h5, d5) = pax(&[("linkpath", "a/".repeat(2047).as_bytes())]);
+        let t = raw_tar(&[(h4, &d4), file("x"), (h5, &d5), link("l", b'2', "x")]);
+        check(&t).unwrap();
+    }
+
+    #[test]
+    fn a_one_mib_link_target_is_refused_at_once() {
+        // Just under the walker's 1 MiB cap for a PAX header.
+        let target = "a/".repeat(512 * 1024 - 64);
+        let (h, d) = pax(&[("linkpath", target.as_bytes())]);
+        let t = raw_tar(&[(h, &d), link("l", b'2', "x")]);
+        let start = std::time::Instant::now();
+        refused(&t, 1, "l", "at most 4095");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// Many links with the longest allowed targets, through each other: the resolution is
+    /// linear (the old one joined the whole path at every component: quadratic).
+    #[test]
+    fn link_resolution_is_linear_in_the_target_length() {
+        // `a/…/a/../…/..` stays inside and walks 4000 bytes of components.
+        let target = format!("{}{}", "a/".repeat(800), "../".repeat(799));
+        let (ph, pd) = pax(&[("linkpath", target.as_bytes())]);
+        let mut t = Vec::new();
+        for i in 0..200 {
+            push(&mut t, &ph, &pd);
+            let (h, d) = link(&format!("l{i}"), b'2', "x");
+            push(&mut t, &h, d);
+        }
+        end(&mut t);
+        let start = std::time::Instant::now();
+        let plan = check_tar(&t[..], "vol.tar.gz").unwrap();
+        let took = start.elapsed();
+        assert_eq!(plan.symlinks, 200);
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
     }
 
     #[test]

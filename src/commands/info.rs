@@ -58,7 +58,7 @@ pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
             .replace("```sh\n", "")
             .replace("```\n", ""),
     );
-    println!("{text}");
+    crate::actions::commands::print_report(&text);
     ctx.summary
         .heading(2, "Last deployment backup")
         .code("", &text);

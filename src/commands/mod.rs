@@ -232,7 +232,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let deliveries = crate::alert::send(&alert_config, &alert).await;
     for line in crate::alert::log_deliveries(&deliveries) {
-        ctx.summary.paragraph(&format!("⚠️ {line}"));
+        ctx.summary
+            .paragraph(&format!("⚠️ {}", crate::actions::summary::text(&line)));
     }
 
     finish(&ctx, mode_name);
@@ -253,7 +254,7 @@ fn finish(ctx: &Context, mode_name: &str) {
     } else if !ctx.runtime.in_actions && mode_name != "info" {
         // The CLI prints what the action would set as outputs (`info` printed its report).
         for (k, v) in &ctx.outputs.values {
-            println!("{k}={}", v.replace('\n', ","));
+            wf::print_report(&format!("{k}={}", v.replace(['\n', '\r'], ",")));
         }
     }
     if let Some(path) = &ctx.runtime.summary_file {

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use super::Context;
 use crate::actions::artifact::{artifact_url, validate_name, ArtifactClient};
 use crate::actions::commands as wf;
-use crate::actions::summary::human_size;
+use crate::actions::summary::{self as md, human_size};
 use crate::archive::verify::FileReport;
 use crate::cli::Publish;
 use crate::error::VerificationFailed;
@@ -146,18 +146,18 @@ impl Verified {
             .map(|r| {
                 let status = match &r.failure {
                     None if r.verified() => "✅".to_string(),
-                    Some(f) => format!("❌ {}: {}", f.check.as_str(), f.message),
+                    Some(f) => format!("❌ {}: {}", f.check.as_str(), md::text(&f.message)),
                     None => "❌ not verified".into(),
                 };
                 vec![
                     if partial {
                         // Deleted with the failed backup: its name, not a path that is gone.
                         format!(
-                            "`{}` (not kept)",
-                            r.path.file_name().unwrap_or_default().to_string_lossy()
+                            "{} (not kept)",
+                            md::code(&r.path.file_name().unwrap_or_default().to_string_lossy())
                         )
                     } else {
-                        format!("`{}`", ctx.display(&r.path))
+                        md::code(&ctx.display(&r.path))
                     },
                     human_size(r.size),
                     r.sha256
@@ -350,8 +350,8 @@ pub async fn publish(
         ctx.outputs.set("artifact-url", url.clone());
         ctx.outputs.set("artifact-digest", up.digest.clone());
         artifact_note = format!(
-            "Artifact `{}` uploaded (id {}, {}, sha256 `{}`){}.",
-            publish.artifact_name,
+            "Artifact {} uploaded (id {}, {}, sha256 `{}`){}.",
+            md::code(&publish.artifact_name),
             up.id,
             human_size(up.size),
             up.digest,
@@ -366,15 +366,18 @@ pub async fn publish(
     let s = &mut ctx.summary;
     s.verdict("✅ Pre-deployment backup verified");
     s.list(&[
-        format!("Backup folder: `{}`", ctx_display(&ctx.workspace, dir)),
         format!(
-            "Commit `{}` on branch `{}`",
-            manifest.git.commit.as_deref().unwrap_or("unknown"),
-            manifest.git.branch.as_deref().unwrap_or("unknown")
+            "Backup folder: {}",
+            md::code(&ctx_display(&ctx.workspace, dir))
         ),
         format!(
-            "Manifest: `{}`",
-            ctx_display(&ctx.workspace, &manifest_path)
+            "Commit {} on branch {}",
+            md::code(manifest.git.commit.as_deref().unwrap_or("unknown")),
+            md::code(manifest.git.branch.as_deref().unwrap_or("unknown"))
+        ),
+        format!(
+            "Manifest: {}",
+            md::code(&ctx_display(&ctx.workspace, &manifest_path))
         ),
         artifact_note,
     ]);
@@ -383,7 +386,7 @@ pub async fn publish(
             let rows: Vec<Vec<String>> = db
                 .tables
                 .iter()
-                .map(|(t, n)| vec![format!("`{t}`"), n.to_string()])
+                .map(|(t, n)| vec![md::code(t), n.to_string()])
                 .collect();
             s.heading(3, "Rows per table (from the dump)")
                 .table(&["Table", "Rows"], &rows);

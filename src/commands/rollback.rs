@@ -17,8 +17,8 @@ use super::Context;
 use crate::actions::artifact::ArtifactClient;
 use crate::actions::commands as wf;
 use crate::actions::outputs::Outputs;
-use crate::actions::rest::RestClient;
-use crate::actions::summary::human_size;
+use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
+use crate::actions::summary::{self as md, human_size};
 use crate::archive::verify::{verify_file, Expect};
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
@@ -166,13 +166,14 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         },
     );
     ctx.summary.paragraph(&format!(
-        "Backup of {} from {}, commit `{}` on branch `{}`.",
+        "Backup of {} from {}, commit {} on branch {}.",
         m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        chosen.source,
-        m.git.commit.as_deref().unwrap_or("unknown"),
-        m.git.branch.as_deref().unwrap_or("unknown"),
+        md::text(&chosen.source),
+        md::code(m.git.commit.as_deref().unwrap_or("unknown")),
+        md::code(m.git.branch.as_deref().unwrap_or("unknown")),
     ));
-    ctx.summary.list(&plan);
+    ctx.summary
+        .list(&plan.iter().map(|p| md::text(p)).collect::<Vec<_>>());
     let set_common = |o: &mut Outputs| {
         o.set("commit", m.git.commit.clone().unwrap_or_default());
         o.set("branch", m.git.branch.clone().unwrap_or_default());
@@ -244,35 +245,9 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 
     // 5. Restore (the named containers are stopped since before the safety backup).
     let restored = async {
-        if let (Some(d), Some(rec)) = (&db, &m.database) {
-            let path = chosen.dir.join(&rec.file.path);
-            wf::group(&format!("Restoring database {}", d.creds.db));
-            // Load into a scratch database; the live one is replaced only once the load
-            // succeeded, so a dump that fails halfway leaves it as it was.
-            let scratch = format!(
-                "predeploy_restore_{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            d.server.create_database(&d.creds, &scratch).await?;
-            let loaded = async {
-                let (rx, reader) = pipe::gunzip_file(&path);
-                let loaded = d.server.load(&d.creds, &scratch, rx).await;
-                let read = reader.await?;
-                loaded?;
-                read.with_context(|| format!("reading {}", path.display()))?;
-                d.server.swap_in(&d.creds, &scratch, &d.creds.db).await?;
-                Ok::<_, anyhow::Error>(())
-            }
-            .await;
-            wf::end_group();
-            if let Err(e) = loaded {
-                let _ = d.server.drop_database(&d.creds, &scratch).await;
-                return Err(e.context(format!(
-                    "the dump did not load; database `{}` was left as it was",
-                    d.creds.db
-                )));
-            }
-        }
+        // Volumes are unpacked next to their live data first: a volume too small or an
+        // archive the kernel refuses fails here, before anything live is touched.
+        let mut staged = vec![];
         if let Some(e) = &engine {
             let users: Vec<_> = {
                 let mut all = vec![];
@@ -283,7 +258,64 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             };
             let image = e.helper_image(&users, true).await?;
             for v in m.volumes.iter().filter(|v| v.kind == "volume") {
-                restore_volume(e, &image, &v.name, &chosen.dir.join(&v.file.path)).await?;
+                let archive = chosen.dir.join(&v.file.path);
+                match stage_volume(e, &image, &v.name, &archive).await {
+                    Ok(s) => staged.push(s),
+                    Err(err) => {
+                        for s in staged {
+                            s.discard().await;
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        let db_loaded = async {
+            if let (Some(d), Some(rec)) = (&db, &m.database) {
+                let path = chosen.dir.join(&rec.file.path);
+                wf::group(&format!("Restoring database {}", d.creds.db));
+                // Load into a scratch database; the live one is replaced only once the load
+                // succeeded, so a dump that fails halfway leaves it as it was.
+                let scratch = format!(
+                    "predeploy_restore_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                d.server.create_database(&d.creds, &scratch).await?;
+                let loaded = async {
+                    let (rx, reader) = pipe::gunzip_file(&path);
+                    let loaded = d.server.load(&d.creds, &scratch, rx).await;
+                    let read = reader.await?;
+                    loaded?;
+                    read.with_context(|| format!("reading {}", path.display()))?;
+                    d.server.swap_in(&d.creds, &scratch, &d.creds.db).await?;
+                    Ok::<_, anyhow::Error>(())
+                }
+                .await;
+                wf::end_group();
+                if let Err(e) = loaded {
+                    let _ = d.server.drop_database(&d.creds, &scratch).await;
+                    return Err(e.context(format!(
+                        "the dump did not load; database `{}` was left as it was",
+                        d.creds.db
+                    )));
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(err) = db_loaded {
+            for s in staged {
+                s.discard().await;
+            }
+            return Err(err);
+        }
+        let mut staged = staged.into_iter();
+        while let Some(s) = staged.next() {
+            if let Err(err) = s.swap().await {
+                for rest in staged {
+                    rest.discard().await;
+                }
+                return Err(err);
             }
         }
         Ok::<_, anyhow::Error>(())
@@ -297,8 +329,9 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     }
     ctx.outputs.set("restored", "true");
     ctx.summary.paragraph(&format!(
-        "✅ Restored. Safety backup of the previous state: `{safety_dir}`. Next: check out commit `{}` and redeploy.",
-        m.git.commit.as_deref().unwrap_or("unknown")
+        "✅ Restored. Safety backup of the previous state: {}. Next: check out commit {} and redeploy.",
+        md::code(&safety_dir),
+        md::code(m.git.commit.as_deref().unwrap_or("unknown"))
     ));
     wf::log(&format!("Restored. {undo}"));
     Ok(())
@@ -349,7 +382,28 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
                 .api_url
                 .clone()
                 .unwrap_or_else(|| "https://api.github.com".into());
-            RestClient::new(&api, token)?
+            let client = RestClient::new(&api, token)?;
+            // Provenance: the run must be this repository's own (not a fork's, not a pull
+            // request's), narrowed by trusted-workflows / trusted-branches.
+            let policy = TrustPolicy {
+                repository: match (&args.repository, &ctx.runtime.repository) {
+                    (Some(given), _) => given.trim().to_string(),
+                    (None, Some(this)) => this.clone(),
+                    (None, None) => repo.clone(),
+                },
+                workflows: split_list(args.trusted_workflows.as_deref()),
+                branches: split_list(args.trusted_branches.as_deref()),
+            };
+            let run = client.workflow_run(&repo, run_id).await?;
+            check_provenance(&run, &policy)?;
+            wf::log(&format!(
+                "Run {run_id}: {} on branch {} of {} ({} event)",
+                run.path,
+                run.head_branch.as_deref().unwrap_or("?"),
+                policy.repository,
+                run.event
+            ));
+            client
                 .download_run_artifact(&repo, run_id, &args.artifact_name, tmp.path())
                 .await?
         };
@@ -523,42 +577,196 @@ fn target_for(given: &Target, m: &Manifest) -> Target {
     t
 }
 
-/// Empties a volume and refills it from its archive through the Docker archive API
-/// (ownership, modes and links come back as archived; Docker reads the gzip itself).
-async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Path) -> Result<()> {
-    wf::log(&format!("Restoring volume {volume}"));
-    // Docker's archive upload does not apply the root entry (`./`) to the target folder
-    // itself, so the volume root's owner and mode are set while it is emptied.
+/// A volume archive unpacked into a staging folder on the volume itself, not yet live.
+struct Staged {
+    engine: Engine,
+    image: String,
+    volume: String,
+    /// `.predeploy-restore-<id>` (our own random name) at the volume root.
+    stage: String,
+    root: Option<(u32, u64, u64)>,
+}
+
+/// Space the restore needs beyond the archive's bytes: a block per entry (rounding of file
+/// sizes, folders, links, inodes).
+const PER_ENTRY_OVERHEAD: u64 = 4096;
+
+/// The shell loop over every top-level entry of `$from` (dot files too) except `$S`/`$O`.
+fn each_entry(from: &str, body: &str) -> String {
+    format!(
+        "for f in {from}/* {from}/.[!.]* {from}/..?*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; case \"$f\" in \"$S\"|\"$O\") continue;; esac; {body}; done"
+    )
+}
+
+/// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched:
+/// the archive is checked again (the file may have changed since), its size compared with
+/// the volume's free space, then written. On any failure the staging folder is removed.
+async fn stage_volume(
+    engine: &Engine,
+    image: &str,
+    volume: &str,
+    archive: &Path,
+) -> Result<Staged> {
+    wf::log(&format!(
+        "Unpacking the backup of volume {volume} next to its live data"
+    ));
+    let path = archive.to_path_buf();
+    let name = archive.display().to_string();
+    let plan = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path)?;
+        crate::archive::restore::check_archive(std::io::BufReader::new(f), &name)
+            .map_err(anyhow::Error::from)
+    })
+    .await??;
     let root = root_entry(archive)?;
-    let mut wipe_script = "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".to_string();
-    if let Some((mode, uid, gid)) = root {
-        wipe_script.push_str(&format!(
-            " && chown {uid}:{gid} /data && chmod {mode:o} /data"
-        ));
-    }
-    let wipe = engine
+    let staged = Staged {
+        engine: engine.clone(),
+        image: image.to_string(),
+        volume: volume.to_string(),
+        stage: format!(
+            ".predeploy-restore-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        root,
+    };
+    let script = format!(
+        "set -e; mkdir -m 700 /data/{s}; df -Pk /data | awk 'NR==2 {{ print \"free=\" $4 }}'",
+        s = staged.stage
+    );
+    let prep = engine
         .helper(
             volume,
             image,
             false,
-            Some(vec!["/bin/sh".into(), "-c".into(), wipe_script]),
+            Some(vec!["/bin/sh".into(), "-c".into(), script]),
         )
         .await?;
-    let restored = async {
-        let (code, log) = wipe.run_to_end().await?;
+    let written = async {
+        let (code, log) = prep.run_to_end().await?;
+        let free_kib = log
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("free="))
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if code != 0 {
-            anyhow::bail!("could not empty volume {volume} (exit {code}): {log}");
+            anyhow::bail!("could not prepare volume {volume} for the restore (exit {code}): {log}; nothing was changed");
         }
-        // The same (now stopped) container still mounts the volume: refill it through it.
+        let Some(free_kib) = free_kib else {
+            anyhow::bail!("could not measure the free space of volume {volume} (`df` in the helper image said: {log}); nothing was changed. Set PREDEPLOY_HELPER_IMAGE to an image with sh, df and awk (e.g. busybox)");
+        };
+        let free = free_kib.saturating_mul(1024);
+        let needed = plan
+            .total_bytes
+            .saturating_add(plan.entries.saturating_mul(PER_ENTRY_OVERHEAD));
+        if needed > free {
+            anyhow::bail!(
+                "volume {volume} has {} free but restoring {} needs about {} ({} in {} entries) while its current data stays until the new data is complete; nothing was changed. Free space on the volume (or grow it) and run the rollback again",
+                human_size(free),
+                archive.display(),
+                human_size(needed),
+                human_size(plan.total_bytes),
+                plan.entries
+            );
+        }
+        // The same (now stopped) container still mounts the volume: write through it.
         let file = tokio::fs::File::open(archive).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        wipe.upload(stream)
+        prep.upload_to(&format!("/data/{}", staged.stage), stream)
             .await
-            .with_context(|| format!("writing volume {volume} failed"))
+            .with_context(|| {
+                format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
+            })
     }
     .await;
-    wipe.remove().await;
-    restored
+    prep.remove().await;
+    match written {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            staged.discard().await;
+            Err(e)
+        }
+    }
+}
+
+impl Staged {
+    /// Runs `script` (with `$S` the staging folder and `$O` the old-content folder) in a
+    /// helper that mounts the volume.
+    async fn run(&self, script: &str) -> Result<(i64, String)> {
+        let old = self.stage.replace("-restore-", "-old-");
+        let script = format!("S=/data/{}; O=/data/{old}; {script}", self.stage);
+        let h = self
+            .engine
+            .helper(
+                &self.volume,
+                &self.image,
+                false,
+                Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            )
+            .await?;
+        let r = h.run_to_end().await;
+        h.remove().await;
+        Ok(r?)
+    }
+
+    /// Removes the staging folder; the live content was never touched.
+    async fn discard(self) {
+        match self.run("rm -rf -- \"$S\"").await {
+            Ok((0, _)) => {}
+            Ok((code, log)) => wf::warning(
+                "Staging folder left behind",
+                None,
+                &format!(
+                    "could not remove /{} from volume {} (exit {code}): {log}; delete it by hand",
+                    self.stage, self.volume
+                ),
+            ),
+            Err(e) => wf::warning(
+                "Staging folder left behind",
+                None,
+                &format!(
+                    "could not remove /{} from volume {}: {e:#}; delete it by hand",
+                    self.stage, self.volume
+                ),
+            ),
+        }
+    }
+
+    /// Swaps the staged content in: the live entries move aside, the staged ones move in
+    /// (renames on one filesystem), then the old ones are deleted. If a move fails, the moves
+    /// are undone and the volume is left as it was.
+    async fn swap(self) -> Result<()> {
+        wf::log(&format!("Restoring volume {}", self.volume));
+        // Docker's archive upload does not apply the root entry (`./`) to the target
+        // folder itself, so the volume root's owner and mode are set here.
+        let root = match self.root {
+            Some((mode, uid, gid)) => format!("chown {uid}:{gid} /data && chmod {mode:o} /data"),
+            None => "true".into(),
+        };
+        let back_old = each_entry("\"$O\"", "mv -- \"$f\" /data/");
+        let back_new = each_entry("/data", "mv -- \"$f\" \"$S/\"");
+        let aside = each_entry("/data", "mv -- \"$f\" \"$O/\" || exit 1");
+        let bring_in = each_entry("\"$S\"", "mv -- \"$f\" /data/ || exit 1");
+        let script = format!(
+            "put_back() {{ {back_old}; rmdir \"$O\"; rm -rf -- \"$S\"; echo \"$1; the live data was put back\" >&2; exit 1; }}; \
+             mkdir -m 700 \"$O\" || {{ rm -rf -- \"$S\"; echo 'cannot create the folder for the old data; nothing was changed' >&2; exit 1; }}; \
+             ({aside}) || put_back 'moving the live data aside failed'; \
+             ({bring_in}) || {{ {back_new}; put_back 'moving the restored data in failed'; }}; \
+             rmdir \"$S\" || {{ {back_new}; put_back 'the staging folder is not empty'; }}; \
+             {root} || echo 'could not set the owner and mode of the volume root' >&2; \
+             rm -rf -- \"$O\""
+        );
+        let volume = self.volume.clone();
+        match self.run(&script).await {
+            Ok((0, _)) => Ok(()),
+            Ok((code, log)) => {
+                anyhow::bail!(
+                    "could not swap the restored data into volume {volume} (exit {code}): {log}"
+                )
+            }
+            Err(e) => Err(e.context(format!(
+                "could not swap the restored data into volume {volume}"
+            ))),
+        }
+    }
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.

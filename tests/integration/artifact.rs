@@ -718,3 +718,102 @@ async fn the_futures_are_send() {
     send(&down);
     send(&rest);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Provenance of the run a rollback takes its backup from (issue 11)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_provenance_refuses_forks_pull_requests_other_repos_and_untrusted_workflows() {
+    use artifact_rest_server::Run;
+    use predeploy_backup::actions::rest::{check_provenance, TrustPolicy};
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add_run(Run::push(10));
+    fake.add_run(Run {
+        head_repository: Some(Some("attacker/app".into())),
+        ..Run::push(11)
+    });
+    fake.add_run(Run {
+        event: "pull_request".into(),
+        ..Run::push(12)
+    });
+    fake.add_run(Run {
+        repository: Some("other/app".into()),
+        head_repository: Some(Some("other/app".into())),
+        ..Run::push(13)
+    });
+    fake.add_run(Run {
+        path: ".github/workflows/ci.yml".into(),
+        ..Run::push(14)
+    });
+    fake.add_run(Run {
+        head_branch: "feature/x".into(),
+        ..Run::push(15)
+    });
+    let client = rest(&fake, GH_TOKEN).await;
+    let policy = TrustPolicy {
+        repository: REPO.into(),
+        workflows: vec![".github/workflows/deploy.yml".into()],
+        branches: vec!["main".into(), "release/*".into()],
+    };
+    let good = client.workflow_run(REPO, 10).await.unwrap();
+    assert_eq!(good.path, ".github/workflows/deploy.yml");
+    check_provenance(&good, &policy).unwrap();
+    for (run, needle) in [
+        (11, "attacker/app (a fork)"),
+        (12, "`pull_request` event"),
+        (13, "belongs to repository other/app"),
+        (14, "not in trusted-workflows"),
+        (15, "matches none of trusted-branches"),
+    ] {
+        let r = client.workflow_run(REPO, run).await.unwrap();
+        let e = check_provenance(&r, &policy).unwrap_err();
+        assert!(matches!(e, RestError::Untrusted(_)), "{e}");
+        assert!(e.to_string().contains(needle), "run {run}: {e}");
+        assert_eq!(kind(e), ExitKind::Usage);
+    }
+    let e = client.workflow_run(REPO, 99).await.unwrap_err();
+    assert!(matches!(e, RestError::NotFound(_)), "{e}");
+}
+
+/// The whole step: a rollback naming a pull request's run is refused before any artifact is
+/// listed or downloaded, exit 2, with a message that says why and what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_by_run_id_of_a_pull_request_is_refused_before_downloading() {
+    use crate::support::Action;
+    use artifact_rest_server::Run;
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add(Artifact::new(
+        31,
+        77,
+        "predeploy-backup",
+        manifest_zip("schema: 1\n"),
+    ));
+    fake.add_run(Run {
+        event: "pull_request_target".into(),
+        ..Run::push(77)
+    });
+    let api = fake.api.url();
+    let o = tokio::task::spawn_blocking(move || {
+        Action::new("rollback")
+            .input("run-id", "77")
+            .input("github-token", GH_TOKEN)
+            .env("GITHUB_API_URL", api)
+            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_RUN_ID", "78")
+            .run()
+    })
+    .await
+    .unwrap();
+    o.assert_code(2);
+    let text = o.all_text();
+    assert!(text.contains("refusing the backup of run 77"), "{o}");
+    assert!(text.contains("pull_request_target"), "{o}");
+    assert!(text.contains("trusted-workflows"), "{o}");
+    let paths: Vec<String> = fake.api.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec![format!("/repos/{REPO}/actions/runs/77")],
+        "{paths:?}"
+    );
+    assert!(fake.blob.requests().is_empty());
+}

@@ -6,5 +6,6 @@ mod first_hour;
 mod info_mode;
 mod retention;
 mod rollback_mode;
+mod runner_safety;
 mod support;
 mod verify_mode;

@@ -7,7 +7,14 @@
 //!   archive_download_url, expired, created_at, updated_at, expires_at, digest, workflow_run}]}`
 //! - `GET /repos/{o}/{r}/actions/artifacts/{id}/zip`: 302 with `Location` to the blob host,
 //!   410 when expired, 404 when unknown.
+//! - `GET /repos/{o}/{r}/actions/runs/{run}`: the workflow run as documented at
+//!   https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run (`id`, `name`,
+//!   `head_branch`, `head_sha`, `path`, `event`, `status`, `conclusion`, `repository`,
+//!   `head_repository`, …). Runs added with [`RestFake::add_run`]; a run that only has
+//!   artifacts is a push of `.github/workflows/deploy.yml` on `main` of the repository itself.
 //! - 401 without the right bearer token.
+//!
+//! This is a local test server that follows GitHub's documented responses; it is not GitHub.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -48,8 +55,37 @@ impl Artifact {
     }
 }
 
+/// A workflow run as the runs endpoint describes it.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub id: u64,
+    pub event: String,
+    pub path: String,
+    pub head_branch: String,
+    /// `repository.full_name`; `None`: the server's repository.
+    pub repository: Option<String>,
+    /// `head_repository.full_name`; `Some(None)`: `null` (a deleted fork); `None`: the
+    /// server's repository.
+    pub head_repository: Option<Option<String>>,
+}
+
+impl Run {
+    /// A push of `.github/workflows/deploy.yml` on `main` of the repository itself.
+    pub fn push(id: u64) -> Self {
+        Run {
+            id,
+            event: "push".into(),
+            path: ".github/workflows/deploy.yml".into(),
+            head_branch: "main".into(),
+            repository: None,
+            head_repository: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct RestState {
+    pub runs: Vec<Run>,
     pub token: String,
     pub repo: String,
     pub artifacts: Vec<Artifact>,
@@ -86,6 +122,10 @@ impl RestFake {
 
     pub fn add(&self, a: Artifact) {
         self.state.lock().unwrap().artifacts.push(a);
+    }
+
+    pub fn add_run(&self, r: Run) {
+        self.state.lock().unwrap().runs.push(r);
     }
 }
 
@@ -127,6 +167,21 @@ fn api_handle(state: &Arc<Mutex<RestState>>, blob_base: &str, r: &Request) -> Re
     };
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
+        ["runs", run] => {
+            let Ok(id) = run.parse::<u64>() else {
+                return gh_error(404, "Not Found");
+            };
+            let run = st.runs.iter().find(|r| r.id == id).cloned().or_else(|| {
+                st.artifacts
+                    .iter()
+                    .any(|a| a.run_id == id)
+                    .then(|| Run::push(id))
+            });
+            match run {
+                Some(run) => Response::json(200, &run_json(&st.repo, &run)),
+                None => gh_error(404, "Not Found"),
+            }
+        }
         ["runs", run, "artifacts"] => {
             if st.list_failures > 0 {
                 st.list_failures -= 1;
@@ -182,6 +237,43 @@ fn api_handle(state: &Arc<Mutex<RestState>>, blob_base: &str, r: &Request) -> Re
         }
         _ => gh_error(404, "Not Found"),
     }
+}
+
+fn repo_json(full_name: &str) -> Value {
+    let (owner, name) = full_name.split_once('/').unwrap_or(("", full_name));
+    json!({"id": 1, "node_id": "R_kgDOA", "name": name, "full_name": full_name,
+           "owner": {"login": owner, "id": 1, "type": "Organization"}, "private": true,
+           "html_url": format!("https://github.com/{full_name}"), "fork": false})
+}
+
+fn run_json(repo: &str, r: &Run) -> Value {
+    let repository = r.repository.clone().unwrap_or_else(|| repo.to_string());
+    let head = match &r.head_repository {
+        None => json!(repo_json(repo)),
+        Some(None) => Value::Null,
+        Some(Some(h)) => repo_json(h),
+    };
+    json!({
+        "id": r.id,
+        "name": "Deploy",
+        "node_id": format!("WFR_kwLO{}", r.id),
+        "head_branch": r.head_branch,
+        "head_sha": "0123456789abcdef0123456789abcdef01234567",
+        "path": r.path,
+        "display_title": "Deploy",
+        "run_number": 12,
+        "event": r.event,
+        "status": "completed",
+        "conclusion": "success",
+        "workflow_id": 161335,
+        "run_attempt": 1,
+        "url": format!("https://api.github.com/repos/{repository}/actions/runs/{}", r.id),
+        "html_url": format!("https://github.com/{repository}/actions/runs/{}", r.id),
+        "created_at": "2026-05-01T12:00:00Z",
+        "updated_at": "2026-05-01T12:05:00Z",
+        "repository": repo_json(&repository),
+        "head_repository": head,
+    })
 }
 
 fn artifact_json(repo: &str, host: &str, a: &Artifact) -> Value {
