@@ -84,21 +84,21 @@ impl Verified {
         let mut failures = vec![];
         for r in self.reports() {
             if let Some(f) = &r.failure {
-                let shown = ctx.display(&r.path);
+                let shown = self.shown(ctx, &r.path);
+                let message = self.message(&r.path, &f.message);
                 wf::error(
                     &format!("Backup check `{}` failed", f.check.as_str()),
                     Some(&shown),
-                    &format!("{shown}: {}", f.message),
+                    &format!("{shown}: {message}"),
                 );
                 failures.push(format!(
-                    "{shown}: {} check failed: {}",
-                    f.check.as_str(),
-                    f.message
+                    "{shown}: {} check failed: {message}",
+                    f.check.as_str()
                 ));
                 ctx.failed_check
                     .get_or_insert_with(|| f.check.as_str().to_string());
             } else if !r.verified() {
-                failures.push(format!("{}: not verified", ctx.display(&r.path)));
+                failures.push(format!("{}: not verified", self.shown(ctx, &r.path)));
             }
         }
         if failures.is_empty() {
@@ -112,6 +112,36 @@ impl Verified {
             failures.join("\n")
         ))
         .into())
+    }
+
+    /// Whether these files are in the hidden `.partial` folder of a backup being made
+    /// (deleted when it fails).
+    fn partial(&self) -> bool {
+        self.dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".partial"))
+    }
+
+    /// A file as the user reads it: for a failed backup in the making, its name only (the
+    /// folder is deleted), else its path.
+    fn shown(&self, ctx: &Context, p: &Path) -> String {
+        if self.partial() {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string()
+        } else {
+            ctx.display(p)
+        }
+    }
+
+    /// A check's message without a path of a deleted `.partial` folder in it.
+    fn message(&self, p: &Path, msg: &str) -> String {
+        if self.partial() {
+            msg.replace(&p.display().to_string(), "the file")
+        } else {
+            msg.to_string()
+        }
     }
 
     fn set_file_outputs(&self, ctx: &mut Context) {
@@ -137,16 +167,17 @@ impl Verified {
     }
 
     fn summary_table(&self, ctx: &mut Context, title: &str) {
-        let partial = self
-            .dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(".partial"));
+        let partial = self.partial();
         let rows: Vec<Vec<String>> = self
             .reports()
             .map(|r| {
                 let status = match &r.failure {
                     None if r.verified() => "✅".to_string(),
-                    Some(f) => format!("❌ {}: {}", f.check.as_str(), md::text(&f.message)),
+                    Some(f) => format!(
+                        "❌ {}: {}",
+                        f.check.as_str(),
+                        md::text(&self.message(&r.path, &f.message))
+                    ),
                     None => "❌ not verified".into(),
                 };
                 vec![

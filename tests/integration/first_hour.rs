@@ -56,11 +56,11 @@ fn ws_with_folder(dirs: &[&str]) -> std::sync::Arc<Workspace> {
     let ws = Workspace::new();
     for (i, d) in dirs.iter().enumerate() {
         std::fs::create_dir_all(ws.join(d)).unwrap();
-        std::fs::write(
-            ws.join(d).join("f.txt"),
-            format!("content of {d} #{i}\n").repeat(200),
-        )
-        .unwrap();
+        // Incompressible, so that each archive is over min-volume-size.
+        let bytes: Vec<u8> = (0..256)
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .collect();
+        std::fs::write(ws.join(d).join(format!("f{i}.bin")), bytes).unwrap();
     }
     ws
 }
