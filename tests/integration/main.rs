@@ -2,6 +2,7 @@ mod act_e2e;
 mod alerts;
 mod artifact;
 mod backup_mode;
+mod hostile;
 mod info_mode;
 mod retention;
 mod rollback_mode;
