@@ -121,7 +121,12 @@ impl Stack {
     /// A `mode: rollback` step naming its targets as the README's rollback workflow does
     /// (the volume and the database container; name and user from the manifest).
     fn rollback(&self) -> Action {
-        let a = self.ws.action("rollback").input("volumes", &self.vol.name);
+        // The awkward tree has setgid and sticky folders, compared exactly.
+        let a = self
+            .ws
+            .action("rollback")
+            .input("volumes", &self.vol.name)
+            .input("restore-special-bits", "true");
         match &self.pg {
             Some(pg) => a
                 .input("postgres-container", pg.name())
@@ -989,6 +994,7 @@ fn rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root() {
         "nonroot: rollback",
         ws.action("rollback")
             .input("volumes", &vol.name)
+            .input("restore-special-bits", "true")
             .input("stop-containers", &consumer.name),
     );
     // The helper that empties the volume runs in the consumer's image: as its default user
