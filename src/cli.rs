@@ -262,7 +262,19 @@ pub struct RollbackArgs {
     /// Check everything, change nothing.
     #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub dry_run: bool,
-    /// Where to restore to [default: what the manifest recorded].
+    /// Volumes to restore [default: the `volumes` input]; a volume of the backup not named is
+    /// not touched.
+    #[arg(long, value_name = "LIST")]
+    pub restore_volumes: Option<String>,
+    /// Restore the database [default: true when postgres-container, compose-project or
+    /// database-url is given]; with true alone, into the container the backup recorded.
+    #[arg(long, action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub restore_database: Option<bool>,
+    /// Keep setuid/setgid/sticky bits of restored volume entries (dropped by default).
+    #[arg(long, default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub restore_special_bits: bool,
+    /// Where to restore to: only the targets named here are restored (the manifest fills in
+    /// the database's container, name and user).
     #[command(flatten)]
     pub target: Target,
     #[command(flatten)]

@@ -19,6 +19,7 @@ pub mod docker;
 pub mod error;
 pub mod lock;
 pub mod manifest;
+pub mod names;
 pub mod pipe;
 pub mod postgres;
 pub mod retention;

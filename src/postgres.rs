@@ -112,10 +112,15 @@ impl Server {
     /// The connection arguments for `db`.
     fn conn_args(&self, creds: &Credentials, db: &str) -> Vec<String> {
         match self {
+            // A connection string we build: a name is a quoted value, never a keyword
+            // (libpq reads a bare `--dbname` holding `=` as a whole connection string).
             Server::Container { .. } => vec![
                 "--no-password".into(),
-                format!("--username={}", creds.user),
-                format!("--dbname={db}"),
+                format!(
+                    "--dbname=dbname={} user={}",
+                    crate::names::conninfo_value(db),
+                    crate::names::conninfo_value(&creds.user)
+                ),
             ],
             Server::Url { url } => {
                 let url = if db == creds.db {
@@ -185,8 +190,56 @@ impl Server {
             "/dev/null".into(),
         ];
         args.extend(self.conn_args(creds, db));
+        // Defence in depth: where psql knows `\restrict`, the dump runs under a random key of
+        // ours (its own `\restrict`/`\unrestrict` lines removed), so no meta-command can act.
+        let stdin = if self.psql_has_restrict(creds).await {
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let (tx, rx) = mpsc::channel::<Bytes>(4);
+            tokio::spawn(async move {
+                let mut input = stdin;
+                let mut filter = crate::archive::sql::RestrictFilter::new();
+                if tx
+                    .send(Bytes::from(format!("\\restrict {key}\n")))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                while let Some(chunk) = input.recv().await {
+                    let out = filter.feed(&chunk);
+                    if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Bytes::from(filter.finish())).await;
+            });
+            rx
+        } else {
+            crate::actions::commands::log(
+                "psql here has no \\restrict (PostgreSQL before 17.6/16.10/15.14/14.19/13.22): the dump was checked for meta-commands, and loads without a restrict key",
+            );
+            stdin
+        };
         let out = self.run(creds, "psql", args, Some(stdin), None).await?;
         check("psql (loading the dump)", creds, db, out)
+    }
+
+    /// Whether this psql has `\restrict` (PostgreSQL 18, 17.6, 16.10, 15.14, 14.19, 13.22 and
+    /// later minor releases). Any doubt is `false`.
+    pub async fn psql_has_restrict(&self, creds: &Credentials) -> bool {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let collect = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(b) = rx.recv().await {
+                all.extend_from_slice(&b);
+            }
+            all
+        });
+        let ran = self
+            .run(creds, "psql", vec!["--version".into()], None, Some(tx))
+            .await;
+        let text = collect.await.unwrap_or_default();
+        matches!(ran, Ok(ref o) if o.code == 0) && has_restrict(&String::from_utf8_lossy(&text))
     }
 
     /// On-disk size of the database in bytes.
@@ -301,6 +354,31 @@ impl Server {
     }
 }
 
+/// From `psql (PostgreSQL) 16.10 (Debian …)`: whether that version has `\restrict`.
+fn has_restrict(version: &str) -> bool {
+    let Some(v) = version
+        .split_once("(PostgreSQL) ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+    else {
+        return false;
+    };
+    let num = |s: &str| -> Option<u32> {
+        let d: String = s.chars().take_while(char::is_ascii_digit).collect();
+        d.parse().ok()
+    };
+    let Some(major) = num(v) else { return false };
+    let minor = v.split_once('.').and_then(|(_, m)| num(m)).unwrap_or(0);
+    match major {
+        18.. => true,
+        17 => minor >= 6,
+        16 => minor >= 10,
+        15 => minor >= 14,
+        14 => minor >= 19,
+        13 => minor >= 22,
+        _ => false,
+    }
+}
+
 /// `"name"` with embedded quotes doubled.
 pub fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
@@ -318,7 +396,17 @@ fn qualified(t: &str) -> String {
 fn with_database(url: &str, db: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
-            u.set_path(&format!("/{db}"));
+            let enc: String = db
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            u.set_path(&format!("/{enc}"));
             u.to_string()
         }
         Err(_) => url.to_string(),
@@ -456,12 +544,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn restrict_versions() {
+        for (v, yes) in [
+            ("psql (PostgreSQL) 16.10 (Debian 16.10-1.pgdg120+1)", true),
+            ("psql (PostgreSQL) 16.9", false),
+            ("psql (PostgreSQL) 15.14", true),
+            ("psql (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)", false),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 18beta1", true),
+            ("psql (PostgreSQL) 18.1", true),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(has_restrict(v), yes, "{v}");
+        }
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(qualified("billing.invoices"), "\"billing\".\"invoices\"");
         assert_eq!(
             with_database("postgres://u:p@h:5432/app?sslmode=disable", "postgres"),
             "postgres://u:p@h:5432/postgres?sslmode=disable"
+        );
+        // A name with connection-string syntax stays one path segment.
+        let u = with_database(
+            "postgres://u:p@h:5432/app",
+            "host=10.0.0.1 port=1 dbname=x?sslmode=disable/y",
+        );
+        assert!(
+            u.starts_with("postgres://u:p@h:5432/host%3D10.0.0.1%20port%3D1"),
+            "{u}"
+        );
+        assert!(
+            !u.contains('?') && !u.contains(' ') && !u.contains("/y"),
+            "{u}"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod gzip;
 pub mod hash;
 pub mod inflate;
 pub mod restore;
+pub mod special;
 pub mod sql;
 pub mod tarwalk;
 pub mod verify;

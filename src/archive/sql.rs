@@ -13,6 +13,13 @@
 //!   the top and `\unrestrict <key>` after the completion block; that line may follow the
 //!   completion (with the closing `--` and blank lines), and its key must match.
 //!
+//! A dump is data, never code for psql (see [`SqlScan::guard`]): outside COPY data, the only
+//! lines that may start with a backslash are pg_dump's own `\restrict KEY` (once, before the
+//! completion comment) and `\unrestrict KEY` (after it); any other meta-command (`\!`, `\o`,
+//! `\c`, `\copy`, `\i`, `\set`, …) is refused. So are `TO PROGRAM` / `FROM PROGRAM` (a shell
+//! command run by the server) and `lo_import` / `lo_export` (server files), which pg_dump never
+//! writes. The word check runs on every byte outside COPY data, whatever the line length.
+//!
 //! A `COPY` line counts only where pg_dump writes one: after its `-- Data for Name: ...`
 //! comment block (the previous non-blank line is a comment). That keeps a `COPY ... FROM
 //! stdin;` line inside a function body from being taken for table data.
@@ -35,6 +42,9 @@ pub struct SqlScan {
     pub header: Result<(), String>,
     /// `Err(message)` when the dump is not complete.
     pub complete: Result<(), String>,
+    /// `Err(message)` (naming the line and the rule) when the dump holds something pg_dump
+    /// never writes and psql would run as code: a meta-command, `TO PROGRAM`, `lo_import`.
+    pub guard: Result<(), String>,
     pub summary: SqlSummary,
     /// Total bytes and lines scanned.
     pub bytes: u64,
@@ -72,6 +82,9 @@ pub struct SqlScanner {
     prev_nonblank_comment: bool,
     /// The last non-blank line (start of it), for "cut short" messages.
     last_nonblank: (u64, Vec<u8>),
+    /// The first guard violation.
+    guard: Option<String>,
+    words: Words,
 }
 
 impl SqlScanner {
@@ -93,6 +106,8 @@ impl SqlScanner {
             after_complete: None,
             prev_nonblank_comment: false,
             last_nonblank: (0, Vec::new()),
+            guard: None,
+            words: Words::default(),
         }
     }
 
@@ -148,6 +163,11 @@ impl SqlScanner {
     }
 
     fn append(&mut self, part: &[u8]) {
+        if self.copy.is_none() && self.guard.is_none() {
+            if let Some(rule) = self.words.feed(part) {
+                self.refuse(rule);
+            }
+        }
         if self.line.len() < LINE_PREFIX {
             let n = part.len().min(LINE_PREFIX - self.line.len());
             self.line.extend_from_slice(&part[..n]);
@@ -161,7 +181,21 @@ impl SqlScanner {
         self.line_len += part.len() as u64;
     }
 
+    fn refuse(&mut self, rule: String) {
+        if self.guard.is_none() {
+            self.guard = Some(format!(
+                "line {}: {rule}; pg_dump never writes this, so the file is not a plain dump: refusing to restore it (take a new backup with pg_dump)",
+                self.line_no
+            ));
+        }
+    }
+
     fn end_line(&mut self) {
+        if self.copy.is_none() && self.guard.is_none() {
+            if let Some(rule) = self.words.feed(b"\n") {
+                self.refuse(rule);
+            }
+        }
         let line = std::mem::take(&mut self.line);
         self.classify(&line);
         self.line = line;
@@ -214,7 +248,7 @@ impl SqlScanner {
                 return;
             }
             if let Some(key) = line.strip_prefix(b"\\unrestrict ") {
-                if self.unrestrict_key.is_none() && full {
+                if self.unrestrict_key.is_none() && full && is_key(key) {
                     let key = String::from_utf8_lossy(key).trim().to_string();
                     match &self.restrict_key {
                         Some(r) if *r == key => {}
@@ -234,6 +268,12 @@ impl SqlScanner {
                     self.unrestrict_key = Some(key);
                     return;
                 }
+            }
+            if line.starts_with(b"\\") {
+                self.refuse(format!(
+                    "`{}` is a psql meta-command after the completion comment (only `\\unrestrict KEY` may be there)",
+                    shorten(&line[..line.len().min(24)])
+                ));
             }
             self.after_complete = Some(format!(
                 "line {} `{}` follows the completion line (line {}): the file holds more than one complete dump, or was appended to",
@@ -257,9 +297,18 @@ impl SqlScanner {
                     self.dump_version = Some(version_text(v));
                 }
             }
-        } else if let Some(key) = line.strip_prefix(b"\\restrict ") {
-            if self.restrict_key.is_none() && full {
-                self.restrict_key = Some(String::from_utf8_lossy(key).trim().to_string());
+        } else if line.starts_with(b"\\") {
+            match line.strip_prefix(b"\\restrict ") {
+                Some(key) if self.restrict_key.is_none() && full && is_key(key) => {
+                    self.restrict_key = Some(String::from_utf8_lossy(key).to_string());
+                }
+                Some(_) if self.restrict_key.is_some() => {
+                    self.refuse("a second `\\restrict` line".to_string())
+                }
+                _ => self.refuse(format!(
+                    "`{}` is a psql meta-command (only pg_dump's own `\\restrict KEY` before the completion comment and `\\unrestrict KEY` after it may start with a backslash outside COPY data)",
+                    shorten(&line[..line.len().min(24)])
+                )),
             }
         } else if self.prev_nonblank_comment
             && line.starts_with(b"COPY ")
@@ -319,6 +368,10 @@ impl SqlScanner {
         SqlScan {
             header,
             complete,
+            guard: match self.guard {
+                Some(g) => Err(g),
+                None => Ok(()),
+            },
             summary: SqlSummary {
                 server_version: self.server_version,
                 dump_version: self.dump_version,
@@ -327,6 +380,117 @@ impl SqlScanner {
             bytes: self.bytes,
             lines,
         }
+    }
+}
+
+/// Removes pg_dump's own `\restrict KEY` / `\unrestrict KEY` lines from a dump on its way to
+/// psql, so that the load can run under a key of ours (blank lines take their place, so line
+/// numbers in psql's messages stay right). Lines inside COPY data are passed as they are.
+///
+/// It only ever blanks such lines: whatever it gets wrong, psql runs no meta-command that was
+/// not already there (the scanner refused those), and a line it missed makes the load fail.
+#[derive(Default)]
+pub struct RestrictFilter {
+    /// The current line's first bytes, held back until it is known whether to drop it.
+    head: Vec<u8>,
+    /// `Some(drop)` once the line's head was judged.
+    decided: Option<bool>,
+    starts_copy: bool,
+    line_len: u64,
+    tail: [u8; 16],
+    in_copy: bool,
+}
+
+const HEAD: usize = 12; // `\unrestrict `
+
+impl RestrictFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The filtered form of the next bytes of the dump.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + HEAD);
+        let mut pos = 0;
+        while pos < data.len() {
+            if let Some(drop) = self.decided {
+                let rest = &data[pos..];
+                let (seg, nl) = match find_newline(rest) {
+                    Some(i) => (&rest[..i], true),
+                    None => (rest, false),
+                };
+                if !drop {
+                    out.extend_from_slice(seg);
+                }
+                self.track_tail(seg);
+                pos += seg.len();
+                if nl {
+                    self.end_line(&mut out);
+                    pos += 1;
+                }
+                continue;
+            }
+            let b = data[pos];
+            pos += 1;
+            if b == b'\n' {
+                self.decide(&mut out);
+                self.end_line(&mut out);
+            } else {
+                self.head.push(b);
+                self.track_tail(&[b]);
+                if self.head.len() == HEAD {
+                    self.decide(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The held-back start of a last line without a newline.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.decide(&mut out);
+        out
+    }
+
+    fn track_tail(&mut self, part: &[u8]) {
+        if part.len() >= 16 {
+            self.tail.copy_from_slice(&part[part.len() - 16..]);
+        } else if !part.is_empty() {
+            self.tail.copy_within(part.len().., 0);
+            self.tail[16 - part.len()..].copy_from_slice(part);
+        }
+        self.line_len += part.len() as u64;
+    }
+
+    fn decide(&mut self, out: &mut Vec<u8>) {
+        if self.decided.is_some() {
+            return;
+        }
+        let h = &self.head;
+        let drop =
+            !self.in_copy && (h.starts_with(b"\\restrict ") || h.starts_with(b"\\unrestrict "));
+        self.starts_copy = !self.in_copy && h.starts_with(b"COPY ");
+        if !drop {
+            out.extend_from_slice(h);
+        }
+        self.decided = Some(drop);
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        out.push(b'\n');
+        if self.in_copy {
+            if self.line_len == 2 && self.tail[14..] == *b"\\." {
+                self.in_copy = false;
+            }
+        } else if self.starts_copy && self.tail.ends_with(FROM_STDIN) {
+            self.in_copy = true;
+        }
+        self.head.clear();
+        self.decided = None;
+        self.starts_copy = false;
+        self.line_len = 0;
+        self.tail = [0; 16];
     }
 }
 
@@ -377,6 +541,126 @@ fn copy_table(s: &[u8]) -> Option<String> {
     }
     let joined = parts.join(&b'.');
     Some(String::from_utf8_lossy(&joined[..joined.len().min(1024)]).into_owned())
+}
+
+/// pg_dump's `\restrict` keys are letters and digits.
+fn is_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= 256 && key.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// Finds `TO PROGRAM '…'`, `FROM PROGRAM '…'` (whitespace and comments between the words, any
+/// case, `E'`/`U&'`/`$$` strings) and the words `lo_import` / `lo_export`, in a stream of SQL
+/// bytes, one byte at a time, in constant memory.
+#[derive(Default)]
+struct Words {
+    /// The current word, lower-cased (only its first 12 bytes; `len` counts them all).
+    word: [u8; 12],
+    len: usize,
+    after: After,
+    prev: u8,
+    /// Inside `/* … */` (depth) or `-- …` between the words of a match.
+    block: u32,
+    line_comment: bool,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum After {
+    #[default]
+    Nothing,
+    /// `to` / `from`
+    Direction,
+    /// `to program` / `from program`
+    Program,
+}
+
+impl Words {
+    fn feed(&mut self, data: &[u8]) -> Option<String> {
+        for &b in data {
+            if let Some(r) = self.byte(b) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    fn word(&self) -> &[u8] {
+        &self.word[..self.len.min(12)]
+    }
+
+    fn byte(&mut self, b: u8) -> Option<String> {
+        let prev = std::mem::replace(&mut self.prev, b);
+        if self.line_comment {
+            if b == b'\n' {
+                self.line_comment = false;
+            }
+            return None;
+        }
+        if self.block > 0 {
+            if prev == b'*' && b == b'/' {
+                self.block -= 1;
+                self.prev = 0;
+            } else if prev == b'/' && b == b'*' {
+                self.block += 1;
+                self.prev = 0;
+            }
+            return None;
+        }
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' && self.len > 0 || b >= 0x80 {
+            if self.len < 12 {
+                self.word[self.len] = b.to_ascii_lowercase();
+            }
+            self.len += 1;
+            return None;
+        }
+        // A word ended at `b` (or there was none).
+        if self.len > 0 {
+            let w = self.word();
+            if w == b"lo_import" || w == b"lo_export" {
+                return Some(format!(
+                    "`{}` reads or writes a file on the database server",
+                    String::from_utf8_lossy(w)
+                ));
+            }
+            let single = self.len == 1;
+            let first = self.word[0];
+            self.after = match self.after {
+                After::Program if single && first == b'e' && b == b'\'' => {
+                    return Some(program_rule())
+                }
+                After::Program if single && first == b'u' && b == b'&' => {
+                    return Some(program_rule())
+                }
+                After::Direction if w == b"program" => After::Program,
+                _ if w == b"to" || w == b"from" => After::Direction,
+                _ => After::Nothing,
+            };
+            self.len = 0;
+        }
+        if self.after == After::Nothing || b.is_ascii_whitespace() {
+            return None;
+        }
+        match b {
+            b'\'' | b'$' if self.after == After::Program => Some(program_rule()),
+            b'*' if prev == b'/' => {
+                self.block = 1;
+                self.prev = 0;
+                None
+            }
+            b'-' if prev == b'-' => {
+                self.line_comment = true;
+                None
+            }
+            b'/' | b'-' => None,
+            _ => {
+                self.after = After::Nothing;
+                None
+            }
+        }
+    }
+}
+
+fn program_rule() -> String {
+    "`TO PROGRAM` / `FROM PROGRAM` runs a shell command on the database server".to_string()
 }
 
 fn version_text(v: &[u8]) -> String {
@@ -500,6 +784,124 @@ mod tests {
             s.feed(text);
             let e = s.finish().header.unwrap_err();
             assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    /// A complete dump (with pg_dump's `\restrict` pair) with `body` in the middle.
+    fn dump_with(body: &str) -> Vec<u8> {
+        format!(
+            "--\n-- PostgreSQL database dump\n--\n\n\\restrict abcDEF123\n\nSET x = 1;\n{body}\n\n--\n-- Data for Name: t\n--\n\nCOPY public.t (a) FROM stdin;\n\\N\n\\! not a command: COPY data\nto program 'x'\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abcDEF123\n\n"
+        )
+        .into_bytes()
+    }
+
+    fn guard_of(d: &[u8]) -> Result<(), String> {
+        let mut rng = Rng::new(5);
+        let a = scan_in_pieces(d, &mut rng, 3);
+        let b = scan_in_pieces(d, &mut rng, 100_000);
+        assert_eq!(a.guard, b.guard);
+        a.guard
+    }
+
+    #[test]
+    fn pg_dump_output_passes_the_guard() {
+        let d = dump_with(
+            "CREATE TABLE public.program (a int);\nCREATE VIEW v AS SELECT * FROM public.program;\nCOMMENT ON TABLE x IS 'back\\slash \\! inside';\nSELECT pg_catalog.lo_create('1');\nCREATE FUNCTION f() RETURNS int AS $$ SELECT a FROM program; $$ LANGUAGE sql;\nCOPY t TO stdout;",
+        );
+        let s = scan_in_pieces(&d, &mut Rng::new(1), 7);
+        assert!(s.complete.is_ok() && s.header.is_ok(), "{s:?}");
+        assert_eq!(s.guard, Ok(()));
+        assert_eq!(s.summary.tables["public.t"], 3);
+        let t = dump_text(&[("public.a", 50)], Some("k1"));
+        assert_eq!(guard_of(&t), Ok(()));
+    }
+
+    #[test]
+    fn every_meta_command_outside_copy_data_is_refused() {
+        for meta in [
+            "\\! touch /tmp/x",
+            "\\o /tmp/x",
+            "\\c other",
+            "\\connect other",
+            "\\copy t to '/tmp/x'",
+            "\\i /etc/passwd",
+            "\\ir x.sql",
+            "\\set ON_ERROR_STOP 0",
+            "\\unrestrict abcDEF123",
+            "\\restrict other",
+            "\\g /tmp/x",
+            "\\w /tmp/x",
+            "\\setenv PAGER x",
+            "\\",
+        ] {
+            let e = guard_of(&dump_with(meta)).expect_err(meta);
+            assert!(e.starts_with("line 8: "), "{meta}: {e}");
+            assert!(
+                e.contains("meta-command") || e.contains("second"),
+                "{meta}: {e}"
+            );
+        }
+        // Before the header's `\restrict` too, and after the completion comment.
+        let d = b"--\n-- PostgreSQL database dump\n--\n\\! id\n--\n-- PostgreSQL database dump complete\n--\n";
+        assert!(guard_of(d).unwrap_err().starts_with("line 4: "));
+        let mut d = dump_with("");
+        d.extend_from_slice(b"\\! id\n");
+        assert!(guard_of(&d).unwrap_err().contains("after the completion"));
+    }
+
+    #[test]
+    fn program_and_server_files_are_refused_in_any_spelling() {
+        for sql in [
+            "COPY (SELECT 1) TO PROGRAM 'touch /tmp/x';",
+            "copy t from program 'id';",
+            "COPY t TO\n  PROGRAM\n 'id';",
+            "COPY t TO /* c */ PROGRAM E'id';",
+            "COPY t TO -- c\nPROGRAM $$id$$;",
+            "COPY t FROM Program U&'id';",
+            "COPY t TO PROGRAM'id';",
+            "SELECT lo_import('/etc/passwd');",
+            "SELECT pg_catalog.LO_EXPORT(1, '/tmp/x');",
+            "SELECT \"lo_import\"('/etc/passwd');",
+        ] {
+            let e = guard_of(&dump_with(sql)).expect_err(sql);
+            assert!(
+                e.contains("PROGRAM") || e.contains("file on the database server"),
+                "{sql}: {e}"
+            );
+        }
+        // On a line longer than what the scanner keeps.
+        let long = format!("SELECT '{}' TO PROGRAM 'id';", "x".repeat(3 * LINE_PREFIX));
+        assert!(guard_of(&dump_with(&long)).is_err());
+    }
+
+    #[test]
+    fn the_restrict_filter_blanks_only_pg_dumps_own_lines() {
+        let d = dump_with("SELECT 1;");
+        let expect = String::from_utf8(d.clone())
+            .unwrap()
+            .replace("\\restrict abcDEF123", "")
+            .replace("\\unrestrict abcDEF123", "");
+        // COPY data that looks like the lines stays.
+        let mut d2 = b"--\n-- Data for Name: t\n--\n\nCOPY public.t (a) FROM stdin;\n\\restrict x\n\\unrestrict x\n\\.\n\\restrict y\n".to_vec();
+        d2.extend_from_slice(&vec![b'z'; 100_000]);
+        d2.extend_from_slice(b"\nend");
+        let expect2 = String::from_utf8(d2.clone())
+            .unwrap()
+            .replace("\\restrict y", "");
+        let mut rng = Rng::new(11);
+        for (input, want) in [(d, expect), (d2, expect2)] {
+            for max in [1, 2, 5, 13, 4096, 1 << 20] {
+                let mut f = RestrictFilter::new();
+                let mut out = Vec::new();
+                let mut rest = &input[..];
+                while !rest.is_empty() {
+                    let n = (1 + rng.below(max) as usize).min(rest.len());
+                    out.extend(f.feed(&rest[..n]));
+                    rest = &rest[n..];
+                }
+                out.extend(f.finish());
+                assert_eq!(String::from_utf8(out).unwrap(), want, "max {max}");
+            }
         }
     }
 

@@ -45,6 +45,7 @@ pub enum Check {
     Gzip,
     SqlHeader,
     SqlComplete,
+    SqlSafety,
     Tar,
     Sha256,
 }
@@ -58,6 +59,7 @@ impl Check {
             Check::Gzip => "gzip",
             Check::SqlHeader => "sql-header",
             Check::SqlComplete => "sql-complete",
+            Check::SqlSafety => "sql-safety",
             Check::Tar => "tar",
             Check::Sha256 => "sha256",
         }
@@ -525,6 +527,11 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
             return;
         }
         report.pass(Check::SqlComplete);
+        if let Err(m) = scan.guard {
+            report.fail(Check::SqlSafety, m);
+            return;
+        }
+        report.pass(Check::SqlSafety);
     }
     if let Some(mut w) = walker {
         match w.finish() {
@@ -611,13 +618,14 @@ mod tests {
     use std::io::Write;
     use tar::EntryType;
 
-    const ALL_SQL: [Check; 7] = [
+    const ALL_SQL: [Check; 8] = [
         Check::Exists,
         Check::RegularFile,
         Check::MinSize,
         Check::Gzip,
         Check::SqlHeader,
         Check::SqlComplete,
+        Check::SqlSafety,
         Check::Sha256,
     ];
     const ALL_TAR: [Check; 6] = [
@@ -1169,6 +1177,7 @@ mod tests {
                 Check::Gzip,
                 Check::SqlHeader,
                 Check::SqlComplete,
+                Check::SqlSafety,
                 Check::Sha256
             ]
         );

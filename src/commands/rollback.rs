@@ -45,6 +45,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     ctx.outputs.set("restored", "false");
     let chosen = choose(ctx, &args).await?;
     let m = &chosen.manifest;
+    // 0. The manifest's names and revision are data: checked before any is used.
+    check_values(m, &chosen.source)?;
     ctx.backup_dir = Some(ctx.display(&chosen.dir));
     ctx.revision = (m.git.commit.clone(), m.git.branch.clone());
     wf::log(&format!(
@@ -63,21 +65,28 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     // 1. Every byte checked against the manifest, before anything is touched.
     check_files(ctx, &chosen).await?;
 
-    // 2. Where to restore to: the inputs, else what the manifest recorded.
-    let target = target_for(&args.target, m);
+    // 2. What to restore, and where: only what the inputs name. The manifest fills in the
+    //    database's container, name and user, never the choice of targets.
+    let named = split_list(
+        args.restore_volumes
+            .as_deref()
+            .or(args.target.volumes.as_deref()),
+    );
+    let restore_db = args.restore_database.unwrap_or(
+        args.target.postgres_container.is_some()
+            || args.target.compose_project.is_some()
+            || args.target.database_url.is_some(),
+    );
+    let selection = select(m, &named, restore_db)?;
+    let volumes = selection.volumes.clone();
+    let skipped = selection.skipped.clone();
+    let mut target = if restore_db {
+        target_for(&args.target, m)
+    } else {
+        Target::default()
+    };
+    target.postgres_password = args.target.postgres_password.clone();
     let stop = split_list(args.target.stop_containers.as_deref());
-    let volumes: Vec<String> = m
-        .volumes
-        .iter()
-        .filter(|v| v.kind == "volume")
-        .map(|v| v.name.clone())
-        .collect();
-    let skipped: Vec<String> = m
-        .volumes
-        .iter()
-        .filter(|v| v.kind != "volume")
-        .map(|v| format!("{} ({})", v.name, v.kind))
-        .collect();
     let needs_docker = target.postgres_container.is_some()
         || target.compose_project.is_some()
         || !volumes.is_empty();
@@ -86,7 +95,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     } else {
         None
     };
-    let db = if m.database.is_some() {
+    let db = if restore_db && m.database.is_some() {
         let db = resolve_database(engine.as_ref(), &target).await?;
         if db.is_none() {
             return Err(usage(
@@ -131,7 +140,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             rec.tables.len()
         ));
     }
-    for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+    for v in m
+        .volumes
+        .iter()
+        .filter(|v| v.kind == "volume" && volumes.contains(&v.name))
+    {
         plan.push(format!(
             "volume `{}`: emptied and refilled from {} ({} entries, {})",
             v.name,
@@ -141,9 +154,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         ));
     }
     for s in &skipped {
-        plan.push(format!(
-            "{s}: not restored (host folders are restored by hand: tar xzf … -C <folder>)"
-        ));
+        plan.push(s.clone());
     }
     if !stop.is_empty() {
         plan.push(format!(
@@ -207,6 +218,12 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     ctx.summary.heading(3, "Safety backup of the current state");
     let mut safety_target = target.clone();
     safety_target.volumes = Some(volumes.join(","));
+    if db.is_none() {
+        safety_target.postgres_container = None;
+        safety_target.compose_project = None;
+        safety_target.postgres_service = None;
+        safety_target.database_url = None;
+    }
     safety_target.paths = None;
     safety_target.stop_containers = None;
     let thresholds = Thresholds {
@@ -235,12 +252,18 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     set_common(&mut ctx.outputs);
     ctx.outputs.set("backup-dir", ctx.display(&chosen.dir));
     let undo = format!(
-        "the safety backup of the state before this rollback is in {safety_dir}; to put it back: predeploy-backup rollback --manifest {safety_dir}/{FILE_NAME}{}",
+        "the safety backup of the state before this rollback is in {safety_dir}; to put it back: predeploy-backup rollback --manifest {safety_dir}/{FILE_NAME}{}{}{}",
         if stop.is_empty() {
             String::new()
         } else {
             format!(" --stop-containers '{}'", stop.join(","))
-        }
+        },
+        if volumes.is_empty() {
+            String::new()
+        } else {
+            format!(" --volumes '{}'", volumes.join(","))
+        },
+        if db.is_some() { " --restore-database true" } else { "" }
     );
 
     // 5. Restore (the named containers are stopped since before the safety backup).
@@ -257,9 +280,13 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 all
             };
             let image = e.helper_image(&users, true).await?;
-            for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+            for v in m
+                .volumes
+                .iter()
+                .filter(|v| v.kind == "volume" && volumes.contains(&v.name))
+            {
                 let archive = chosen.dir.join(&v.file.path);
-                match stage_volume(e, &image, &v.name, &archive).await {
+                match stage_volume(e, &image, &v.name, &archive, args.restore_special_bits).await {
                     Ok(s) => staged.push(s),
                     Err(err) => {
                         for s in staged {
@@ -555,6 +582,127 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
     .into())
 }
 
+/// What a rollback restores: the named volumes, and why the rest is not restored.
+struct Selection {
+    volumes: Vec<String>,
+    /// `name: not restored (why)`, for the plan.
+    skipped: Vec<String>,
+}
+
+/// Picks the manifest entries the inputs name. A name the backup does not hold, or nothing
+/// named at all, is a usage error; an entry not named is skipped and reported, never wiped.
+fn select(m: &Manifest, named: &[String], restore_db: bool) -> Result<Selection> {
+    let held: Vec<&str> = m
+        .volumes
+        .iter()
+        .filter(|v| v.kind == "volume")
+        .map(|v| v.name.as_str())
+        .collect();
+    if let Some(n) = named.iter().find(|n| !held.contains(&n.as_str())) {
+        return Err(usage(format!(
+            "volume `{}` is named in restore-volumes (or volumes) but this backup holds no archive of it (it holds: {}); nothing was changed",
+            crate::names::shown(n),
+            if held.is_empty() { "none".to_string() } else { held.join(", ") }
+        )));
+    }
+    if restore_db && m.database.is_none() {
+        return Err(usage(
+            "restore-database is true (or a postgres target is named) but this backup holds no database dump; set restore-database: false",
+        ));
+    }
+    let volumes: Vec<String> = held
+        .iter()
+        .filter(|h| named.iter().any(|n| n == *h))
+        .map(|h| h.to_string())
+        .collect();
+    if volumes.is_empty() && !restore_db {
+        let mut holds: Vec<String> = held.iter().map(|h| format!("volume {h}")).collect();
+        if m.database.is_some() {
+            holds.insert(0, "a database dump".into());
+        }
+        return Err(usage(format!(
+            "nothing to restore: rollback restores only the targets its inputs name. This backup holds {}; name them with volumes (or restore-volumes) and postgres-container (or compose-project + postgres-service, database-url, or restore-database: true)",
+            if holds.is_empty() { "nothing restorable".to_string() } else { holds.join(", ") }
+        )));
+    }
+    let mut skipped = vec![];
+    if let (Some(d), false) = (&m.database, restore_db) {
+        skipped.push(format!(
+            "database {}: not restored (no postgres target named; set postgres-container or restore-database: true)",
+            d.name.as_deref().unwrap_or("?")
+        ));
+    }
+    for v in &m.volumes {
+        if v.kind != "volume" {
+            skipped.push(format!(
+                "{} ({}): not restored (host folders are restored by hand: tar xzf … -C <folder>)",
+                v.name, v.kind
+            ));
+        } else if !volumes.contains(&v.name) {
+            skipped.push(format!(
+                "volume {}: not restored (not named in volumes / restore-volumes)",
+                v.name
+            ));
+        }
+    }
+    Ok(Selection { volumes, skipped })
+}
+
+/// The manifest's names must be names and its revision a revision (see [`crate::names`]):
+/// a name that could form a connection string or an option is a usage error (exit 2), a
+/// commit or branch that is not one fails the step (exit 1). Nothing has been used yet.
+fn check_values(m: &Manifest, source: &str) -> Result<()> {
+    use crate::names::{is_branch, is_commit, is_docker_name, is_pg_name, shown};
+    let mut bad = vec![];
+    if let Some(d) = &m.database {
+        for (what, v, ok) in [
+            ("database.name", &d.name, is_pg_name as fn(&str) -> bool),
+            ("database.user", &d.user, is_pg_name),
+            ("database.container", &d.container, is_docker_name),
+            (
+                "database.compose_project",
+                &d.compose_project,
+                is_docker_name,
+            ),
+            (
+                "database.compose_service",
+                &d.compose_service,
+                is_docker_name,
+            ),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !ok(v)) {
+                bad.push(format!("{what} `{}`", shown(v)));
+            }
+        }
+    }
+    for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+        if !is_docker_name(&v.name) {
+            bad.push(format!("volume name `{}`", shown(&v.name)));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(usage(format!(
+            "the manifest of {source} holds {} that is not a plain name (PostgreSQL names: 1-63 of A-Z a-z 0-9 _ . -; Docker names: [a-zA-Z0-9][a-zA-Z0-9_.-]*): refusing to use it, nothing was changed. Name the target in the inputs instead (postgres-db, postgres-user, postgres-container), or restore from another backup",
+            bad.join(", ")
+        )));
+    }
+    if let Some(c) = m.git.commit.as_deref().filter(|c| !is_commit(c)) {
+        return Err(VerificationFailed(format!(
+            "the manifest of {source} records commit `{}`, which is not a 40- or 64-digit hexadecimal commit id: refusing to restore it or to output it",
+            shown(c)
+        ))
+        .into());
+    }
+    if let Some(b) = m.git.branch.as_deref().filter(|b| !is_branch(b)) {
+        return Err(VerificationFailed(format!(
+            "the manifest of {source} records branch `{}`, which is not a git branch name: refusing to restore it or to output it",
+            shown(b)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// The inputs' target, filled in from what the manifest recorded.
 fn target_for(given: &Target, m: &Manifest) -> Target {
     let mut t = given.clone();
@@ -606,6 +754,7 @@ async fn stage_volume(
     image: &str,
     volume: &str,
     archive: &Path,
+    special_bits: bool,
 ) -> Result<Staged> {
     wf::log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
@@ -618,7 +767,8 @@ async fn stage_volume(
             .map_err(anyhow::Error::from)
     })
     .await??;
-    let root = root_entry(archive)?;
+    let root = root_entry(archive)?
+        .map(|(mode, uid, gid)| (if special_bits { mode } else { mode & 0o777 }, uid, gid));
     let staged = Staged {
         engine: engine.clone(),
         image: image.to_string(),
@@ -668,13 +818,32 @@ async fn stage_volume(
             );
         }
         // The same (now stopped) container still mounts the volume: write through it.
-        let file = tokio::fs::File::open(archive).await?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        prep.upload_to(&format!("/data/{}", staged.stage), stream)
-            .await
-            .with_context(|| {
-                format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
-            })
+        let target = format!("/data/{}", staged.stage);
+        let failed = || {
+            format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
+        };
+        if special_bits {
+            let file = tokio::fs::File::open(archive).await?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+            return prep.upload_to(&target, stream).await.with_context(failed);
+        }
+        let (rx, reader) = without_special_bits(archive);
+        let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
+        let (dropped, paths) = reader
+            .await?
+            .with_context(|| format!("reading {}", archive.display()))?;
+        uploaded.with_context(failed)?;
+        if dropped > 0 {
+            wf::warning(
+                "Special bits dropped",
+                None,
+                &format!(
+                    "volume {volume}: setuid/setgid/sticky bits dropped from {dropped} entries (e.g. {}); set restore-special-bits: true to keep them",
+                    paths.join(", ")
+                ),
+            );
+        }
+        Ok(())
     }
     .await;
     prep.remove().await;
@@ -767,6 +936,42 @@ impl Staged {
             ))),
         }
     }
+}
+
+/// How many entries had a special bit dropped, and up to 10 of their paths.
+type Dropped = tokio::task::JoinHandle<Result<(u64, Vec<String>)>>;
+
+/// The archive's tar stream with setuid/setgid/sticky bits dropped; the task returns how
+/// many entries had one, and up to 10 of their paths.
+fn without_special_bits(archive: &Path) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
+    use std::io::Read;
+    let path = archive.to_path_buf();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let mut gz =
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+        let mut filter = crate::archive::special::SpecialBits::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = gz.read(&mut buf)?;
+            let out = if n == 0 {
+                break;
+            } else {
+                filter.feed(&buf[..n]).map_err(anyhow::Error::msg)?
+            };
+            if tx.blocking_send(bytes::Bytes::from(out)).is_err() {
+                anyhow::bail!("the upload stopped reading");
+            }
+        }
+        let (dropped, paths) = (filter.dropped, filter.paths.clone());
+        let rest = filter.finish().map_err(anyhow::Error::msg)?;
+        if tx.blocking_send(bytes::Bytes::from(rest)).is_err() {
+            anyhow::bail!("the upload stopped reading");
+        }
+        Ok((dropped, paths))
+    });
+    (rx, task)
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.

@@ -118,12 +118,19 @@ impl Stack {
         o
     }
 
-    /// A `mode: rollback` step (the password as a workflow would pass it; everything else
-    /// from the manifest unless the test adds inputs).
+    /// A `mode: rollback` step naming its targets as the README's rollback workflow does
+    /// (the volume and the database container; name and user from the manifest).
     fn rollback(&self) -> Action {
-        let a = self.ws.action("rollback");
+        // The awkward tree has setgid and sticky folders, compared exactly.
+        let a = self
+            .ws
+            .action("rollback")
+            .input("volumes", &self.vol.name)
+            .input("restore-special-bits", "true");
         match &self.pg {
-            Some(pg) => a.input("postgres-password", &pg.password),
+            Some(pg) => a
+                .input("postgres-container", pg.name())
+                .input("postgres-password", &pg.password),
             None => a,
         }
     }
@@ -723,6 +730,7 @@ fn malicious_archives_are_refused_before_any_byte_is_written() {
         "evil: negative control (dry run)",
         ws.action("rollback")
             .input("manifest", manifest.display().to_string())
+            .input("volumes", &vol.name)
             .input("dry-run", "true"),
     );
     o.assert_code(0);
@@ -732,6 +740,7 @@ fn malicious_archives_are_refused_before_any_byte_is_written() {
         "evil: negative control (restore)",
         ws.action("rollback")
             .input("manifest", manifest.display().to_string())
+            .input("restore-volumes", &vol.name)
             // No container uses this volume, so the product would pick "any local image" with
             // a shell for its helper; name one, so that images other tests build do not matter.
             .env("PREDEPLOY_HELPER_IMAGE", BUSYBOX),
@@ -984,6 +993,8 @@ fn rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root() {
     let o = timed(
         "nonroot: rollback",
         ws.action("rollback")
+            .input("volumes", &vol.name)
+            .input("restore-special-bits", "true")
             .input("stop-containers", &consumer.name),
     );
     // The helper that empties the volume runs in the consumer's image: as its default user
