@@ -3,6 +3,7 @@ mod alerts;
 mod artifact;
 mod backup_mode;
 mod info_mode;
+mod pg_matrix;
 mod retention;
 mod rollback_mode;
 mod support;
