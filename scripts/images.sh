@@ -306,6 +306,7 @@ build_pgbin() {
         "$rootfs/usr/local/bin/docker-entrypoint.sh"
     # Every program must find its libraries in this userland.
     local missing
+    # shellcheck disable=SC2016 # expanded by the chroot's shell
     missing="$(chroot "$rootfs" sh -c 'for f in /usr/local/pgsql/bin/*; do ldd "$f" | sed "s|^|$f: |"; done' | grep 'not found' || true)"
     [[ -z "$missing" ]] || die "libraries missing in the image: $missing"
     chroot "$rootfs" /usr/local/pgsql/bin/postgres --version
