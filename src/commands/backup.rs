@@ -93,8 +93,14 @@ pub async fn resolve_database(
             user: user.clone(),
             password,
         };
-        let server = Server::Url { url: url.clone() };
+        let mut server = Server::Url {
+            url: url.clone(),
+            bin_dir: None,
+        };
         let size = server.database_size(&creds).await?;
+        if let Some((path, version)) = server.pick_pg_dump(&creds).await? {
+            wf::log(&format!("Using {} ({version})", path.display()));
+        }
         return Ok(Some(Database {
             server,
             size,

@@ -5,6 +5,7 @@ mod backup_mode;
 mod first_hour;
 mod hostile;
 mod info_mode;
+mod pg_matrix;
 mod retention;
 mod rollback_mode;
 mod runner_safety;

@@ -277,9 +277,15 @@ pub struct PgBuilder {
     publish: bool,
     network: Option<String>,
     extra: Vec<String>,
+    image: Option<String>,
 }
 
 impl PgBuilder {
+    /// Another image than [`PG_IMAGE`] (e.g. a `predeploy-test/postgres-bin:N` of the matrix).
+    pub fn image(mut self, image: &str) -> Self {
+        self.image = Some(image.into());
+        self
+    }
     pub fn user(mut self, u: &str) -> Self {
         self.user = u.into();
         self
@@ -343,7 +349,7 @@ impl PgBuilder {
             None => {}
         }
         args.extend(self.extra.iter().cloned());
-        args.push(PG_IMAGE.into());
+        args.push(self.image.clone().unwrap_or_else(|| PG_IMAGE.into()));
         // Faster for throwaway test data; not durable, which tests do not need.
         args.extend(
             [
@@ -391,6 +397,7 @@ impl Pg {
             publish: false,
             network: None,
             extra: vec![],
+            image: None,
         }
     }
 
