@@ -19,7 +19,8 @@ use crate::actions::commands as wf;
 use crate::actions::outputs::Outputs;
 use crate::actions::rest::RestClient;
 use crate::actions::summary::human_size;
-use crate::archive::verify::{verify_file, Expect};
+use crate::archive::codec::{self, Codec};
+use crate::archive::verify::{verify_file_as, Expect};
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
@@ -217,6 +218,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         backup_root: &args.location.backup_root,
         target: &safety_target,
         thresholds: &thresholds,
+        compression: Codec::Gzip,
         compression_level: 1,
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
@@ -250,7 +252,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             );
             d.server.create_database(&d.creds, &scratch).await?;
             let loaded = async {
-                let (rx, reader) = pipe::gunzip_file(&path);
+                let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
                 let loaded = d.server.load(&d.creds, &scratch, rx).await;
                 let read = reader.await?;
                 loaded?;
@@ -278,7 +280,14 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             };
             let image = e.helper_image(&users, true).await?;
             for v in m.volumes.iter().filter(|v| v.kind == "volume") {
-                restore_volume(e, &image, &v.name, &chosen.dir.join(&v.file.path)).await?;
+                restore_volume(
+                    e,
+                    &image,
+                    &v.name,
+                    &chosen.dir.join(&v.file.path),
+                    v.file.compression,
+                )
+                .await?;
             }
         }
         Ok::<_, anyhow::Error>(())
@@ -437,7 +446,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         }
         if problems.is_empty() {
             if let Some(d) = &m.database {
-                let r = verify_file(&dir.join(&d.file.path), Expect::SqlDump, 0);
+                let r = verify_file_as(
+                    &dir.join(&d.file.path),
+                    Expect::SqlDump,
+                    d.file.compression,
+                    0,
+                );
                 if let Some(f) = r.failure {
                     problems.push((d.file.path.clone(), f.check.as_str().to_string(), f.message));
                 }
@@ -449,6 +463,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
                     .and_then(|f| {
                         crate::archive::restore::check_archive(
                             std::io::BufReader::new(f),
+                            v.file.compression,
                             &v.file.path,
                         )
                         .map(|_| ())
@@ -508,12 +523,19 @@ fn target_for(given: &Target, m: &Manifest) -> Target {
 }
 
 /// Empties a volume and refills it from its archive through the Docker archive API
-/// (ownership, modes and links come back as archived; Docker reads the gzip itself).
-async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Path) -> Result<()> {
+/// (ownership, modes and links come back as archived; Docker reads a gzip itself, other
+/// codecs are decoded here and sent as plain tar).
+async fn restore_volume(
+    engine: &Engine,
+    image: &str,
+    volume: &str,
+    archive: &Path,
+    compression: Codec,
+) -> Result<()> {
     wf::log(&format!("Restoring volume {volume}"));
     // Docker's archive upload does not apply the root entry (`./`) to the target folder
     // itself, so the volume root's owner and mode are set while it is emptied.
-    let root = root_entry(archive)?;
+    let root = root_entry(archive, compression)?;
     let mut wipe_script = "find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} +".to_string();
     if let Some((mode, uid, gid)) = root {
         wipe_script.push_str(&format!(
@@ -534,11 +556,19 @@ async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Pa
             anyhow::bail!("could not empty volume {volume} (exit {code}): {log}");
         }
         // The same (now stopped) container still mounts the volume: refill it through it.
-        let file = tokio::fs::File::open(archive).await?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        wipe.upload(stream)
-            .await
-            .with_context(|| format!("writing volume {volume} failed"))
+        if compression == Codec::Gzip {
+            let file = tokio::fs::File::open(archive).await?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+            return wipe
+                .upload(stream)
+                .await
+                .with_context(|| format!("writing volume {volume} failed"));
+        }
+        let (rx, reader) = pipe::decode_file(archive, compression);
+        let uploaded = wipe.upload(pipe::into_stream(rx)).await;
+        let read = reader.await?;
+        uploaded.with_context(|| format!("writing volume {volume} failed"))?;
+        read.with_context(|| format!("reading {} failed", archive.display()))
     }
     .await;
     wipe.remove().await;
@@ -546,9 +576,9 @@ async fn restore_volume(engine: &Engine, image: &str, volume: &str, archive: &Pa
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.
-fn root_entry(archive: &Path) -> Result<Option<(u32, u64, u64)>> {
+fn root_entry(archive: &Path, compression: Codec) -> Result<Option<(u32, u64, u64)>> {
     let f = std::fs::File::open(archive)?;
-    let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
+    let gz = codec::reader(compression, std::io::BufReader::new(f))?;
     let mut tar = tar::Archive::new(gz);
     let Some(first) = tar.entries()?.next() else {
         return Ok(None);
