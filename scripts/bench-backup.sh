@@ -7,11 +7,13 @@
 #           its dump phase alone is the manifest's `timings: database dump`
 #     seed  docker exec C pg_dump -U u -d db | gzip > file      (GNU gzip -6)
 #     raw   docker exec C pg_dump -U u -d db > /dev/null        (the floor)
+#     zstd  ours with --compression zstd (level 3), beside `pg_dump | zstd -3` (the zstd CLI)
 #   Volume (BENCH_VOL_MB of PDF-like random files, 100 KiB-5 MiB, nested folders):
 #     ours  predeploy-backup backup --volumes V ...
 #     seed  docker run --rm -v V:/data:ro -v DIR:/backup IMAGE tar czf /backup/x.tar.gz -C /data .
 #           (IMAGE: predeploy-test/postgres:15, i.e. GNU tar 1.34 + GNU gzip 1.12 -6)
 #     raw   the same `docker run ... tar cf - -C /data . > /dev/null`, no gzip (reference)
+#     zstd  ours with --compression zstd, beside `docker run ... tar cf - | zstd -3 > file`
 #
 # Usage: scripts/bench-backup.sh
 # Environment:
@@ -36,6 +38,7 @@ SEED_IMAGE="${BENCH_SEED_IMAGE:-$PG_IMAGE}"
 [[ "$DB_MB" =~ ^[0-9]+$ && "$VOL_MB" =~ ^[0-9]+$ && "$RUNS" =~ ^[1-9][0-9]*$ ]] ||
     die "BENCH_DB_MB, BENCH_VOL_MB must be whole numbers and BENCH_RUNS at least 1"
 
+command -v zstd >/dev/null 2>&1 || ensure_apt_packages zstd
 bench_init
 WS="$BENCH_TMP/ws"
 mkdir -p "$WS" "$BENCH_TMP/seed"
@@ -90,13 +93,27 @@ if ((DB_MB > 0)); then
         record db_seed "seed: docker exec pg_dump | gzip (-6)" "$(stat -c %s "$SEED_FILE")"
         log "database run $i: seed ${M_WALL}s"
 
+        ours_backup --postgres-container "$C" --postgres-user "$PG_USER" --postgres-db "$PG_DB" \
+            --compression zstd
+        record db_ours_zstd "ours zstd: backup (total, incl. verify)" "$(output_value "$OUT" db-backup-size)"
+        record_time db_ours_zstd_dump "ours zstd: dump phase (manifest)" \
+            "$(manifest_timing "$DIR/manifest.yml" "database dump")"
+        log "database run $i: ours zstd ${M_WALL}s"
+
+        rm -f "$SEED_FILE.zst"
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        measure bash -c 'set -o pipefail; docker exec "$1" pg_dump -U "$2" -d "$3" | zstd -q -3 >"$4"' \
+            _ "$C" "$PG_USER" "$PG_DB" "$SEED_FILE.zst" || die "pg_dump | zstd -3 failed"
+        record db_seed_zstd "baseline: docker exec pg_dump | zstd -3" "$(stat -c %s "$SEED_FILE.zst")"
+        log "database run $i: pg_dump | zstd -3 ${M_WALL}s"
+
         # shellcheck disable=SC2016
         measure bash -c 'docker exec "$1" pg_dump -U "$2" -d "$3" >/dev/null' \
             _ "$C" "$PG_USER" "$PG_DB" || die "pg_dump failed"
         record db_raw "raw: docker exec pg_dump > /dev/null" "$SQL_BYTES" "plain SQL"
         log "database run $i: raw ${M_WALL}s"
     done
-    rm -rf "$WS/backups" "$SEED_FILE"
+    rm -rf "$WS/backups" "$SEED_FILE" "$SEED_FILE.zst"
 fi
 
 if ((VOL_MB > 0)); then
@@ -133,6 +150,16 @@ if ((VOL_MB > 0)); then
             "image $SEED_IMAGE"
         log "volume run $i: seed ${M_WALL}s"
 
+        ours_backup --volumes "$V" --compression zstd
+        record vol_ours_zstd "ours zstd: backup (total, incl. verify)" "$(output_value "$OUT" volume-backup-sizes)"
+        log "volume run $i: ours zstd ${M_WALL}s"
+
+        # shellcheck disable=SC2016
+        measure bash -c 'set -o pipefail; docker run --rm --label "$1" -v "$2:/data:ro" --entrypoint tar "$3" cf - -C /data . | zstd -q -3 >"$4"' \
+            _ "$BENCH_LABEL=$BENCH_RUN_ID" "$V" "$SEED_IMAGE" "$SEED_DIR/x.tar.zst" || die "tar | zstd -3 failed"
+        record vol_seed_zstd "baseline: docker run tar cf - | zstd -3" "$(stat -c %s "$SEED_DIR/x.tar.zst")"
+        log "volume run $i: tar | zstd -3 ${M_WALL}s"
+
         # shellcheck disable=SC2016
         measure bash -c 'docker run --rm --label "$1" -v "$2:/data:ro" --entrypoint tar "$3" cf - -C /data . >/dev/null' \
             _ "$BENCH_LABEL=$BENCH_RUN_ID" "$V" "$SEED_IMAGE" || die "tar failed"
@@ -148,22 +175,30 @@ printf '\n== predeploy-backup backup benchmark (%s, %s cores, load %s)\n' \
 printf '   binary %s\n' "$("$BIN" --version)"
 if ((DB_MB > 0)); then
     print_table "Database: ${CONTENT[db]}; plain SQL $(fmt_size "$SQL_BYTES") (best of $RUNS)" db_seed \
-        db_ours db_ours_dump db_ours_verify db_seed db_raw
+        db_ours db_ours_dump db_ours_verify db_ours_zstd db_ours_zstd_dump db_seed_zstd db_seed db_raw
     echo
     ratio_line "time: seed / ours (total)" "$(ratio "${B_WALL[db_seed]}" "${B_WALL[db_ours]}")" ">=" 1.8
     ratio_line "time: seed / ours (dump phase)" "$(ratio "${B_WALL[db_seed]}" "${B_WALL[db_ours_dump]}")" ">=" 1.8
     ratio_line "time: ours (total) / raw pg_dump" "$(ratio "${B_WALL[db_ours]}" "${B_WALL[db_raw]}")" "<=" 1.25
     ratio_line "time: ours (dump phase) / raw pg_dump" "$(ratio "${B_WALL[db_ours_dump]}" "${B_WALL[db_raw]}")" "<=" 1.25
     ratio_line "size: ours / gzip -6" "$(ratio "${B_SIZE[db_ours]}" "${B_SIZE[db_seed]}")" "<=" 1.05
+    ratio_line "zstd time: seed / ours zstd (total)" "$(ratio "${B_WALL[db_seed]}" "${B_WALL[db_ours_zstd]}")" ">=" 1.8
+    ratio_line "zstd time: ours zstd (total) / raw pg_dump" "$(ratio "${B_WALL[db_ours_zstd]}" "${B_WALL[db_raw]}")" "<=" 1.25
+    ratio_line "zstd time: ours zstd (total) / pg_dump | zstd -3" "$(ratio "${B_WALL[db_ours_zstd]}" "${B_WALL[db_seed_zstd]}")" "<=" 1.0
+    ratio_line "zstd size: ours zstd / zstd -3" "$(ratio "${B_SIZE[db_ours_zstd]}" "${B_SIZE[db_seed_zstd]}")" "<=" 1.05
+    ratio_line "zstd size: ours zstd / gzip -6" "$(ratio "${B_SIZE[db_ours_zstd]}" "${B_SIZE[db_seed]}")" "<=" 1.0
 fi
 if ((VOL_MB > 0)); then
     print_table "Volume: ${CONTENT[vol]}; plain tar $(fmt_size "$TAR_BYTES") (best of $RUNS)" vol_seed \
-        vol_ours vol_ours_archive vol_ours_verify vol_seed vol_raw
+        vol_ours vol_ours_archive vol_ours_verify vol_ours_zstd vol_seed_zstd vol_seed vol_raw
     echo
     ratio_line "time: seed / ours (total)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours]}")" ">=" 8
     ratio_line "time: seed / ours (archive phase)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours_archive]}")" ">=" 8
     ratio_line "time: ours (total) / raw tar" "$(ratio "${B_WALL[vol_ours]}" "${B_WALL[vol_raw]}")" "<=" 1.5
     ratio_line "size: ours / seed" "$(ratio "${B_SIZE[vol_ours]}" "${B_SIZE[vol_seed]}")" "<=" 1.01
+    ratio_line "zstd time: seed / ours zstd (total)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours_zstd]}")" ">=" 10
+    ratio_line "zstd time: ours zstd / tar | zstd -3" "$(ratio "${B_WALL[vol_ours_zstd]}" "${B_WALL[vol_seed_zstd]}")" "<=" 1.0
+    ratio_line "zstd size: ours zstd / seed" "$(ratio "${B_SIZE[vol_ours_zstd]}" "${B_SIZE[vol_seed]}")" "<=" 1.01
 fi
 echo
 echo "  best = fastest of the runs; peak RSS = highest of the runs; CPU = user+sys of the local"

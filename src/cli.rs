@@ -184,9 +184,12 @@ pub struct BackupArgs {
     pub thresholds: Thresholds,
     #[command(flatten)]
     pub revision: Revision,
-    /// gzip level 0–9.
-    #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(0..=9), value_name = "LEVEL")]
-    pub compression_level: u32,
+    /// `gzip` (.sql.gz, .tar.gz), `zstd` (.sql.zst, .tar.zst) or `none` (.sql, .tar).
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"], value_name = "CODEC")]
+    pub compression: String,
+    /// Level for the codec: gzip 0–9 (default 6), zstd 1–19 (default 3).
+    #[arg(long, value_name = "LEVEL")]
+    pub compression_level: Option<u32>,
     /// Also restore the dump into a throwaway database and compare row counts.
     #[arg(long, default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub verify_restore: bool,
@@ -202,10 +205,10 @@ pub struct BackupArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub location: Location,
-    /// Path of an existing database dump (.sql.gz).
+    /// Path of an existing database dump (.sql.gz, .sql.zst or .sql: the name says the codec).
     #[arg(long, value_name = "FILE")]
     pub db_backup: Option<PathBuf>,
-    /// Paths of existing volume archives (.tar.gz), comma- or newline-separated.
+    /// Paths of existing volume archives (.tar.gz, .tar.zst or .tar), comma- or newline-separated.
     #[arg(long, value_name = "LIST")]
     pub volume_backups: Option<String>,
     /// The Docker volumes those archives hold, in the same order: recorded so that

@@ -130,6 +130,12 @@ pub struct FileRecord {
     pub sha256: String,
     /// The checks it passed (`exists`, `gzip`, `sql-complete`, `tar`, …).
     pub checks: Vec<String>,
+    /// `gzip`, `zstd` or `none` (absent in older manifests: gzip).
+    #[serde(default)]
+    pub compression: crate::archive::codec::Codec,
+    /// The level it was written at (absent for files `verify` recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_level: Option<u32>,
 }
 
 /// The database dump.
@@ -437,6 +443,8 @@ mod tests {
                 size: 2048,
                 sha256: "ab".repeat(32),
                 checks: vec!["gzip".into(), "sql-complete".into()],
+                compression: Default::default(),
+                compression_level: Some(6),
             },
             name: Some("x".into()),
             user: None,

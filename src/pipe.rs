@@ -13,22 +13,23 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::archive::gzip::ParallelGzEncoder;
+use crate::archive::codec::{self, Codec, Encoder};
 
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;
 
-/// Compresses everything received into `path` (gzip at `level`) and returns the number of
-/// uncompressed bytes. The file is complete when this returns `Ok`; the caller fsyncs it
+/// Compresses everything received into `path` (`codec` at `level`) and returns the number
+/// of uncompressed bytes. The file is complete when this returns `Ok`; the caller fsyncs it
 /// (in parallel with reading it back) before recording it.
-pub fn gzip_to_file(
+pub fn encode_to_file(
     path: PathBuf,
+    codec: Codec,
     level: u32,
 ) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let file = File::create(&path)?;
-        let mut gz = ParallelGzEncoder::new(BufWriter::with_capacity(1 << 20, file), level);
+        let mut gz = Encoder::new(BufWriter::with_capacity(1 << 20, file), codec, level)?;
         let mut total = 0u64;
         while let Some(chunk) = rx.blocking_recv() {
             gz.write_all(&chunk)?;
@@ -40,13 +41,16 @@ pub fn gzip_to_file(
     (tx, task)
 }
 
-/// Streams the decompressed content of a gzip file, chunk by chunk.
-pub fn gunzip_file(path: &Path) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
+/// Streams the decoded content of a file written with `codec`, chunk by chunk.
+pub fn decode_file(
+    path: &Path,
+    codec: Codec,
+) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let file = File::open(&path)?;
-        let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
+        let mut gz = codec::reader(codec, io::BufReader::with_capacity(1 << 20, file))?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = gz.read(&mut buf)?;

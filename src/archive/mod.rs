@@ -4,6 +4,7 @@
 //! callers run it on a blocking thread and bridge it to async Docker/HTTP streams.
 //! Nothing in this module touches Docker or the network, which is what makes it fuzzable.
 //!
+//! - [`codec`]: gzip / zstd / none: the writer stack, the strict and the plain reader.
 //! - [`gzip`]: the parallel gzip writer used for every backup file.
 //! - [`hash`]: SHA-256 while writing or reading.
 //! - [`inflate`]: strict multi-member gzip decoding (where exactly a stream is broken).
@@ -12,6 +13,7 @@
 //! - [`verify`]: what "verified" means, in one streaming pass.
 //! - [`restore`]: the pre-restore safety check of a volume archive.
 
+pub mod codec;
 pub mod gzip;
 pub mod hash;
 pub mod inflate;

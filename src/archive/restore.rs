@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::{BufReader, Read};
 
-use super::inflate;
+use super::codec::{self, Codec};
 use super::tarwalk::{type_name, Entry, TarWalker};
 
 /// An archive that restore refuses.
@@ -84,13 +84,17 @@ pub struct RestorePlan {
     pub setid_paths: Vec<String>,
 }
 
-/// Checks a gzip-compressed tar archive, reading it to its end; nothing is written.
+/// Checks a compressed tar archive (`codec`), reading it to its end; nothing is written.
 /// `archive_name` is used in messages.
-pub fn check_archive<R: Read>(gz: R, archive_name: &str) -> Result<RestorePlan, UnsafeArchive> {
+pub fn check_archive<R: Read>(
+    gz: R,
+    codec: Codec,
+    archive_name: &str,
+) -> Result<RestorePlan, UnsafeArchive> {
     let mut input = BufReader::with_capacity(1 << 20, gz);
     let mut out = vec![0u8; 256 * 1024];
     check_with(archive_name, |sink| {
-        inflate::decode(&mut input, &mut out, sink)
+        codec::decode(codec, &mut input, &mut out, sink)
             .map(|_| ())
             .map_err(|e| {
                 format!(
@@ -566,7 +570,7 @@ mod tests {
 
     /// Checks both ways (gzip'd and raw); they must agree.
     fn check(tar: &[u8]) -> Result<RestorePlan, UnsafeArchive> {
-        let a = check_archive(&gz(tar)[..], "vol.tar.gz");
+        let a = check_archive(&gz(tar)[..], Codec::Gzip, "vol.tar.gz");
         let b = check_tar(tar, "vol.tar.gz");
         assert_eq!(a.as_ref().ok(), b.as_ref().ok());
         assert_eq!(
@@ -936,7 +940,7 @@ mod tests {
     #[test]
     fn a_truncated_or_corrupt_stream_is_refused() {
         let g = gz(&raw_tar(&[file("a"), file("b")]));
-        let e = check_archive(&g[..g.len() - 10], "v").unwrap_err();
+        let e = check_archive(&g[..g.len() - 10], Codec::Gzip, "v").unwrap_err();
         assert!(
             e.reason.contains("damaged") && e.reason.contains("truncated"),
             "{e}"
@@ -949,7 +953,7 @@ mod tests {
         );
         let mut g2 = g.clone();
         g2[g.len() / 2] ^= 0x40;
-        assert!(check_archive(&g2[..], "v").is_err());
+        assert!(check_archive(&g2[..], Codec::Gzip, "v").is_err());
         // A tar cut short inside an intact gzip.
         let t = raw_tar(&[file("a"), file("b")]);
         let e = check(&t[..1024 + 100]).unwrap_err();

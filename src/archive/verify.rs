@@ -6,7 +6,9 @@
 //! 1. `exists`, `regular-file` (a symlink is refused too: the bytes we check must be the
 //!    bytes stored under this name), `min-size`;
 //! 2. `gzip`: every member decodes, its CRC-32 and length match, nothing (not even zero
-//!    padding) follows the last member ([`super::inflate`]);
+//!    padding) follows the last member ([`super::inflate`]); or `zstd`: every frame decodes
+//!    and carries a matching content checksum, declared sizes agree, nothing follows the last
+//!    frame ([`super::codec`]); an uncompressed (`none`) file has no such check;
 //! 3. for a dump, `sql-header` and `sql-complete` ([`super::sql`]); for a volume archive,
 //!    `tar`: every header to the end-of-archive marker ([`super::tarwalk`]);
 //! 4. `sha256` of the file's bytes.
@@ -23,6 +25,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use sha2::{Digest, Sha256};
 
+use super::codec::{self, Codec, DecodeError, ZstdError};
 use super::inflate::{self, GzError};
 use super::sql::SqlScanner;
 use super::tarwalk::TarWalker;
@@ -30,9 +33,9 @@ use super::tarwalk::TarWalker;
 /// What a file is expected to contain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// gzip of pg_dump plain-format SQL.
+    /// pg_dump plain-format SQL (compressed with the report's codec).
     SqlDump,
-    /// gzip of a tar archive.
+    /// A tar archive (compressed with the report's codec).
     Tar,
 }
 
@@ -43,6 +46,7 @@ pub enum Check {
     RegularFile,
     MinSize,
     Gzip,
+    Zstd,
     SqlHeader,
     SqlComplete,
     SqlSafety,
@@ -57,6 +61,7 @@ impl Check {
             Check::RegularFile => "regular-file",
             Check::MinSize => "min-size",
             Check::Gzip => "gzip",
+            Check::Zstd => "zstd",
             Check::SqlHeader => "sql-header",
             Check::SqlComplete => "sql-complete",
             Check::SqlSafety => "sql-safety",
@@ -98,6 +103,10 @@ pub struct TarSummary {
 pub struct FileReport {
     pub path: PathBuf,
     pub expect: Expect,
+    /// How the file is compressed (what its content checks decoded).
+    pub codec: Codec,
+    /// The level it was written at, when this run wrote it (recorded in the manifest).
+    pub level: Option<u32>,
     /// File size in bytes (0 when it could not be read).
     pub size: u64,
     /// Lowercase hex SHA-256 of the file; set only when every check passed.
@@ -122,10 +131,12 @@ const POOL: usize = 4;
 const OUT: usize = 256 * 1024;
 
 impl FileReport {
-    fn new(path: &Path, expect: Expect) -> Self {
+    fn new(path: &Path, expect: Expect, codec: Codec) -> Self {
         FileReport {
             path: path.to_path_buf(),
             expect,
+            codec,
+            level: None,
             size: 0,
             sha256: None,
             passed: Vec::new(),
@@ -157,9 +168,15 @@ impl Expect {
 
 /// Verifies one file; never panics, never fails: problems are in `failure`.
 ///
-/// `min_size` is the smallest acceptable file size in bytes (the compressed size).
+/// `min_size` is the smallest acceptable file size in bytes (the compressed size). The
+/// codec is the one the file name says ([`Codec::from_path`]).
 pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
-    let mut report = FileReport::new(path, expect);
+    verify_file_as(path, expect, Codec::from_path(path), min_size)
+}
+
+/// [`verify_file`] with the codec given (the one a manifest recorded).
+pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) -> FileReport {
+    let mut report = FileReport::new(path, expect, codec);
     let shown = path.display();
 
     // exists
@@ -330,7 +347,12 @@ pub fn verify_files(files: &[(PathBuf, Expect, u64)]) -> Vec<FileReport> {
 /// `sha256`, without `exists`, `regular-file` or `min-size`. `size` is the number of bytes
 /// read. Used by fuzzing, and usable on data that is not (yet) a file.
 pub fn verify_reader<R: Read + Send>(reader: R, expect: Expect) -> FileReport {
-    let mut report = FileReport::new(Path::new("-"), expect);
+    verify_reader_as(reader, expect, Codec::Gzip)
+}
+
+/// [`verify_reader`] for a given codec.
+pub fn verify_reader_as<R: Read + Send>(reader: R, expect: Expect, codec: Codec) -> FileReport {
+    let mut report = FileReport::new(Path::new("-"), expect, codec);
     verify_stream(reader, None, &mut report);
     report
 }
@@ -468,7 +490,7 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
             Ok(h) => h,
             Err(e) => {
                 return (
-                    Err(GzError::Io {
+                    Err(DecodeError::Io {
                         offset: 0,
                         error: io::Error::other(format!("cannot start the reader thread: {e}")),
                     }),
@@ -498,7 +520,7 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
             }
             true
         };
-        let gz = inflate::decode(&mut blocks, &mut out, &mut sink);
+        let gz = codec::decode(report.codec, &mut blocks, &mut out, &mut sink);
         drop(blocks); // lets the reader stop early after a failure
         let hashed = hasher.join().unwrap_or((0, None));
         (gz, hashed)
@@ -506,12 +528,34 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
 
     let file_size = expect_size.unwrap_or(total);
     report.size = file_size;
-    match gz {
-        Err(e) => {
+    let check = match report.codec {
+        Codec::Gzip => Some(Check::Gzip),
+        Codec::Zstd => Some(Check::Zstd),
+        Codec::None => None,
+    };
+    match (gz, check) {
+        (Err(DecodeError::Gzip(e)), _) => {
             report.fail(Check::Gzip, gzip_message(&e, file_size, expect));
             return;
         }
-        Ok(_) => report.pass(Check::Gzip),
+        (Err(DecodeError::Zstd(e)), _) => {
+            report.fail(Check::Zstd, zstd_message(&e, file_size, expect));
+            return;
+        }
+        (Err(DecodeError::Io { offset, error }), _) => {
+            let check = if expect == Expect::SqlDump {
+                Check::SqlComplete
+            } else {
+                Check::Tar
+            };
+            report.fail(
+                check,
+                format!("reading the file failed at byte {offset} of {file_size} ({error}): check the disk, then verify again"),
+            );
+            return;
+        }
+        (Ok(_), Some(c)) => report.pass(c),
+        (Ok(_), None) => {}
     }
 
     if let Some(sc) = scanner {
@@ -585,6 +629,8 @@ fn gzip_message(e: &GzError, file_size: u64, expect: Expect) -> String {
                 " (an uncompressed SQL dump?)"
             } else if first_bytes.len() > 262 && &first_bytes[257..262] == b"ustar" {
                 " (an uncompressed tar archive?)"
+            } else if first_bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                " (zstd data: a .zst file named or recorded as gzip?)"
             } else {
                 ""
             };
@@ -607,6 +653,43 @@ fn gzip_message(e: &GzError, file_size: u64, expect: Expect) -> String {
             "{e}: something was appended to the file, or it was overwritten; {new_backup}"
         ),
         GzError::Io { offset, error } => format!(
+            "reading the file failed at byte {offset} of {file_size} ({error}): check the disk, then verify again"
+        ),
+        _ => format!("{e}: the file is corrupt (damaged on disk or in transit); {new_backup}"),
+    }
+}
+
+/// The `zstd` failure message: what is wrong, where, and what to do.
+fn zstd_message(e: &ZstdError, file_size: u64, expect: Expect) -> String {
+    let new_backup = "take a new backup";
+    match e {
+        ZstdError::Empty => format!("the file is empty: the {} was never written; {new_backup}", expect.what()),
+        ZstdError::NotZstd { first_bytes } => {
+            let hint = if first_bytes.starts_with(&[0x1f, 0x8b]) {
+                " (gzip data: a .gz file named or recorded as zstd?)"
+            } else if first_bytes.starts_with(b"--") || first_bytes.starts_with(b"SET ") {
+                " (an uncompressed SQL dump?)"
+            } else if first_bytes.len() > 262 && &first_bytes[257..262] == b"ustar" {
+                " (an uncompressed tar archive?)"
+            } else {
+                ""
+            };
+            format!(
+                "the file is not zstd-compressed: it starts with {}{hint}; a .zst backup must be zstd data: {new_backup}",
+                inflate::describe_start(first_bytes)
+            )
+        }
+        ZstdError::Truncated { frame, offset } => format!(
+            "zstd frame {frame} is truncated at byte {offset} of {file_size}: the file was cut short while being written or copied; {new_backup}"
+        ),
+        ZstdError::Trailing { zeros: true, .. } => format!(
+            "{e}; a complete zstd file ends with its last frame, so the file was padded by a copy or a crash; {new_backup}"
+        ),
+        ZstdError::Trailing { .. } => format!(
+            "{e}: something was appended to the file, or it was overwritten; {new_backup}"
+        ),
+        ZstdError::Skippable { .. } | ZstdError::NoChecksum { .. } => e.to_string(),
+        ZstdError::Io { offset, error } => format!(
             "reading the file failed at byte {offset} of {file_size} ({error}): check the disk, then verify again"
         ),
         _ => format!("{e}: the file is corrupt (damaged on disk or in transit); {new_backup}"),
@@ -733,6 +816,42 @@ mod tests {
             h.set_cksum();
             b.append(&h, &b"abc"[..]).unwrap();
         })
+    }
+
+    /// The same checks through zstd and uncompressed files, the codec taken from the name;
+    /// a file whose content is another codec than its name says fails that codec's check.
+    #[test]
+    fn zstd_and_uncompressed_files_pass_the_same_checks() {
+        use crate::archive::codec::Encoder;
+        let d = Dir::new();
+        let text = dump_text(&tables(), None);
+        let mut e = Encoder::new(Vec::new(), Codec::Zstd, 3).unwrap();
+        e.write_all(&text).unwrap();
+        let z = e.finish().unwrap();
+        let r = verify_file(&d.file("db.sql.zst", &z), Expect::SqlDump, 0);
+        assert!(r.verified(), "{:?}", r.failure);
+        assert_eq!(r.codec, Codec::Zstd);
+        assert_eq!(r.passed[3], Check::Zstd);
+        assert_eq!(r.sql.unwrap().tables.get("public.users"), Some(&23));
+        let r = verify_file(&d.file("db.sql", &text), Expect::SqlDump, 0);
+        assert!(r.verified(), "{:?}", r.failure);
+        assert_eq!(
+            &r.passed[3..],
+            [Check::SqlHeader, Check::SqlComplete, Check::Sha256]
+        );
+        let t = good_tar();
+        let r = verify_file(&d.file("v.tar", &t), Expect::Tar, 0);
+        assert!(r.verified(), "{:?}", r.failure);
+        let r = verify_file(&d.file("v.tar", &t[..t.len() - 1024]), Expect::Tar, 0);
+        assert_fails(&r, Check::Tar, "tar");
+        // Mixed up: zstd named .gz, gzip named .zst.
+        let r = verify_file(&d.file("x.sql.gz", &z), Expect::SqlDump, 0);
+        assert_fails(&r, Check::Gzip, "zstd data");
+        let r = verify_file(&d.file("x.sql.zst", &good_dump()), Expect::SqlDump, 0);
+        assert_fails(&r, Check::Zstd, "gzip data");
+        // A truncated frame names the frame and the byte.
+        let r = verify_file(&d.file("t.sql.zst", &z[..z.len() / 2]), Expect::SqlDump, 0);
+        assert_fails(&r, Check::Zstd, "zstd frame 1 is truncated");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
-use crate::archive::verify::{verify_file, Expect, FileReport};
+use crate::archive::codec::Codec;
+use crate::archive::verify::{verify_file_as, Expect, FileReport};
 use crate::cli::{split_list, BackupArgs, Target, Thresholds};
 use crate::docker::{ContainerInfo, Engine};
 use crate::error::{usage, VerificationFailed};
@@ -220,6 +221,7 @@ pub struct Spec<'a> {
     pub backup_root: &'a Path,
     pub target: &'a Target,
     pub thresholds: &'a Thresholds,
+    pub compression: Codec,
     pub compression_level: u32,
     pub verify_restore: bool,
     pub revision: (Option<String>, Option<String>),
@@ -244,6 +246,8 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
             "this is a GitHub-hosted runner: its disk, and the backup files on it, are deleted when the job ends, and the artifact holds only the manifest. Set include-backups-in-artifact: true (or a durable destination) to be able to roll back from another job",
         );
     }
+    let compression = Codec::parse(&args.compression).map_err(usage)?;
+    let compression_level = compression.level(args.compression_level).map_err(usage)?;
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
@@ -251,7 +255,8 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         backup_root: &args.location.backup_root,
         target: &args.target,
         thresholds: &args.thresholds,
-        compression_level: args.compression_level,
+        compression,
+        compression_level,
         verify_restore: args.verify_restore,
         revision: (commit, branch),
     };
@@ -513,18 +518,19 @@ async fn make(
     timings: &mut std::collections::BTreeMap<String, f64>,
 ) -> Result<(Verified, Option<RestoreCheck>)> {
     let level = spec.compression_level;
+    let codec = spec.compression;
 
     // The database, while everything is still running.
     let mut db_file = None;
     if let Some(d) = db {
         let name = d.creds.db.clone();
-        let path = work.join(format!("db_{}_{ts}.sql.gz", file_safe(&name)));
+        let path = work.join(format!("db_{}_{ts}.sql{}", file_safe(&name), codec.ext()));
         wf::group(&format!(
             "Dumping database {name} ({})",
             d.server.describe()
         ));
         let started = Instant::now();
-        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
@@ -547,8 +553,17 @@ async fn make(
         if let (Some(e), false) = (engine, stop.is_empty()) {
             stopped = e.stop(stop).await?;
         }
-        let archived =
-            archive_all(work, ts, level, engine, helper_image, volumes, host_paths).await;
+        let archived = archive_all(
+            work,
+            ts,
+            codec,
+            level,
+            engine,
+            helper_image,
+            volumes,
+            host_paths,
+        )
+        .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
         let not_restarted = crate::docker::restart(&stopped).await;
         vol_files = archived?;
@@ -580,10 +595,10 @@ async fn make(
         Ok(())
     });
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        let d = db_paths.map(|(p, _)| verify_file(&p, Expect::SqlDump, min_db));
+        let d = db_paths.map(|(p, _)| verify_file_as(&p, Expect::SqlDump, codec, min_db));
         let v: Vec<FileReport> = vol_paths
             .iter()
-            .map(|(p, _)| verify_file(p, Expect::Tar, min_vol))
+            .map(|(p, _)| verify_file_as(p, Expect::Tar, codec, min_vol))
             .collect();
         (d, v)
     })
@@ -592,6 +607,14 @@ async fn make(
         .await?
         .context("cannot flush the backup files to disk")?;
     timings.insert("verification".into(), started.elapsed().as_secs_f64());
+    let (db_report, vol_reports) = {
+        let mut d = db_report;
+        let mut v = vol_reports;
+        for r in d.iter_mut().chain(v.iter_mut()) {
+            r.level = (codec != Codec::None).then_some(level);
+        }
+        (d, v)
+    };
     let verified = Verified {
         dir: work.to_path_buf(),
         db: db_report.zip(db_file.map(|(_, m)| m)),
@@ -655,6 +678,7 @@ async fn make(
 async fn archive_all(
     work: &Path,
     ts: &str,
+    codec: Codec,
     level: u32,
     engine: Option<&Engine>,
     helper_image: Option<&str>,
@@ -666,10 +690,10 @@ async fn archive_all(
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
-        let path = work.join(names.allocate("volume", v, ts, ".tar.gz"));
+        let path = work.join(names.allocate("volume", v, ts, &format!(".tar{}", codec.ext())));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
@@ -696,10 +720,15 @@ async fn archive_all(
         ));
     }
     for p in host_paths {
-        let path = work.join(names.allocate("volume", &p.display().to_string(), ts, ".tar.gz"));
+        let path = work.join(names.allocate(
+            "volume",
+            &p.display().to_string(),
+            ts,
+            &format!(".tar{}", codec.ext()),
+        ));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::gzip_to_file(path.clone(), level);
+        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;
@@ -745,7 +774,7 @@ async fn verify_restore(
             )
         })?;
     let outcome = async {
-        let (rx, reader) = pipe::gunzip_file(&report.path);
+        let (rx, reader) = pipe::decode_file(&report.path, report.codec);
         let loaded = d.server.load(&d.creds, &scratch, rx).await;
         let read = reader.await?;
         loaded.context("verify-restore: the dump does not load into a fresh database")?;

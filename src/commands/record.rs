@@ -11,6 +11,7 @@ use super::Context;
 use crate::actions::artifact::{artifact_url, validate_name, ArtifactClient};
 use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
+use crate::archive::codec::Codec;
 use crate::archive::verify::FileReport;
 use crate::cli::Publish;
 use crate::error::VerificationFailed;
@@ -223,6 +224,8 @@ impl Verified {
             size: r.size,
             sha256: r.sha256.clone().unwrap_or_default(),
             checks: r.passed.iter().map(|c| c.as_str().to_string()).collect(),
+            compression: r.codec,
+            compression_level: r.level,
         };
         m.verified = self.reports().all(FileReport::verified);
         m.backup_dir = ctx.display(&self.dir);
@@ -489,8 +492,9 @@ pub fn rollback_instructions(
             "# 2. restore the database: recreate it empty, then load the dump (a plain dump has no DROP statements)\n\
              docker exec -i {target} psql -U {user} -d postgres -v ON_ERROR_STOP=1 \\\n  \
              -c 'DROP DATABASE IF EXISTS {quoted} WITH (FORCE)' -c 'CREATE DATABASE {quoted} OWNER {user}'\n\
-             gunzip -c {shown}/{} | \\\n  docker exec -i {target} psql -U {user} -d {name} -v ON_ERROR_STOP=1 --single-transaction\n",
+             {cat} {shown}/{} | \\\n  docker exec -i {target} psql -U {user} -d {name} -v ON_ERROR_STOP=1 --single-transaction\n",
             db.file.path,
+            cat = db.file.compression.cat_command(),
         ));
     }
     for v in &m.volumes {
@@ -505,15 +509,24 @@ pub fn rollback_instructions(
                 "-v <volume>:/data".to_string(),
             ),
         };
-        out.push_str(&format!(
-            "# 3. restore {what}\ndocker run --rm {target} -v \"{dir}\":/backup <image with sh and tar> \\\n  sh -c 'rm -rf /data/* /data/.[!.]* && tar xzf /backup/{file} -C /data'\n",
-            dir = if shown.starts_with('/') {
-                shown.clone()
-            } else {
-                format!("$(pwd)/{}", shown.trim_start_matches("./"))
-            },
-            file = v.file.path
-        ));
+        let wipe = "rm -rf /data/* /data/.[!.]*";
+        let host_dir = if shown.starts_with('/') {
+            shown.clone()
+        } else {
+            format!("$(pwd)/{}", shown.trim_start_matches("./"))
+        };
+        out.push_str(&match v.file.compression {
+            Codec::Gzip => format!(
+                "# 3. restore {what}\ndocker run --rm {target} -v \"{host_dir}\":/backup <image with sh and tar> \\\n  sh -c '{wipe} && tar xzf /backup/{file} -C /data'\n",
+                file = v.file.path
+            ),
+            // Decoded on the host: the helper image needs no zstd.
+            c => format!(
+                "# 3. restore {what}\n{cat} {shown}/{file} | docker run --rm -i {target} <image with sh and tar> \\\n  sh -c '{wipe} && tar xf - -C /data'\n",
+                cat = c.cat_command(),
+                file = v.file.path
+            ),
+        });
     }
     if let Some(c) = &m.git.commit {
         out.push_str(&format!("# 4. revert the code\ngit checkout {c}\n"));

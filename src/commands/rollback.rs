@@ -19,7 +19,8 @@ use crate::actions::commands as wf;
 use crate::actions::outputs::Outputs;
 use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
-use crate::archive::verify::{verify_file, Expect};
+use crate::archive::codec::{self, Codec};
+use crate::archive::verify::{verify_file_as, Expect};
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
@@ -236,6 +237,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         backup_root: &args.location.backup_root,
         target: &safety_target,
         thresholds: &thresholds,
+        compression: Codec::Gzip,
         compression_level: 1,
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
@@ -286,7 +288,16 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 .filter(|v| v.kind == "volume" && volumes.contains(&v.name))
             {
                 let archive = chosen.dir.join(&v.file.path);
-                match stage_volume(e, &image, &v.name, &archive, args.restore_special_bits).await {
+                match stage_volume(
+                    e,
+                    &image,
+                    &v.name,
+                    &archive,
+                    v.file.compression,
+                    args.restore_special_bits,
+                )
+                .await
+                {
                     Ok(s) => staged.push(s),
                     Err(err) => {
                         for s in staged {
@@ -309,7 +320,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 );
                 d.server.create_database(&d.creds, &scratch).await?;
                 let loaded = async {
-                    let (rx, reader) = pipe::gunzip_file(&path);
+                    let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
                     let loaded = d.server.load(&d.creds, &scratch, rx).await;
                     let read = reader.await?;
                     loaded?;
@@ -534,7 +545,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         }
         if problems.is_empty() {
             if let Some(d) = &m.database {
-                let r = verify_file(&dir.join(&d.file.path), Expect::SqlDump, 0);
+                let r = verify_file_as(
+                    &dir.join(&d.file.path),
+                    Expect::SqlDump,
+                    d.file.compression,
+                    0,
+                );
                 if let Some(f) = r.failure {
                     problems.push((d.file.path.clone(), f.check.as_str().to_string(), f.message));
                 }
@@ -546,6 +562,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
                     .and_then(|f| {
                         crate::archive::restore::check_archive(
                             std::io::BufReader::new(f),
+                            v.file.compression,
                             &v.file.path,
                         )
                         .map(|_| ())
@@ -754,6 +771,7 @@ async fn stage_volume(
     image: &str,
     volume: &str,
     archive: &Path,
+    compression: Codec,
     special_bits: bool,
 ) -> Result<Staged> {
     wf::log(&format!(
@@ -763,11 +781,11 @@ async fn stage_volume(
     let name = archive.display().to_string();
     let plan = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(&path)?;
-        crate::archive::restore::check_archive(std::io::BufReader::new(f), &name)
+        crate::archive::restore::check_archive(std::io::BufReader::new(f), compression, &name)
             .map_err(anyhow::Error::from)
     })
     .await??;
-    let root = root_entry(archive)?
+    let root = root_entry(archive, compression)?
         .map(|(mode, uid, gid)| (if special_bits { mode } else { mode & 0o777 }, uid, gid));
     let staged = Staged {
         engine: engine.clone(),
@@ -822,12 +840,13 @@ async fn stage_volume(
         let failed = || {
             format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
         };
-        if special_bits {
+        if special_bits && compression == Codec::Gzip {
+            // Docker reads a gzip tar itself.
             let file = tokio::fs::File::open(archive).await?;
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
             return prep.upload_to(&target, stream).await.with_context(failed);
         }
-        let (rx, reader) = without_special_bits(archive);
+        let (rx, reader) = plain_tar(archive, compression, special_bits);
         let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
         let (dropped, paths) = reader
             .await?
@@ -941,28 +960,40 @@ impl Staged {
 /// How many entries had a special bit dropped, and up to 10 of their paths.
 type Dropped = tokio::task::JoinHandle<Result<(u64, Vec<String>)>>;
 
-/// The archive's tar stream with setuid/setgid/sticky bits dropped; the task returns how
-/// many entries had one, and up to 10 of their paths.
-fn without_special_bits(archive: &Path) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
+/// The archive decoded to a plain tar stream, with setuid/setgid/sticky bits dropped unless
+/// `special_bits`; the task returns how many entries had one, and up to 10 of their paths.
+fn plain_tar(
+    archive: &Path,
+    compression: Codec,
+    special_bits: bool,
+) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
     use std::io::Read;
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path)?;
-        let mut gz =
-            flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+        let mut plain = codec::reader(
+            compression,
+            std::io::BufReader::with_capacity(1 << 20, file),
+        )?;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = gz.read(&mut buf)?;
-            let out = if n == 0 {
+            let n = plain.read(&mut buf)?;
+            if n == 0 {
                 break;
+            }
+            let out = if special_bits {
+                buf[..n].to_vec()
             } else {
                 filter.feed(&buf[..n]).map_err(anyhow::Error::msg)?
             };
             if tx.blocking_send(bytes::Bytes::from(out)).is_err() {
                 anyhow::bail!("the upload stopped reading");
             }
+        }
+        if special_bits {
+            return Ok((0, vec![]));
         }
         let (dropped, paths) = (filter.dropped, filter.paths.clone());
         let rest = filter.finish().map_err(anyhow::Error::msg)?;
@@ -975,9 +1006,9 @@ fn without_special_bits(archive: &Path) -> (tokio::sync::mpsc::Receiver<bytes::B
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.
-fn root_entry(archive: &Path) -> Result<Option<(u32, u64, u64)>> {
+fn root_entry(archive: &Path, compression: Codec) -> Result<Option<(u32, u64, u64)>> {
     let f = std::fs::File::open(archive)?;
-    let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
+    let gz = codec::reader(compression, std::io::BufReader::new(f))?;
     let mut tar = tar::Archive::new(gz);
     let Some(first) = tar.entries()?.next() else {
         return Ok(None);

@@ -19,7 +19,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         .collect();
     let Some(first) = db.clone().or_else(|| volumes.first().cloned()) else {
         return Err(usage(
-            "verify needs the backups to check: set `db-backup` (the .sql.gz) and/or `volume-backups` (the .tar.gz files, comma- or newline-separated)",
+            "verify needs the backups to check: set `db-backup` (the .sql.gz, .sql.zst or .sql) and/or `volume-backups` (the .tar.gz, .tar.zst or .tar files, comma- or newline-separated)",
         ));
     };
     let dir = first

@@ -98,6 +98,11 @@ impl Stack {
 
     /// `mode: backup` of the database and the volume, the consumer stopped around the archive.
     fn backup(&self, commit: &str, branch: &str) -> Outcome {
+        self.backup_with(commit, branch, &[])
+    }
+
+    /// [`Self::backup`] with extra inputs (`compression`, …).
+    fn backup_with(&self, commit: &str, branch: &str, extra: &[(&str, &str)]) -> Outcome {
         let mut a = self
             .ws
             .action("backup")
@@ -111,6 +116,9 @@ impl Stack {
                 .input("postgres-db", &pg.db)
                 .input("postgres-user", &pg.user)
                 .input("postgres-password", &pg.password);
+        }
+        for (k, v) in extra {
+            a = a.input(k, *v);
         }
         let o = timed(&format!("{}: backup", self.test), a);
         o.assert_code(0);
@@ -340,6 +348,88 @@ fn round_trip_restores_database_and_volume_and_restarts_the_consumer() {
     // The pointer still names the deployment backup, not the safety backup.
     assert_eq!(s.ws.pointer().as_deref(), Some(pointer.as_str()));
     assert_eq!(s.backup_folders().len(), 2, "{:?}", s.backup_folders());
+}
+
+/// `compression: zstd` and `none`: the files are `.sql.zst`/`.tar.zst` (`.sql`/`.tar`), the
+/// reference `zstd` CLI reads them, the manifest records the codec and level, and rollback
+/// restores the database and the volume from them.
+#[test]
+fn zstd_and_uncompressed_backups_round_trip() {
+    let s = Stack::new("rb-zstd", true);
+    let before = s.state();
+    for (codec, level, ext) in [("zstd", "5", ".zst"), ("none", "", "")] {
+        let mut extra = vec![("compression", codec)];
+        if !level.is_empty() {
+            extra.push(("compression-level", level));
+        }
+        let b = s.backup_with(BACKUP_COMMIT, BACKUP_BRANCH, &extra);
+        let dump = b.path(b.out("db-backup-path"));
+        let archive = b.path(b.out("volume-backup-paths"));
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name(&dump).ends_with(&format!(".sql{ext}")),
+            "{}",
+            dump.display()
+        );
+        assert!(
+            name(&archive).ends_with(&format!(".tar{ext}")),
+            "{}",
+            archive.display()
+        );
+        let m = assert_verified_backup(&b.path(b.out("backup-dir")));
+        let db = m.database.as_ref().unwrap();
+        assert_eq!(db.file.compression.as_str(), codec);
+        assert_eq!(m.volumes[0].file.compression.as_str(), codec);
+        if codec == "zstd" {
+            assert_eq!(db.file.compression_level, Some(5));
+            assert!(
+                db.file.checks.contains(&"zstd".to_string()),
+                "{:?}",
+                db.file.checks
+            );
+            // The reference CLI decodes both files; the summary says how.
+            let sql = std::process::Command::new("zstd")
+                .arg("-dcq")
+                .arg(&dump)
+                .output()
+                .unwrap();
+            assert!(sql.status.success());
+            assert!(
+                String::from_utf8_lossy(&sql.stdout).contains("PostgreSQL database dump complete")
+            );
+            let t = std::process::Command::new("zstd")
+                .arg("-tq")
+                .arg(&archive)
+                .status()
+                .unwrap();
+            assert!(t.success());
+            assert!(b.summary.contains("zstd -dc"), "{}", b.summary);
+        } else {
+            assert!(std::fs::read_to_string(&dump)
+                .unwrap()
+                .contains("PostgreSQL database dump complete"));
+        }
+        s.change(&format!("after-{codec}"));
+        assert!(
+            s.state()
+                .db
+                .as_ref()
+                .unwrap()
+                .diff(before.db.as_ref().unwrap())
+                .len()
+                >= 2
+        );
+        let o = timed(
+            &format!("zstd: rollback ({codec})"),
+            s.rollback().input("stop-containers", &s.consumer.name),
+        );
+        o.assert_code(0);
+        assert_eq!(o.out("restored"), "true", "{o}");
+        s.state().assert_same(
+            &before,
+            &format!("after the rollback of the {codec} backup"),
+        );
+    }
 }
 
 // -----------------------------------------------------------------------------------------

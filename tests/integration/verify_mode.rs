@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::support::action::{REF_NAME, REPOSITORY, SHA};
-use crate::support::fixtures::{self, gzip, random_bytes, tar_headers};
+use crate::support::fixtures::{self, gzip, random_bytes, tar_headers, zstd};
 use crate::support::{file_size, sha256sum, Action, Cli, Outcome, Workspace};
 
 const TS: &str = "20241130_143022";
@@ -369,7 +369,14 @@ enum Target {
 }
 
 fn run_fault(target: Target, checks: &[&str], bad: Bad, inputs: &[(&str, &str)]) {
+    run_fault_as(target, ".gz", checks, bad, inputs)
+}
+
+/// [`run_fault`] with the broken file named `….sql<ext>` / `….tar<ext>` (the codec it claims).
+fn run_fault_as(target: Target, ext: &str, checks: &[&str], bad: Bad, inputs: &[(&str, &str)]) {
     let ws = Workspace::new();
+    let with_ext = |rel: String| format!("{}{ext}", rel.strip_suffix(".gz").unwrap());
+    let (db_rel, vol_rel) = (|| with_ext(db_rel()), || with_ext(vol_rel()));
     let bad_rel = match target {
         Target::Db => db_rel(),
         Target::Volume => {
@@ -602,6 +609,109 @@ fault!(
     ["tar"],
     Bad::Bytes(gzip(&random_bytes(64 * 1024, 11)))
 );
+// zstd layer (files made by the reference `zstd` CLI, named .sql.zst / .tar.zst)
+fn good_dump_zst() -> Vec<u8> {
+    zstd(fixtures::seed_dump(), &["-3"])
+}
+macro_rules! zstd_fault {
+    ($name:ident, $target:expr, [$($check:literal),+], $bad:expr) => {
+        #[test]
+        fn $name() {
+            run_fault_as($target, ".zst", &[$($check),+], $bad, &[]);
+        }
+    };
+}
+zstd_fault!(fault_zstd_truncated_mid_frame, Target::Db, ["zstd"], {
+    let z = good_dump_zst();
+    Bad::Bytes(z[..z.len() / 2].to_vec())
+});
+zstd_fault!(fault_zstd_flipped_byte, Target::Db, ["zstd"], {
+    let z = good_dump_zst();
+    let at = z.len() / 2;
+    Bad::Bytes(with_byte(z, at, 0x55))
+});
+zstd_fault!(fault_zstd_flipped_checksum_byte, Target::Db, ["zstd"], {
+    let z = good_dump_zst();
+    let at = z.len() - 1;
+    Bad::Bytes(with_byte(z, at, 0x01))
+});
+zstd_fault!(
+    fault_zstd_without_checksum_flag,
+    Target::Db,
+    ["zstd"],
+    Bad::Bytes(zstd(fixtures::seed_dump(), &["-3", "--no-check"]))
+);
+zstd_fault!(fault_zstd_trailing_garbage, Target::Db, ["zstd"], {
+    let mut z = good_dump_zst();
+    z.extend_from_slice(b"trailing garbage after the last zstd frame\n");
+    Bad::Bytes(z)
+});
+zstd_fault!(fault_zstd_skippable_frame, Target::Db, ["zstd"], {
+    let mut z = good_dump_zst();
+    z.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+    Bad::Bytes(z)
+});
+zstd_fault!(
+    fault_gzip_named_zst,
+    Target::Db,
+    ["zstd"],
+    Bad::Bytes(good_dump_gz().to_vec())
+);
+zstd_fault!(
+    fault_zstd_dump_cut_in_half_frame_intact,
+    Target::Db,
+    ["sql-complete"],
+    {
+        let d = fixtures::seed_dump();
+        Bad::Bytes(zstd(&d[..d.len() / 2], &["-3"]))
+    }
+);
+zstd_fault!(
+    fault_zstd_tar_without_end_marker,
+    Target::Volume,
+    ["tar"],
+    {
+        let t = &good_tar().tar;
+        let (_, end) = tar_headers(t);
+        Bad::Bytes(zstd(&t[..end], &["-3"]))
+    }
+);
+fault!(
+    fault_zstd_named_gz,
+    Target::Db,
+    ["gzip"],
+    Bad::Bytes(good_dump_zst())
+);
+
+/// Concatenated zstd frames (as `cat a.zst b.zst` makes) and uncompressed files verify; the
+/// manifest records each file's codec.
+#[test]
+fn valid_concatenated_zstd_and_uncompressed_files() {
+    let ws = Workspace::new();
+    let d = fixtures::seed_dump();
+    let mut z = zstd(&d[..d.len() / 3], &["-1"]);
+    z.extend(zstd(&d[d.len() / 3..], &["-19"]));
+    let db = format!("{}/db_schedgen_{TS}.sql.zst", backup_dir());
+    let vol = format!("{}/volume_schedgen_minio_data_{TS}.tar", backup_dir());
+    place(&ws, &db, &Bad::Bytes(z));
+    place(&ws, &vol, &Bad::Bytes(good_tar().tar.clone()));
+    let o = assert_verifies(
+        &ws,
+        ws.action("verify")
+            .input("db-backup", &db)
+            .input("volume-backups", &vol),
+    );
+    let m = manifest_yaml(&o);
+    assert_eq!(m["database"]["file"]["compression"], "zstd", "{m}");
+    assert!(m["database"]["file"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "zstd"));
+    assert_eq!(m["volumes"][0]["file"]["compression"], "none", "{m}");
+    assert_eq!(manifest_tables(&m), fixtures::seed_row_counts());
+}
+
 // the file itself
 fault!(fault_missing_file, Target::Db, ["exists"], Bad::Missing);
 fault!(
@@ -815,6 +925,37 @@ fn bad_size_input_is_a_usage_error_naming_the_input() {
     assert!(ws.pointer().is_none());
 }
 
+/// A level outside the codec's range, or an unknown codec: exit 2 naming the range, before
+/// any backup starts (no Docker needed to get there).
+#[test]
+fn compression_level_out_of_range_is_a_usage_error_naming_the_range() {
+    for (codec, level, range) in [
+        ("zstd", "20", "1–19"),
+        ("zstd", "0", "1–19"),
+        ("gzip", "10", "0–9"),
+    ] {
+        let ws = Workspace::new();
+        let o = ws
+            .action("backup")
+            .input("postgres-container", "no-such-container")
+            .input("compression", codec)
+            .input("compression-level", level)
+            .run();
+        o.assert_code(2);
+        o.assert_mentions("compression-level")
+            .assert_mentions(range);
+        assert!(ws.backup_folders("backups").is_empty(), "{o}");
+    }
+    let ws = Workspace::new();
+    let o = ws
+        .action("backup")
+        .input("postgres-container", "no-such-container")
+        .input("compression", "lz4")
+        .run();
+    o.assert_code(2);
+    o.assert_mentions("lz4");
+}
+
 #[test]
 fn action_yml_declares_the_contract() {
     // PRODUCT.md "Inputs" and "Outputs": the harness feeds exactly action.yml's inputs,
@@ -838,6 +979,7 @@ fn action_yml_declares_the_contract() {
         "branch",
         "min-db-size",
         "min-volume-size",
+        "compression",
         "compression-level",
         "verify-restore",
         "retention-days",
@@ -884,11 +1026,13 @@ fn action_yml_declares_the_contract() {
         ("backup-root", "backups"),
         ("min-db-size", "1KiB"),
         ("min-volume-size", "512B"),
-        ("compression-level", "6"),
+        ("compression", "gzip"),
         ("retention-days", "7"),
         ("keep-last", "3"),
         ("alert-on", "failure"),
     ] {
         assert_eq!(defaults[k].as_deref(), Some(v), "default of {k}");
     }
+    // Empty: each codec's own default level (gzip 6, zstd 3).
+    assert_eq!(defaults["compression-level"], None);
 }

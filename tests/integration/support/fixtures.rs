@@ -89,6 +89,11 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     pipe_through(Command::new("gzip").args(["-c", "-n", "-6"]), data)
 }
 
+/// `zstd -c -q` (the reference CLI) of `data`, with `args` (`-3`, `--no-check`, …).
+pub fn zstd(data: &[u8], args: &[&str]) -> Vec<u8> {
+    pipe_through(Command::new("zstd").args(["-c", "-q"]).args(args), data)
+}
+
 /// `gzip -dc` (GNU gzip) of `data`.
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     pipe_through(Command::new("gzip").args(["-dc"]), data)

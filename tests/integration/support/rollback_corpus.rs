@@ -202,6 +202,8 @@ pub fn record(dir: &Path, rel: &str, checks: &[&str]) -> FileRecord {
         size,
         sha256,
         checks: checks.iter().map(|c| c.to_string()).collect(),
+        compression: predeploy_backup::archive::codec::Codec::from_path(Path::new(rel)),
+        compression_level: None,
     }
 }
 
