@@ -154,7 +154,8 @@ impl fmt::Display for Codec {
 
 /// Compresses into `W` with the chosen codec. Call [`Encoder::finish`] to complete the file.
 pub enum Encoder<W: Write> {
-    Gzip(ParallelGzEncoder<W>),
+    /// Boxed: the parallel encoder's state is large next to the others.
+    Gzip(Box<ParallelGzEncoder<W>>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     None(W),
 }
@@ -163,7 +164,7 @@ impl<W: Write> Encoder<W> {
     /// `level` must be in [`Codec::levels`] (gzip clamps, zstd refuses an invalid one).
     pub fn new(inner: W, codec: Codec, level: u32) -> io::Result<Self> {
         Ok(match codec {
-            Codec::Gzip => Encoder::Gzip(ParallelGzEncoder::new(inner, level)),
+            Codec::Gzip => Encoder::Gzip(Box::new(ParallelGzEncoder::new(inner, level))),
             Codec::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(inner, level as i32)?;
                 e.include_checksum(true)?;

@@ -556,8 +556,7 @@ async fn make(
         let archived = archive_all(
             work,
             ts,
-            codec,
-            level,
+            (codec, level),
             engine,
             helper_image,
             volumes,
@@ -678,8 +677,7 @@ async fn make(
 async fn archive_all(
     work: &Path,
     ts: &str,
-    codec: Codec,
-    level: u32,
+    (codec, level): (Codec, u32),
     engine: Option<&Engine>,
     helper_image: Option<&str>,
     volumes: &[String],
