@@ -837,7 +837,12 @@ mod tests {
         assert!(r.verified(), "{:?}", r.failure);
         assert_eq!(
             &r.passed[3..],
-            [Check::SqlHeader, Check::SqlComplete, Check::Sha256]
+            [
+                Check::SqlHeader,
+                Check::SqlComplete,
+                Check::SqlSafety,
+                Check::Sha256
+            ]
         );
         let t = good_tar();
         let r = verify_file(&d.file("v.tar", &t), Expect::Tar, 0);
