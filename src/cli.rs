@@ -420,8 +420,9 @@ pub fn argv_with_inputs(
 /// Inputs a mode declares (they come with a shared group of flags) but does not use.
 /// Everything else a mode does not declare is found from the parser itself.
 const DECLARED_BUT_UNUSED: &[(&str, &[&str])] = &[
-    // rollback restores every volume its manifest recorded, to the names it recorded.
-    ("rollback", &["volumes", "paths"]),
+    // rollback restores the volumes `volumes`/`restore-volumes` name; host paths are never
+    // restored by it.
+    ("rollback", &["paths"]),
     // verify writes no new files but the manifest.
     ("verify", &["check-free-space"]),
 ];
@@ -561,6 +562,7 @@ mod tests {
 
         let env = env_of(&[
             ("INPUT_MODE", "rollback"),
+            ("INPUT_PATHS", "srv/data"),
             ("INPUT_VOLUMES", "v"),
             ("INPUT_KEEP-LAST", "5"),
             ("INPUT_DRY-RUN", "false"),
@@ -573,7 +575,7 @@ mod tests {
             "{w:?}"
         );
         assert!(
-            w[1].starts_with("input volumes has no effect in mode rollback"),
+            w[1].starts_with("input paths has no effect in mode rollback"),
             "{w:?}"
         );
     }

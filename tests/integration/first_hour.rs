@@ -86,6 +86,8 @@ fn a_helper_image_without_cmd_backs_up_and_restores_a_volume() {
     let r = ws
         .action("rollback")
         .input("manifest", format!("{}/manifest.yml", o.out("backup-dir")))
+        .input("volumes", &vol.name)
+        .input("restore-special-bits", "true")
         .env("PREDEPLOY_HELPER_IMAGE", &img.0)
         .run();
     r.assert_code(0);

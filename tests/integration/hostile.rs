@@ -360,7 +360,7 @@ fn only_the_volumes_the_inputs_name_are_restored() {
         .fingerprint()
         .assert_same(&unnamed_changed, "the volume that was not named");
     assert!(
-        o.summary
+        o.summary_text()
             .contains(&format!("volume {}: not restored", unnamed.name)),
         "the summary does not report the skipped volume\n{o}"
     );

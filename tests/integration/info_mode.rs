@@ -65,7 +65,7 @@ fn info_after_a_backup_shows_it_and_how_to_roll_back() {
         assert!(text.contains(e.as_str()), "info shows {e:?}\n{o}");
     }
     assert!(
-        o.summary.contains(&dump_name) && o.summary.contains("rollback"),
+        o.summary_text().contains(&dump_name) && o.summary_text().contains("rollback"),
         "and the summary\n{o}"
     );
     assert_eq!(o.out("backup-dir"), dir);

@@ -481,7 +481,7 @@ fn dry_run_by_manifest_path_changes_nothing_then_restores_that_backup() {
         .assert_mentions(&format!("check out commit {BACKUP_COMMIT}"))
         .assert_mentions("dry run");
     assert!(
-        o.summary.contains(&db_file_a),
+        o.summary_text().contains(&db_file_a),
         "the plan is in the summary\n{o}"
     );
     // Nothing changed.
@@ -1238,7 +1238,10 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     let expected = seed_row_counts();
     for (t, n) in &expected {
         let row = format!("| `{t}` | {n} | {n} | ✅ |");
-        assert!(o.summary.contains(&row), "the summary lacks {row}\n{o}");
+        assert!(
+            o.summary_text().contains(&row),
+            "the summary lacks {row}\n{o}"
+        );
     }
     let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
     let rc = m

@@ -380,7 +380,13 @@ fn run_fault_as(target: Target, ext: &str, checks: &[&str], bad: Bad, inputs: &[
     let bad_rel = match target {
         Target::Db => db_rel(),
         Target::Volume => {
-            place(&ws, &db_rel(), &Bad::Bytes(good_dump_gz().to_vec()));
+            // The good dump beside the broken archive, in the same codec as its name says.
+            let good = if ext == ".zst" {
+                good_dump_zst()
+            } else {
+                good_dump_gz().to_vec()
+            };
+            place(&ws, &db_rel(), &Bad::Bytes(good));
             vol_rel()
         }
     };
@@ -437,11 +443,11 @@ fn run_fault_as(target: Target, ext: &str, checks: &[&str], bad: Bad, inputs: &[
     );
     // The summary says the same.
     assert!(
-        o.summary.contains(&file_name),
+        o.summary_text().contains(&file_name),
         "summary names the file\n{o}"
     );
     assert!(
-        checks.iter().any(|c| o.summary.contains(c)),
+        checks.iter().any(|c| o.summary_text().contains(c)),
         "summary names the check\n{o}"
     );
     // Not a restore point, and nothing deleted.
@@ -979,6 +985,7 @@ fn action_yml_declares_the_contract() {
         "branch",
         "min-db-size",
         "min-volume-size",
+        "check-free-space",
         "compression",
         "compression-level",
         "verify-restore",
@@ -990,6 +997,8 @@ fn action_yml_declares_the_contract() {
         "run-id",
         "github-token",
         "repository",
+        "trusted-workflows",
+        "trusted-branches",
         "manifest",
         "dry-run",
         "restore-volumes",

@@ -508,6 +508,23 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The job summary as a reader sees it rendered: Markdown backslash escapes and the
+    /// word joiner that breaks `@mentions` removed (values are escaped when written).
+    pub fn summary_text(&self) -> String {
+        let mut out = String::with_capacity(self.summary.len());
+        let mut chars = self.summary.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek().is_some_and(|n| n.is_ascii_punctuation()) => {
+                    out.push(chars.next().unwrap())
+                }
+                '\u{2060}' => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
     /// An output that must be there.
     pub fn out(&self, name: &str) -> &str {
         match self.outputs.get(name) {
