@@ -172,12 +172,7 @@ impl SqlScanner {
             let n = part.len().min(LINE_PREFIX - self.line.len());
             self.line.extend_from_slice(&part[..n]);
         }
-        if part.len() >= 16 {
-            self.tail.copy_from_slice(&part[part.len() - 16..]);
-        } else if !part.is_empty() {
-            self.tail.copy_within(part.len().., 0);
-            self.tail[16 - part.len()..].copy_from_slice(part);
-        }
+        push_tail(&mut self.tail, part);
         self.line_len += part.len() as u64;
     }
 
@@ -383,6 +378,16 @@ impl SqlScanner {
     }
 }
 
+/// Keeps the last 16 bytes of a line seen in pieces (`part` appended to `tail`).
+fn push_tail(tail: &mut [u8; 16], part: &[u8]) {
+    if part.len() >= 16 {
+        tail.copy_from_slice(&part[part.len() - 16..]);
+    } else if !part.is_empty() {
+        tail.copy_within(part.len().., 0);
+        tail[16 - part.len()..].copy_from_slice(part);
+    }
+}
+
 /// Removes pg_dump's own `\restrict KEY` / `\unrestrict KEY` lines from a dump on its way to
 /// psql, so that the load can run under a key of ours (blank lines take their place, so line
 /// numbers in psql's messages stay right). Lines inside COPY data are passed as they are.
@@ -454,12 +459,7 @@ impl RestrictFilter {
     }
 
     fn track_tail(&mut self, part: &[u8]) {
-        if part.len() >= 16 {
-            self.tail.copy_from_slice(&part[part.len() - 16..]);
-        } else if !part.is_empty() {
-            self.tail.copy_within(part.len().., 0);
-            self.tail[16 - part.len()..].copy_from_slice(part);
-        }
+        push_tail(&mut self.tail, part);
         self.line_len += part.len() as u64;
     }
 

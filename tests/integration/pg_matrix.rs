@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use predeploy_backup::manifest::Manifest;
 
-use crate::support::docker::{docker, docker_ok, ensure_images, DbFingerprint, Network, Pg};
+use crate::support::docker::{
+    build_images_unless, docker, docker_ok, ensure_images, DbFingerprint, Network, Pg,
+};
 use crate::support::fixtures::{gunzip, gzip};
 use crate::support::rollback_db;
 use crate::support::{random_hex, target_tmp, Outcome, Workspace};
@@ -33,31 +35,14 @@ fn ensure_matrix_images() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         ensure_images();
-        let have = || {
-            MAJORS
-                .iter()
-                .all(|m| docker(&["image", "inspect", &image(*m)]).status.success())
-        };
-        if have() {
-            return;
-        }
-        let dir = target_tmp();
-        std::fs::create_dir_all(&dir).unwrap();
-        let lock = std::fs::File::create(dir.join("pbt-images.lock")).unwrap();
-        lock.lock().expect("lock the images build");
-        if !have() {
-            let out = Command::new(crate::support::repo_root().join("scripts/images.sh"))
-                .arg("matrix")
-                .current_dir(crate::support::repo_root())
-                .output()
-                .expect("scripts/images.sh runs");
-            assert!(
-                out.status.success(),
-                "scripts/images.sh matrix failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        build_images_unless(
+            || {
+                MAJORS
+                    .iter()
+                    .all(|m| docker(&["image", "inspect", &image(*m)]).status.success())
+            },
+            &["matrix"],
+        );
     });
 }
 

@@ -98,6 +98,34 @@ pub fn unique_name(test: &str) -> String {
     format!("pbt-{}-{}", clean.trim_matches('-'), super::random_hex(8))
 }
 
+/// Runs `scripts/images.sh ARGS` unless `have()` says the images exist, under a file lock so
+/// that parallel test processes do not build at the same time (checked again once locked).
+pub fn build_images_unless(have: impl Fn() -> bool, args: &[&str]) {
+    if have() {
+        return;
+    }
+    let dir = super::target_tmp();
+    std::fs::create_dir_all(&dir).unwrap();
+    // Not scripts/images.sh's own lock file: it takes that one itself.
+    let lock = std::fs::File::create(dir.join("pbt-images.lock")).unwrap();
+    lock.lock().expect("lock the images build");
+    if have() {
+        return;
+    }
+    let out = Command::new(super::repo_root().join("scripts/images.sh"))
+        .args(args)
+        .current_dir(super::repo_root())
+        .output()
+        .expect("scripts/images.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/images.sh {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Makes sure the local images exist (building them with `scripts/images.sh` once if not;
 /// a file lock keeps parallel test processes from building at the same time) and removes
 /// what test processes that no longer run left behind.
@@ -105,26 +133,7 @@ pub fn ensure_images() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let have = |image: &str| docker(&["image", "inspect", image]).status.success();
-        if !(have(PG_IMAGE) && have(BUSYBOX)) {
-            let dir = super::target_tmp();
-            std::fs::create_dir_all(&dir).unwrap();
-            // Not scripts/images.sh's own lock file: it takes that one itself.
-            let lock = std::fs::File::create(dir.join("pbt-images.lock")).unwrap();
-            lock.lock().expect("lock the images build");
-            if !(have(PG_IMAGE) && have(BUSYBOX)) {
-                let out = Command::new(super::repo_root().join("scripts/images.sh"))
-                    .current_dir(super::repo_root())
-                    .output()
-                    .expect("scripts/images.sh runs");
-                assert!(
-                    out.status.success(),
-                    "scripts/images.sh failed:\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            drop(lock);
-        }
+        build_images_unless(|| have(PG_IMAGE) && have(BUSYBOX), &[]);
         reap_leftovers();
     });
 }
