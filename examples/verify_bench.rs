@@ -1,7 +1,7 @@
 //! Benchmark driver for `scripts/bench-verify.sh` (and a handy manual check).
 //!
 //! ```text
-//! verify_bench verify FILE...            # verify_files: .sql.gz -> dump checks, else tar
+//! verify_bench verify FILE...            # verify_file, one after the other (as a backup does): .sql.gz -> dump checks, else tar
 //! verify_bench gzip LEVEL INPUT OUTPUT   # ParallelGzEncoder
 //! verify_bench parts FILE.gz FILE        # time each stage alone (inflate, scan, hash)
 //! verify_bench tune FILE                 # encoder size/speed per level and chunk size
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use predeploy_backup::archive::gzip::ParallelGzEncoder;
-use predeploy_backup::archive::verify::{verify_files, Expect};
+use predeploy_backup::archive::verify::{verify_file, Expect};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,7 +49,10 @@ fn verify(paths: &[String]) -> ExitCode {
         })
         .collect();
     let started = Instant::now();
-    let reports = verify_files(&files);
+    let reports: Vec<_> = files
+        .iter()
+        .map(|(p, e, m)| verify_file(p, *e, *m))
+        .collect();
     let secs = started.elapsed().as_secs_f64();
     let total: u64 = reports.iter().map(|r| r.size).sum();
     println!("{} file(s), {total} bytes in {secs:.3} s", reports.len());

@@ -528,6 +528,19 @@ impl Engine {
     }
 }
 
+/// What an upload's connection may still hold when its body has been handed over (hyper's
+/// write buffer and the kernel's socket buffers), generously.
+const IN_FLIGHT_BOUND: u64 = 8 << 20;
+
+/// How long an upload may go quiet once its whole body (`bytes`) was handed over: the idle
+/// limit for each MiB that may still be in the connection's buffers, plus one — the same rule
+/// as while the body is read (a link that moves at least 1 MiB per idle period is never cut
+/// off), applied to what the client can no longer see move.
+fn drain_limit(idle: Duration, bytes: u64) -> Duration {
+    let mib = bytes.min(IN_FLIGHT_BOUND).div_ceil(1 << 20);
+    idle * (1 + mib as u32)
+}
+
 /// Seconds a container gets to stop before the engine kills it.
 const STOP_GRACE: u64 = 30;
 
@@ -648,6 +661,12 @@ impl Helper {
 
     /// Extracts a tar stream into `path` (an existing folder inside the container).
     /// Progress is the engine taking the next chunk; none for `idle_timeout` fails.
+    ///
+    /// Once the whole body has been handed over, what still sits in the connection's buffers
+    /// (hyper's and the kernel's: a few hundred KiB on the unix socket, up to ~4 MiB on an
+    /// autotuned TCP connection) drains with no progress the client can see: see
+    /// [`drain_limit`]. So a slow link that keeps moving is not cut off at its end, and a
+    /// stalled one still fails, later.
     pub async fn upload_to(
         &self,
         path: &str,
@@ -656,17 +675,41 @@ impl Helper {
         let idle = idle_timeout();
         let start = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
-        let seen = last.clone();
-        let tar = tar.inspect(move |_| {
-            seen.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        });
+        let bytes = Arc::new(AtomicU64::new(0));
+        let ended = Arc::new(AtomicU64::new(0));
+        let (seen, counted, end) = (last.clone(), bytes.clone(), ended.clone());
+        let tar = tar
+            .inspect(move |chunk| {
+                seen.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if let Ok(c) = chunk {
+                    counted.fetch_add(c.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .chain(futures_util::stream::poll_fn(move |_| {
+                end.store(start.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+                std::task::Poll::<Option<Result<Bytes, std::io::Error>>>::Ready(None)
+            }));
+        // The body belongs to the connection, which a stall leaves stuck: the source is
+        // released here on a stall, so that whatever feeds it sees the end instead of
+        // waiting for ever.
+        type Source = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+        let source: Arc<Mutex<Option<Source>>> = Arc::new(Mutex::new(Some(Box::pin(tar))));
+        let body = {
+            let source = source.clone();
+            futures_util::stream::poll_fn(move |cx| match source.lock().unwrap().as_mut() {
+                Some(s) => s.as_mut().poll_next(cx),
+                None => std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                    "the upload was stopped",
+                )))),
+            })
+        };
         let upload = self.engine.docker.upload_to_container(
             &self.id,
             Some(UploadToContainerOptions {
                 path: path.into(),
                 ..Default::default()
             }),
-            bollard::body_try_stream(tar),
+            bollard::body_try_stream(body),
         );
         tokio::pin!(upload);
         loop {
@@ -674,10 +717,15 @@ impl Helper {
                 r = &mut upload => return r.map_err(api("write volume")),
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {
                     let quiet = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                    if quiet > idle.as_millis() as u64 {
+                    let limit = match ended.load(Ordering::Relaxed) {
+                        0 => idle,
+                        _ => drain_limit(idle, bytes.load(Ordering::Relaxed)),
+                    };
+                    if quiet > limit.as_millis() as u64 {
+                        drop(source.lock().unwrap().take());
                         return Err(DockerError::Stalled {
                             what: "writing the volume".into(),
-                            secs: idle.as_secs(),
+                            secs: limit.as_secs(),
                         });
                     }
                 }

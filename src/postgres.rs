@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::docker::{ContainerInfo, Engine};
 
+/// Version checks of a dump's header live with the SQL scanner; named here too.
+pub use crate::archive::sql::{dump_fits_server, major_of};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("{what} failed: password authentication failed for user `{user}`: check postgres-password (or env POSTGRES_PASSWORD)")]
@@ -450,33 +453,6 @@ fn has_restrict(version: &str) -> bool {
         14 => minor >= 19,
         13 => minor >= 22,
         _ => false,
-    }
-}
-
-/// The major version in a version text: `15.8 (Debian 15.8-1)` → 15,
-/// `pg_dump (PostgreSQL) 18.1` → 18, `9.6.24` → 9.
-pub fn major_of(version: &str) -> Option<u32> {
-    let start = version.find(|c: char| c.is_ascii_digit())?;
-    let digits: String = version[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-/// A dump must load into the server it came from: a dump whose header says it was made by a
-/// pg_dump newer (major) than the server is refused (pg_dump 17+ writes
-/// `SET transaction_timeout`, which 16 and older reject). Unknown versions pass: the header
-/// check already requires pg_dump's header.
-pub fn dump_fits_server(server: Option<&str>, dumper: Option<&str>) -> Result<(), String> {
-    let (Some(sv), Some(dv)) = (server, dumper) else {
-        return Ok(());
-    };
-    match (major_of(sv), major_of(dv)) {
-        (Some(s), Some(d)) if d > s => Err(format!(
-            "the dump was made by pg_dump {dv} from a PostgreSQL {sv} server: a pg_dump newer than the server writes SQL that server may reject (pg_dump 17+ writes `SET transaction_timeout`), so this dump cannot be trusted to restore into the database it came from; take a new backup with pg_dump {s} (set env PG_BIN_DIR to its bin directory) or with postgres-container"
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -26,8 +26,6 @@
 
 use std::collections::BTreeMap;
 
-use super::verify::SqlSummary;
-
 /// How much of a line the scanner keeps to classify it.
 pub const LINE_PREFIX: usize = 64 * 1024;
 
@@ -700,6 +698,44 @@ pub fn find_newline(hay: &[u8]) -> Option<usize> {
         i += 16;
     }
     hay[i..].iter().position(|&b| b == b'\n').map(|p| p + i)
+}
+
+/// Facts read from a pg_dump plain-format dump while verifying it.
+#[derive(Clone, Debug, Default)]
+pub struct SqlSummary {
+    /// "Dumped from database version X"
+    pub server_version: Option<String>,
+    /// "Dumped by pg_dump version Y"
+    pub dump_version: Option<String>,
+    /// Rows per table, counted from the dump's `COPY ... FROM stdin;` blocks, keyed `schema.table`.
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// The major version in a version text: `15.8 (Debian 15.8-1)` → 15,
+/// `pg_dump (PostgreSQL) 18.1` → 18, `9.6.24` → 9.
+pub fn major_of(version: &str) -> Option<u32> {
+    let start = version.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = version[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// A dump must load into the server it came from: a dump whose header says it was made by a
+/// pg_dump newer (major) than the server is refused (pg_dump 17+ writes
+/// `SET transaction_timeout`, which 16 and older reject). Unknown versions pass: the header
+/// check already requires pg_dump's header.
+pub fn dump_fits_server(server: Option<&str>, dumper: Option<&str>) -> Result<(), String> {
+    let (Some(sv), Some(dv)) = (server, dumper) else {
+        return Ok(());
+    };
+    match (major_of(sv), major_of(dv)) {
+        (Some(s), Some(d)) if d > s => Err(format!(
+            "the dump was made by pg_dump {dv} from a PostgreSQL {sv} server: a pg_dump newer than the server writes SQL that server may reject (pg_dump 17+ writes `SET transaction_timeout`), so this dump cannot be trusted to restore into the database it came from; take a new backup with pg_dump {s} (set env PG_BIN_DIR to its bin directory) or with postgres-container"
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 //! calling thread inflates, CRCs and parses the same blocks as they arrive. A problem never
 //! panics and never returns `Err`: it becomes the report's `failure`, naming the check and
 //! saying what is wrong and what to do.
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -78,16 +77,8 @@ pub struct CheckFailure {
     pub message: String,
 }
 
-/// Facts read from a pg_dump plain-format dump while verifying it.
-#[derive(Clone, Debug, Default)]
-pub struct SqlSummary {
-    /// "Dumped from database version X"
-    pub server_version: Option<String>,
-    /// "Dumped by pg_dump version Y"
-    pub dump_version: Option<String>,
-    /// Rows per table, counted from the dump's `COPY ... FROM stdin;` blocks, keyed `schema.table`.
-    pub tables: BTreeMap<String, u64>,
-}
+/// Facts read from a dump: defined beside the scanner that reads them.
+pub use super::sql::SqlSummary;
 
 /// Facts read from a tar archive while verifying it.
 #[derive(Clone, Debug, Default)]
@@ -295,52 +286,6 @@ pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) 
 
     verify_stream(file, Some(size), &mut report);
     report
-}
-
-/// Verifies several files concurrently (at most one per core, at most 4 at a time; each
-/// also uses its own reader thread) and returns the reports in the order given.
-///
-/// On two cores this overlaps a dump (whose cost is inflating, on one core) with a volume
-/// archive (whose cost is hashing, on the other). Each entry is `(path, expect, min_size)`.
-pub fn verify_files(files: &[(PathBuf, Expect, u64)]) -> Vec<FileReport> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = files.len().min(cores).clamp(1, 4);
-    if files.len() <= 1 || workers == 1 {
-        return files
-            .iter()
-            .map(|(p, e, m)| verify_file(p, *e, *m))
-            .collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<FileReport>>> = Mutex::new(vec![None; files.len()]);
-    std::thread::scope(|s| {
-        for i in 0..workers {
-            let (next, results) = (&next, &results);
-            let spawned = std::thread::Builder::new()
-                .name(format!("verify-{i}"))
-                .spawn_scoped(s, move || loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((p, e, m)) = files.get(k) else {
-                        return;
-                    };
-                    let r = verify_file(p, *e, *m);
-                    if let Ok(mut all) = results.lock() {
-                        all[k] = Some(r);
-                    }
-                });
-            if spawned.is_err() {
-                break; // the others (or the fallback below) do the work
-            }
-        }
-    });
-    let done = results.into_inner().unwrap_or_default();
-    files
-        .iter()
-        .zip(done)
-        .map(|((p, e, m), r)| r.unwrap_or_else(|| verify_file(p, *e, *m)))
-        .collect()
 }
 
 /// Verifies a stream instead of a file: the content checks (`gzip`, `sql-*` or `tar`) and
@@ -560,7 +505,7 @@ fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &m
 
     if let Some(sc) = scanner {
         let scan = sc.finish();
-        let fits = crate::postgres::dump_fits_server(
+        let fits = super::sql::dump_fits_server(
             scan.summary.server_version.as_deref(),
             scan.summary.dump_version.as_deref(),
         );
@@ -699,6 +644,7 @@ fn zstd_message(e: &ZstdError, file_size: u64, expect: Expect) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use crate::archive::gzip::ParallelGzEncoder;
     use crate::archive::hash::sha256_hex;
     use crate::archive::testutil::*;
@@ -1273,26 +1219,6 @@ mod tests {
             Check::RegularFile,
             "device",
         );
-    }
-
-    #[test]
-    fn verify_files_keeps_the_order() {
-        let d = Dir::new();
-        let files = vec![
-            (d.file("a.sql.gz", &good_dump()), Expect::SqlDump, 0),
-            (d.file("b.tar.gz", &gz(&good_tar())), Expect::Tar, 0),
-            (d.0.path().join("missing"), Expect::Tar, 0),
-            (d.file("c.sql.gz", &good_dump()), Expect::SqlDump, 0),
-        ];
-        let reports = verify_files(&files);
-        assert_eq!(reports.len(), 4);
-        for (r, f) in reports.iter().zip(&files) {
-            assert_eq!(r.path, f.0);
-            assert_eq!(r.expect, f.1);
-        }
-        assert!(reports[0].verified() && reports[1].verified() && reports[3].verified());
-        assert_eq!(reports[2].failure.as_ref().unwrap().check, Check::Exists);
-        assert!(verify_files(&[]).is_empty());
     }
 
     #[test]

@@ -848,6 +848,12 @@ async fn stage_volume(
         }
         let (rx, reader) = plain_tar(archive, compression, special_bits);
         let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
+        if let Err(e @ crate::docker::DockerError::Stalled { .. }) = uploaded {
+            // The reader was cut off by the stall: the stall is the news.
+            return Err(anyhow::Error::from(e).context(format!(
+                "writing the backup of volume {volume} stopped; its live data was not touched"
+            )));
+        }
         let (dropped, paths) = reader
             .await?
             .with_context(|| format!("reading {}", archive.display()))?;
@@ -865,7 +871,9 @@ async fn stage_volume(
         Ok(())
     }
     .await;
-    prep.remove().await;
+    // After a stalled upload the engine's extraction holds the helper until the connection
+    // closes (at exit): its removal must not wait for ever.
+    let _ = tokio::time::timeout(crate::docker::idle_timeout(), prep.remove()).await;
     match written {
         Ok(()) => Ok(staged),
         Err(e) => {

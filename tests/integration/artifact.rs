@@ -817,3 +817,64 @@ async fn rollback_by_run_id_of_a_pull_request_is_refused_before_downloading() {
     );
     assert!(fake.blob.requests().is_empty());
 }
+
+/// The whole chain on a hosted runner: a backup job uploads its artifact with
+/// `include-backups-in-artifact: false` (to the local results service), the job's disk is
+/// gone, and a later job rolls back by that run's id (through the REST API). The artifact
+/// holds only the manifest: the rollback says exactly that and how to fix it, exit 2, and
+/// nothing is changed — not the `exists` check's wording, which reads like tampering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_by_run_id_of_a_manifest_only_artifact_says_how_to_fix_it() {
+    use crate::support::Workspace;
+    use artifact_rest_server::Run;
+    let results = TwirpServer::start(Some(&token())).await;
+    let results_url = results.url();
+    let backup = tokio::task::spawn_blocking(move || {
+        let ws = Workspace::new();
+        std::fs::create_dir_all(ws.join("srv")).unwrap();
+        std::fs::write(ws.join("srv/data.bin"), noise(64 * 1024, 7)).unwrap();
+        ws.action("backup")
+            .input("paths", "srv")
+            .input("upload-artifact", "true")
+            .input("include-backups-in-artifact", "false")
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("ACTIONS_RESULTS_URL", results_url)
+            .env("ACTIONS_RUNTIME_TOKEN", token())
+            .run()
+        // The workspace (the hosted runner's disk) is dropped here.
+    })
+    .await
+    .unwrap();
+    backup.assert_code(0);
+    let stored = results
+        .stored("predeploy-backup")
+        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
+    assert!(stored.finalized, "{backup}");
+
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add(Artifact::new(41, 88, "predeploy-backup", stored.data.clone()));
+    fake.add_run(Run::push(88));
+    let api = fake.api.url();
+    let o = tokio::task::spawn_blocking(move || {
+        crate::support::Workspace::new()
+            .action("rollback")
+            .input("run-id", "88")
+            .input("github-token", GH_TOKEN)
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("GITHUB_API_URL", api)
+            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_RUN_ID", "89")
+            .run()
+    })
+    .await
+    .unwrap();
+    o.assert_code(2);
+    let text = o.all_text();
+    assert!(text.contains("holds only the manifest"), "{o}");
+    assert!(text.contains("include-backups-in-artifact: true"), "{o}");
+    assert!(text.contains("durable destination"), "{o}");
+    assert!(text.contains("Nothing was changed"), "{o}");
+    assert!(!text.contains("exists"), "not the exists-check wording\n{o}");
+    assert_ne!(o.out("restored"), "true", "{o}");
+    assert_eq!(fake.blob.requests().len(), 1, "the zip was fetched once");
+}

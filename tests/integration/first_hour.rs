@@ -2,12 +2,15 @@
 //! real engine and a real PostgreSQL — helper images without CMD, files the runner's own
 //! user can clean, absolute backup roots, unique file names, inputs a mode ignores, exit
 //! codes and hints of common mistakes, an empty first database, the free-space estimate,
-//! the summary's verdict first, a read-only backup root, SIGTERM during a stop.
+//! the summary's verdict first, a read-only backup root, SIGTERM during a stop and during the
+//! restart, volume transfers over a throttled engine connection (slow but moving, stalled).
 
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::support::docker::{self, docker_ok, unique_name, Container, Pg, TreeSpec, Volume};
+use crate::support::docker_proxy::{self, DockerProxy, Rule};
 use crate::support::fixtures::Tmpfs;
 use crate::support::{random_hex, wait_for, Outcome, Workspace};
 
@@ -436,4 +439,167 @@ fn sigterm_while_a_slow_stop_is_in_progress_still_starts_the_container_again() {
         app.is_running(),
         "the container runs after the cancelled stop\n{o}"
     );
+}
+
+/// A volume holding one incompressible file of `kib` KiB.
+fn volume_of_kib(test: &str, kib: usize) -> Volume {
+    let vol = Volume::create(test);
+    let out = vol.busybox(
+        &format!("head -c {} /dev/urandom > /data/blob && chmod 0640 /data/blob", kib * 1024),
+        &[],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    vol
+}
+
+/// The idle limit the throttled-engine tests set (env PREDEPLOY_IDLE_TIMEOUT), in seconds.
+const IDLE_SECS: u64 = 4;
+
+// 4 ------------------------------------------------------------------------------------
+
+/// A slow link to the engine that keeps moving (512 KiB/s) carries a rollback's safety
+/// backup (a download of 7 MiB) and its restore (an upload of 6 MiB): each takes three
+/// times the 4 s idle limit or more, and neither is cut off.
+///
+/// The upload's progress is seen by the client (the connection taking the next chunk); on
+/// TCP the kernel takes megabytes at once, so the whole body may be "sent" at once and then
+/// drain for seconds: the limit after the body allows one idle period per MiB that may still
+/// be in flight (`docker::drain_limit`). Found by this test: a 3 MiB restore at 100 KiB/s
+/// was cut off 4 s in.
+#[test]
+fn a_slow_volume_transfer_that_keeps_moving_is_not_cut_off() {
+    let vol = volume_of_kib("slow-link", 6 * 1024);
+    let before = vol.fingerprint();
+    let ws = Workspace::new();
+    let o = ws.action("backup").input("volumes", &vol.name).run();
+    o.assert_code(0);
+    let manifest = format!("{}/manifest.yml", o.out("backup-dir"));
+
+    vol.populate(&TreeSpec::random(1));
+    let proxy = DockerProxy::start(Rule::Trickle {
+        matches: docker_proxy::archive_transfer(),
+        bytes: 128 * 1024,
+        every: Duration::from_millis(250),
+    });
+    let started = Instant::now();
+    let r = ws
+        .action("rollback")
+        .input("manifest", &manifest)
+        .input("volumes", &vol.name)
+        .env("DOCKER_HOST", proxy.docker_host())
+        .env("PREDEPLOY_IDLE_TIMEOUT", IDLE_SECS.to_string())
+        .timeout(Duration::from_secs(240))
+        .run();
+    let took = started.elapsed();
+    r.assert_code(0);
+    assert_eq!(r.out("restored"), "true", "{r}");
+    assert!(!r.all_text().contains("stalled"), "{r}");
+    assert_eq!(vol.fingerprint(), before, "the volume is as backed up\n{r}");
+    // Both transfers went through the trickle: the 7 MiB safety backup and the 6 MiB
+    // restore, each far longer than the idle limit.
+    let moved = proxy.seen.bytes.load(Ordering::SeqCst);
+    assert!(moved > 13 * 1024 * 1024, "{moved} bytes through the trickle\n{r}");
+    assert!(
+        took > Duration::from_secs(6 * IDLE_SECS),
+        "took {took:?}: the trickle was not in the way\n{r}"
+    );
+    eprintln!("slow link: {moved} bytes in {took:?} with a {IDLE_SECS} s idle limit");
+}
+
+/// The link stops dead 64 KiB into the restore's upload: after the idle limit the run
+/// fails with the "stalled" message and the environment exit code (3), and the volume is
+/// byte-identical to what it was before the rollback (the upload went to a staging folder,
+/// which is removed).
+#[test]
+fn a_stalled_volume_restore_fails_and_leaves_the_volume_as_it_was() {
+    let vol = volume_of_kib("stalled-link", 512);
+    let ws = Workspace::new();
+    let o = ws.action("backup").input("volumes", &vol.name).run();
+    o.assert_code(0);
+    let manifest = format!("{}/manifest.yml", o.out("backup-dir"));
+
+    vol.populate(&TreeSpec::random(1));
+    let before = vol.fingerprint();
+    let proxy = DockerProxy::start(Rule::Stall {
+        matches: docker_proxy::archive_upload(),
+        after: 64 * 1024,
+    });
+    let started = Instant::now();
+    let r = ws
+        .action("rollback")
+        .input("manifest", &manifest)
+        .input("volumes", &vol.name)
+        .env("DOCKER_HOST", proxy.docker_host())
+        .env("PREDEPLOY_IDLE_TIMEOUT", IDLE_SECS.to_string())
+        .timeout(Duration::from_secs(120))
+        .run();
+    let took = started.elapsed();
+    assert_eq!(proxy.seen.stalled.load(Ordering::SeqCst), 1, "{r}");
+    r.assert_code(3)
+        .assert_mentions(&format!("stalled: no data moved for {IDLE_SECS} s"));
+    assert_ne!(r.out("restored"), "true", "{r}");
+    let after = vol.fingerprint();
+    assert_eq!(after, before, "the volume is untouched: {:?}\n{r}", after.diff(&before));
+    eprintln!("stalled link: failed after {took:?} with a {IDLE_SECS} s idle limit");
+}
+
+// 5 ------------------------------------------------------------------------------------
+
+/// SIGTERM while the container stopped for the backup is being started again (the engine
+/// holds the start request): the cancel handler starts it, and the log says so truthfully.
+#[test]
+fn sigterm_while_the_container_is_being_started_again_leaves_it_running() {
+    let vol = volume_of_kib("sigterm-restart", 64);
+    let name = unique_name("slow-start");
+    // Stops within a second on TERM.
+    let app = Container::run(
+        &name,
+        &[
+            "--network",
+            "none",
+            "-v",
+            &format!("{}:/data", vol.name),
+            docker::BUSYBOX,
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    );
+    // The first start of the container waits a minute in the proxy before the engine sees it.
+    let proxy = DockerProxy::start(Rule::Hold {
+        matches: docker_proxy::container_start(&app.name),
+        hold: Duration::from_secs(60),
+        times: 1,
+    });
+    let ws = Workspace::new();
+    let run = ws
+        .action("backup")
+        .input("volumes", &vol.name)
+        .input("stop-containers", &app.name)
+        .env("DOCKER_HOST", proxy.docker_host())
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    let pid = run.pid();
+    wait_for(
+        "the restart to be under way",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (proxy.seen.holding.load(Ordering::SeqCst) == 1).then_some(()),
+    );
+    assert!(!app.is_running(), "stopped for the backup, not started yet");
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let o = run.wait();
+    o.assert_code(3);
+    assert!(app.is_running(), "the container runs after the cancelled restart\n{o}");
+    let text = o.all_text();
+    assert!(
+        text.contains("containers stopped for the backup were started again"),
+        "{o}"
+    );
+    assert!(!text.contains("start these containers by hand"), "{o}");
+    assert!(!text.contains("Container not restarted"), "{o}");
 }

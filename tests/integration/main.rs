@@ -3,6 +3,7 @@ mod alerts;
 mod artifact;
 mod backup_mode;
 mod first_hour;
+mod golden;
 mod hostile;
 mod info_mode;
 mod pg_matrix;

@@ -8,6 +8,8 @@
 //!   of workflow-command annotations (`::error file=...::...`).
 //! - [`docker`]: images, PostgreSQL containers, volumes with an awkward tree, networks,
 //!   content fingerprints of a database and of a volume, all removed on drop.
+//! - [`docker_proxy`]: a proxy in front of the engine's socket (`DOCKER_HOST=tcp://...`) that
+//!   slows, stalls or holds chosen requests.
 //! - [`fixtures`]: `tests/fixtures/seed.sql` and its expected row counts, a real `pg_dump` of
 //!   it (cached), awkward host trees and GNU `tar`/`gzip` helpers, small byte utilities.
 
@@ -15,6 +17,7 @@
 
 pub mod action;
 pub mod docker;
+pub mod docker_proxy;
 pub mod fixtures;
 pub mod gh_output;
 pub mod rollback_corpus;
