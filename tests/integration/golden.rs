@@ -34,21 +34,28 @@ impl Names {
 /// What varies from run to run, in the order it is replaced.
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
-        // 2026-12-03T15:45:55Z, 2026-12-03T15:45:55.123+00:00, 2026-12-03 15:45:55 UTC
+        // 2026-12-03T15:45:55Z, 2026-12-03T15:45:55.123+00:00, 2026-12-03 15:45 UTC
         (
-            r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2}| UTC)?",
+            r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}| UTC)?",
             "[time]",
         ),
-        // The backup folder's stamp: pre-deploy-20261203-154555 (and its files).
+        // The backup folder's stamp: pre-deployment-20261203_154555 (and its files).
         (r"\d{8}[-_T]?\d{6}", "[stamp]"),
         (r"\b[0-9a-f]{64}\b", "[sha256]"),
-        // Sizes and durations.
+        // The summary's short hashes.
+        (r"`[0-9a-f]{16}…`", "`[sha256-prefix]…`"),
+        // File sizes and timings in manifest.yml (`size: 697974`, `  database dump: 0.68`).
+        (r"(?m)^(\s*size: )\d+$", "${1}[size]"),
+        (r"(?m)^(  [a-z ]+: )\d+\.\d+$", "${1}[seconds]"),
+        // Sizes in the outputs file (one line per file).
+        (r"(?m)^(db-backup-size=|volume-backup-sizes=)?\d+$", "${1}[size]"),
+        // Sizes, rates and durations in text.
+        (r"\b\d+(\.\d+)? ?(MB/s|MiB/s)", "[rate]"),
         (
             r"\b\d+(\.\d+)? ?(B|KiB|MiB|GiB|KB|MB|GB|bytes|byte)\b",
             "[size]",
         ),
         (r"\b\d+(\.\d+)? ?(s|ms|seconds)\b", "[duration]"),
-        (r"\b\d+(\.\d+)? ?(MB/s|MiB/s)", "[rate]"),
     ]
 }
 
@@ -107,8 +114,16 @@ fn backed_up() -> Backed {
         .input("paths", "srv/uploads")
         .run();
     ok.assert_code(0);
+    // A host folder's archive is named after its path (`tmp_pbt-ws-XXXX_srv_uploads`).
+    let ws_clean = ws
+        .path()
+        .display()
+        .to_string()
+        .trim_start_matches('/')
+        .replace('/', "_");
     let names = Names(vec![
         (ws.path().display().to_string(), "[workspace]"),
+        (ws_clean, "[workspace-name]"),
         (ws.runner_temp().display().to_string(), "[runner-temp]"),
         (pg.name().to_string(), "[pg-container]"),
         (vol.name.clone(), "[volume]"),
