@@ -199,16 +199,13 @@ impl Drop for Lease {
 }
 
 fn is_unsupported(e: &StoreError) -> bool {
-    match e {
-        StoreError::Backend { source, .. } => {
-            matches!(
-                source,
-                object_store::Error::NotImplemented { .. }
-                    | object_store::Error::NotSupported { .. }
-            ) || source.to_string().contains("NotImplemented")
+    matches!(
+        e,
+        StoreError::Backend {
+            source_kind: super::BackendKind::Unsupported,
+            ..
         }
-        _ => false,
-    }
+    )
 }
 
 #[cfg(test)]

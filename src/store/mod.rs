@@ -43,13 +43,14 @@ pub enum StoreError {
     #[error("{0}")]
     BadInput(String),
     /// The backend refused or failed an operation.
-    #[error("{op} {url} failed: {hint}")]
+    /// `detail` is the backend's own message (it already holds its causes, once).
+    #[error("{op} {url} failed: {hint}\n{detail}")]
     Backend {
         op: String,
         url: String,
         hint: String,
-        #[source]
-        source: object_store::Error,
+        detail: String,
+        source_kind: BackendKind,
     },
     /// Reading what was to be stored failed (the local file, the dump stream).
     #[error("reading the data for {url} failed")]
@@ -67,6 +68,14 @@ impl crate::error::Classify for StoreError {
             _ => crate::error::ExitKind::Environment,
         }
     }
+}
+
+/// The kind of a backend failure that callers act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The server does not implement the operation (e.g. conditional writes).
+    Unsupported,
+    Other,
 }
 
 /// What a `destination` URL names.
@@ -235,11 +244,20 @@ impl Store {
     }
 
     fn fail(&self, op: &str, key: &str, source: object_store::Error) -> StoreError {
+        let unsupported = matches!(
+            source,
+            object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }
+        ) || source.to_string().contains("NotImplemented");
         StoreError::Backend {
             op: op.into(),
             url: self.url_of(key),
             hint: hint(&source, &self.url),
-            source,
+            detail: source.to_string(),
+            source_kind: if unsupported {
+                BackendKind::Unsupported
+            } else {
+                BackendKind::Other
+            },
         }
     }
 
@@ -544,13 +562,13 @@ mod tests {
     #[test]
     fn urls_with_credentials_are_refused() {
         for bad in [
-            "s3://AKIA:secret@bucket/p",
+            "s3://AKIA:hunter2@bucket/p",
             "s3://user@bucket/p",
             "s3://bucket/p?access_key=x",
         ] {
             let e = Destination::parse(bad).unwrap_err();
             assert!(matches!(e, StoreError::BadInput(_)), "{bad}");
-            assert!(!e.to_string().contains("secret"), "{e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
         }
         assert_eq!(
             Destination::parse("s3://b/a/b/").unwrap(),
