@@ -69,6 +69,35 @@ pub struct Location {
     /// [default: $GITHUB_WORKSPACE, else the current folder].
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
+}
+
+/// A durable destination for the backups (beyond the workspace's `backup-root`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DestinationArgs {
+    /// Where backups live durably: s3://BUCKET/PREFIX (keys from AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN), volume://NAME or host:///ABS/PATH
+    /// [default: none, the local backup-root only].
+    #[arg(long, value_name = "URL")]
+    pub destination: Option<String>,
+    /// S3 endpoint for S3-compatible services [default: env AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: env AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style requests (https://host/bucket/key) instead of virtual-hosted ones
+    /// [default: true].
+    #[arg(long, action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub s3_path_style: Option<bool>,
+    /// `full`: re-read every stored object and check its size and SHA-256; `size`: sizes only.
+    #[arg(long, default_value = "full", value_parser = ["full", "size"], value_name = "HOW")]
+    pub verify_destination: String,
+    /// `auto`: two runs on one destination never interleave (a lease object made with a
+    /// conditional create); `none`: no lock (a server without conditional writes, one writer).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "none"], value_name = "HOW")]
+    pub lock: String,
 }
 
 /// What the database and volumes are, for `backup` (and the target of `rollback`).

@@ -77,6 +77,10 @@ pub struct Manifest {
     pub git: Git,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Run>,
+    /// The backup's folder in its durable destination (`s3://bucket/prefix/pre-deployment-…`),
+    /// never with credentials; absent when it lives only in `backup_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseRecord>,
     #[serde(default)]
@@ -201,6 +205,7 @@ impl Manifest {
             backup_dir,
             git,
             run: None,
+            destination: None,
             database: None,
             volumes: vec![],
             restore_check: None,

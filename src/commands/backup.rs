@@ -260,7 +260,29 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         verify_restore: args.verify_restore,
         revision: (commit, branch),
     };
-    let taken = take(ctx, &spec).await?;
+    // The destination answers (and the keys work) before anything is made.
+    let store = super::destination::open(&args.location.destination).await?;
+    // Two runs on one destination never interleave.
+    let lease = match (&store, args.location.destination.lock.as_str()) {
+        (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),
+        _ => None,
+    };
+    let mut taken = take(ctx, &spec).await?;
+    // A backup with a destination counts only once every file is verified there.
+    let full = args.location.destination.verify_destination != "size";
+    let stored = match &store {
+        Some(store) => Some(
+            super::destination::upload(
+                store,
+                &taken.dir,
+                &mut taken.manifest,
+                full,
+                lease.as_ref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     publish(
         ctx,
         &taken.manifest,
@@ -269,7 +291,17 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         args.keep.retention_days,
     )
     .await?;
+    match &stored {
+        Some(s) => super::destination::report(ctx, s, full),
+        None => super::destination::warn_no_destination(ctx),
+    }
     super::prune::after_backup(ctx, &taken.root, &args.keep).await;
+    if let Some(store) = &store {
+        super::destination::prune_after_backup(ctx, store, &args.keep).await;
+    }
+    if let Some(l) = lease {
+        l.release().await;
+    }
     drop(taken.lock);
     Ok(())
 }

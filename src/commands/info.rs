@@ -10,7 +10,10 @@ use crate::cli::InfoArgs;
 use crate::error::usage;
 use crate::manifest::{Manifest, Pointer, POINTER_FILE};
 
-pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
+pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
+    if let Some(store) = super::destination::open(&args.location.destination).await? {
+        return from_destination(ctx, &store).await;
+    }
     let Some(p) =
         Pointer::read(&ctx.workspace).with_context(|| format!("cannot read {POINTER_FILE}"))?
     else {
@@ -69,6 +72,79 @@ pub async fn run(ctx: &mut Context, _args: InfoArgs) -> Result<()> {
     ctx.outputs.set("commit", p.git_commit);
     ctx.outputs.set("branch", p.git_branch);
     ctx.outputs.set("timestamp", p.deployment_timestamp);
+    ctx.outputs.set("verified", m.verified.to_string());
+    Ok(())
+}
+
+/// `info` with a destination: every complete backup there (time, commit, branch, sizes,
+/// verified) and the commands that restore the newest one, from the destination alone.
+async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Result<()> {
+    let all = super::destination::backups(store).await?;
+    let Some(last) = all.iter().rev().find(|f| f.manifest.mode != "safety") else {
+        return Err(usage(format!(
+            "no complete backup in {}: run `predeploy-backup backup --destination {}` first",
+            store.url(),
+            store.url()
+        )));
+    };
+    let mut text = format!("=== Backups in {} ===\n", store.url());
+    for f in &all {
+        let m = &f.manifest;
+        let size: u64 = m.files().iter().map(|f| f.size).sum();
+        text.push_str(&format!(
+            "{}  {}  run {}  commit {}  branch {}  {}  verified {}{}\n",
+            m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            f.folder,
+            m.run
+                .as_ref()
+                .and_then(|r| r.run_id.clone())
+                .unwrap_or_else(|| "-".into()),
+            m.git.commit.as_deref().unwrap_or("-"),
+            m.git.branch.as_deref().unwrap_or("-"),
+            human_size(size),
+            m.verified,
+            if m.mode == "safety" {
+                "  (safety backup)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let m = &last.manifest;
+    text.push_str("\n=== Usage for Rollback (the newest backup) ===\n");
+    let by = match m.run.as_ref().and_then(|r| r.run_id.clone()) {
+        Some(id) => format!("--run-id {id}"),
+        None => format!(
+            "--manifest {}",
+            store.url_of(&format!("{}/{}", last.folder, crate::manifest::FILE_NAME))
+        ),
+    };
+    text.push_str(&format!(
+        "predeploy-backup rollback --destination {} {by} --volumes '{}'{}\n",
+        store.url(),
+        m.volumes
+            .iter()
+            .filter(|v| v.kind == "volume")
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        m.database
+            .as_ref()
+            .and_then(|d| d.container.as_deref())
+            .map(|c| format!(" --postgres-container {c}"))
+            .unwrap_or_default()
+    ));
+    crate::actions::commands::print_report(&text);
+    ctx.summary
+        .heading(2, "Backups in the destination")
+        .code("", &text);
+    ctx.outputs
+        .set("destination-url", store.url_of(&last.folder));
+    ctx.outputs
+        .set("commit", m.git.commit.clone().unwrap_or_default());
+    ctx.outputs
+        .set("branch", m.git.branch.clone().unwrap_or_default());
+    ctx.outputs.set("timestamp", m.timestamp.clone());
     ctx.outputs.set("verified", m.verified.to_string());
     Ok(())
 }

@@ -36,6 +36,8 @@ struct Chosen {
     source: String,
     /// Keeps a downloaded artifact alive while we use it.
     _download: Option<tempfile::TempDir>,
+    /// The durable destination it came from (the safety backup goes there too).
+    store: Option<crate::store::Store>,
 }
 
 pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
@@ -242,14 +244,29 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
     };
-    let safety = take(ctx, &spec)
+    let mut safety = take(ctx, &spec)
         .await
         .context("the safety backup of the current state failed, so nothing was restored")?;
+    // The safety backup goes where the restored one came from.
+    let safety_url = match &chosen.store {
+        Some(store) => Some(
+            super::destination::upload(store, &safety.dir, &mut safety.manifest, true, None)
+                .await
+                .context("the safety backup could not be stored in the destination, so nothing was restored")?
+                .url,
+        ),
+        None => None,
+    };
     wf::end_group();
     // The safety backup set backup outputs; a rollback has its own.
     ctx.outputs = Outputs::default();
     let safety_dir = ctx.display(&safety.dir);
     ctx.outputs.set("safety-backup-dir", safety_dir.clone());
+    if let Some(u) = &safety_url {
+        wf::log(&format!("Safety backup stored in {u}"));
+        ctx.summary
+            .paragraph(&format!("Safety backup stored in {}.", md::code(u)));
+    }
     ctx.outputs.set("restored", "false");
     set_common(&mut ctx.outputs);
     ctx.outputs.set("backup-dir", ctx.display(&chosen.dir));
@@ -378,6 +395,26 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 /// Finds the manifest: `manifest`, else the artifact of `run-id`, else the pointer.
 async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     let root = ctx.backup_root(&args.location.backup_root)?;
+    // `manifest: s3://bucket/prefix/pre-deployment-…/manifest.yml` names its destination.
+    let mut dest_args = args.location.destination.clone();
+    if dest_args
+        .destination
+        .as_deref()
+        .is_none_or(|d| d.trim().is_empty())
+    {
+        dest_args.destination = args
+            .manifest
+            .as_ref()
+            .and_then(|p| p.to_str())
+            .filter(|s| s.starts_with("s3://"))
+            .and_then(|u| u.rsplitn(3, '/').nth(2))
+            .map(String::from);
+    }
+    if let Some(store) = super::destination::open(&dest_args).await? {
+        if let Some(chosen) = choose_in_destination(ctx, args, &root, store).await? {
+            return Ok(chosen);
+        }
+    }
     if let Some(p) = &args.manifest {
         let path = ctx.resolve(p);
         let manifest = Manifest::load(&path)?;
@@ -387,6 +424,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
             dir,
             source: format!("manifest {}", ctx.display(&path)),
             _download: None,
+            store: None,
         });
     }
     if let Some(run_id) = args.run_id {
@@ -490,6 +528,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
             dir,
             source: format!("the artifact `{}` of run {run_id}", args.artifact_name),
             _download: Some(tmp),
+            store: None,
         });
     }
     let Some(p) = Pointer::read(&ctx.workspace)? else {
@@ -506,7 +545,64 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
         dir,
         source: format!("{POINTER_FILE} ({})", p.backup_dir),
         _download: None,
+        store: None,
     })
+}
+
+/// With a destination: the backup `manifest` (an URL in it) or `run-id` names, else the
+/// newest one there when the workspace has no pointer; its files are downloaded into a
+/// staging folder next to the backup root, and checked like local ones. `None`: use the
+/// workspace's pointer.
+async fn choose_in_destination(
+    ctx: &mut Context,
+    args: &RollbackArgs,
+    root: &Path,
+    store: crate::store::Store,
+) -> Result<Option<Chosen>> {
+    use super::destination as dest;
+    let manifest_url = args
+        .manifest
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .filter(|s| s.contains("://"));
+    let found = if let Some(url) = manifest_url {
+        dest::find_manifest(&store, url).await?
+    } else if let Some(id) = args.run_id {
+        dest::find_run(&store, id).await?
+    } else if args.manifest.is_some() || Pointer::read(&ctx.workspace)?.is_some() {
+        return Ok(None);
+    } else {
+        dest::backups(&store)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|f| f.manifest.mode != "safety" && f.manifest.verified)
+            .ok_or_else(|| {
+                usage(format!(
+                    "nothing to roll back to: {} holds no complete backup and the workspace has no {POINTER_FILE}",
+                    store.url()
+                ))
+            })?
+    };
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".predeploy-download-")
+        .tempdir_in(root)
+        .with_context(|| format!("cannot create a staging folder in {}", root.display()))?;
+    wf::group(&format!(
+        "Downloading {} from the destination",
+        store.url_of(&found.folder)
+    ));
+    let dir = dest::download(&store, &found, tmp.path()).await;
+    wf::end_group();
+    let dir = dir?;
+    Ok(Some(Chosen {
+        source: store.url_of(&found.folder),
+        manifest: found.manifest,
+        dir,
+        _download: Some(tmp),
+        store: Some(store),
+    }))
 }
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the

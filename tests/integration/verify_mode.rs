@@ -39,7 +39,7 @@ const SUCCESS_OUTPUTS: [&str; 11] = [
 ];
 
 /// Every output of the contract (PRODUCT.md "Outputs").
-const ALL_OUTPUTS: [&str; 16] = [
+const ALL_OUTPUTS: [&str; 19] = [
     "verified",
     "backup-dir",
     "db-backup-path",
@@ -56,6 +56,9 @@ const ALL_OUTPUTS: [&str; 16] = [
     "artifact-digest",
     "restored",
     "safety-backup-dir",
+    "destination-url",
+    "db-backup-url",
+    "volume-backup-urls",
 ];
 
 /// The good dump: `gzip -c -n -6` of a real pg_dump.
@@ -994,6 +997,12 @@ fn action_yml_declares_the_contract() {
         "upload-artifact",
         "artifact-name",
         "include-backups-in-artifact",
+        "destination",
+        "s3-endpoint",
+        "s3-region",
+        "s3-path-style",
+        "verify-destination",
+        "lock",
         "run-id",
         "github-token",
         "repository",
@@ -1039,6 +1048,8 @@ fn action_yml_declares_the_contract() {
         ("retention-days", "7"),
         ("keep-last", "3"),
         ("alert-on", "failure"),
+        ("verify-destination", "full"),
+        ("lock", "auto"),
     ] {
         assert_eq!(defaults[k].as_deref(), Some(v), "default of {k}");
     }

@@ -1,0 +1,464 @@
+//! A backup's way to its durable destination (the `destination` input), and back.
+//!
+//! Backup: the files are produced and verified locally exactly as without a destination;
+//! then each is streamed to the store, its size and SHA-256 are read back *from the store*
+//! (`verify-destination: full`; `size` checks sizes only), and the manifest is written last:
+//! it is the commit marker, so a folder without one is incomplete and never used. If the
+//! destination fails, the objects this run stored are removed (best effort), the step fails
+//! (exit 3) and the local copy is kept and named in the error.
+//!
+//! Rollback and info: backups are found by listing the destination's `pre-deployment-*`
+//! folders and reading their manifests; a backup is downloaded into a local staging folder,
+//! where rollback checks every SHA-256 before it restores anything.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+use super::Context;
+use crate::actions::commands as wf;
+use crate::actions::summary::{self as md, human_size};
+use crate::cli::DestinationArgs;
+use crate::manifest::{Manifest, DIR_PREFIX, FILE_NAME};
+use crate::store::lease::Lease;
+use crate::store::{s3, Destination, Store};
+
+/// Parses and opens the `destination` input, and proves it answers (one listing) before
+/// anything is made. `None` without a destination.
+pub async fn open(args: &DestinationArgs) -> Result<Option<Store>> {
+    let Some(url) = args
+        .destination
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    let dest = Destination::parse(url)?;
+    let opts = s3::Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        path_style: args.s3_path_style,
+    };
+    let store = dest.open(&opts)?;
+    store.check().await.with_context(|| {
+        format!(
+            "the destination {} cannot be used, so nothing was backed up or changed",
+            store.url()
+        )
+    })?;
+    Ok(Some(store))
+}
+
+/// How long a lease is valid without a renewal, and how long to wait for another run's.
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Takes the destination's lease (see [`crate::store::lease`]) for this run.
+pub async fn lock(ctx: &Context, store: &Store) -> Result<Lease> {
+    let holder = match (&ctx.runtime.repository, &ctx.runtime.run_id) {
+        (Some(repo), Some(id)) => format!("run {id} of {repo}"),
+        _ => format!(
+            "pid {} on {}",
+            std::process::id(),
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "this host".into())
+        ),
+    };
+    Ok(Lease::acquire(store, &holder, LEASE_TTL, LEASE_WAIT, |msg| wf::log(msg)).await?)
+}
+
+/// Where one backup went.
+pub struct Stored {
+    /// The folder's URL (`s3://bucket/prefix/pre-deployment-…`).
+    pub url: String,
+    pub db_url: Option<String>,
+    pub volume_urls: Vec<String>,
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+/// Streams every file of the verified backup in `dir` to `store`, checks each object there,
+/// records the destination in the manifest (also the local one) and stores the manifest
+/// last. On failure what this run stored is removed and the local copy is named.
+pub async fn upload(
+    store: &Store,
+    dir: &Path,
+    m: &mut Manifest,
+    verify_full: bool,
+    lease: Option<&Lease>,
+) -> Result<Stored> {
+    let folder = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let started = Instant::now();
+    let mut stored: Vec<String> = vec![];
+    let result = async {
+        let mut bytes = 0;
+        for f in m.files() {
+            let key = format!("{folder}/{}", f.path);
+            let path = dir.join(&f.path);
+            let t = Instant::now();
+            let file = tokio::fs::File::open(&path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            stored.push(key.clone());
+            let n = store.save(&key, tokio::io::BufReader::new(file)).await?;
+            let (size, sha) = if verify_full {
+                let (s, h) = store.digest(&key).await?;
+                (Some(s), Some(h))
+            } else {
+                (store.size(&key).await?, None)
+            };
+            if n != f.size || size != Some(f.size) {
+                anyhow::bail!(
+                    "{} holds {} bytes after the upload, the backup file has {}: the destination did not store it whole",
+                    store.url_of(&key),
+                    size.map(|s| s.to_string()).unwrap_or_else(|| "no".into()),
+                    f.size
+                );
+            }
+            if let Some(sha) = sha.filter(|s| *s != f.sha256) {
+                anyhow::bail!(
+                    "{} reads back with SHA-256 {sha}, the backup file has {}: the destination altered it",
+                    store.url_of(&key),
+                    f.sha256
+                );
+            }
+            bytes += n;
+            wf::log(&format!(
+                "Stored {} ({}) in {:.1} s, {} read back",
+                store.url_of(&key),
+                human_size(n),
+                t.elapsed().as_secs_f64(),
+                if verify_full {
+                    "size and SHA-256"
+                } else {
+                    "size"
+                }
+            ));
+        }
+        if lease.is_some_and(|l| !l.held()) {
+            anyhow::bail!(
+                "the lock on {} could not be renewed (another run may have taken it over): not committing this backup there",
+                store.url()
+            );
+        }
+        // The commit marker, last.
+        m.destination = Some(store.url_of(&folder));
+        m.write(dir)
+            .with_context(|| format!("cannot write the manifest into {}", dir.display()))?;
+        let key = format!("{folder}/{FILE_NAME}");
+        stored.push(key.clone());
+        store.save_bytes(&key, m.to_yaml().into_bytes()).await?;
+        Ok::<u64, anyhow::Error>(bytes)
+    }
+    .await;
+    match result {
+        Ok(bytes) => Ok(Stored {
+            url: store.url_of(&folder),
+            db_url: m
+                .database
+                .as_ref()
+                .map(|d| store.url_of(&format!("{folder}/{}", d.file.path))),
+            volume_urls: m
+                .volumes
+                .iter()
+                .map(|v| store.url_of(&format!("{folder}/{}", v.file.path)))
+                .collect(),
+            seconds: started.elapsed().as_secs_f64(),
+            bytes,
+        }),
+        Err(e) => {
+            // Nothing half-stored may look like a backup: the manifest goes first.
+            for key in stored.iter().rev() {
+                let _ = store.remove(key).await;
+            }
+            if m.destination.take().is_some() {
+                let _ = m.write(dir);
+            }
+            Err(e.context(format!(
+                "the backup could not be stored in {}; the verified local copy is kept in {}",
+                store.url_of(&folder),
+                dir.display()
+            )))
+        }
+    }
+}
+
+/// Sets the destination outputs and says in the summary where the backup lives.
+pub fn report(ctx: &mut Context, s: &Stored, verify_full: bool) {
+    ctx.outputs.set("destination-url", s.url.clone());
+    ctx.outputs
+        .set("db-backup-url", s.db_url.clone().unwrap_or_default());
+    ctx.outputs
+        .set("volume-backup-urls", s.volume_urls.join("\n"));
+    ctx.summary.heading(3, "Destination").paragraph(&format!(
+        "Stored in {} ({} in {:.1} s); every object's {} read back from the destination and matched; the manifest was written last.",
+        md::code(&s.url),
+        human_size(s.bytes),
+        s.seconds,
+        if verify_full { "size and SHA-256 were" } else { "size was" }
+    ));
+}
+
+/// In Actions without a destination: the summary says the backup will not outlive the
+/// workspace, and how to fix it.
+pub fn warn_no_destination(ctx: &mut Context) {
+    if !ctx.runtime.in_actions {
+        return;
+    }
+    ctx.summary.paragraph(
+        "⚠️ This backup lives only in the workspace (`backup-root`): the next `actions/checkout` (`git clean -ffdx`) deletes it on a self-hosted runner, and a hosted runner's disk is gone when the job ends. Set the `destination` input (`s3://bucket/prefix` with AWS_* keys, `volume://name` or `host:///abs/path`) to keep backups that outlive the job.",
+    );
+}
+
+/// One backup in the destination.
+pub struct Found {
+    pub folder: String,
+    pub manifest: Manifest,
+}
+
+/// Every backup in the destination whose manifest is ours, oldest first (folders without a
+/// readable manifest are incomplete and skipped).
+pub async fn backups(store: &Store) -> Result<Vec<Found>> {
+    let mut out = vec![];
+    for folder in store.folders().await? {
+        if !folder.starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let key = format!("{folder}/{FILE_NAME}");
+        let Some((bytes, _)) = store.get_small(&key).await? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        match Manifest::parse(&text, Path::new(&store.url_of(&key))) {
+            Ok(manifest) => out.push(Found { folder, manifest }),
+            Err(e) => wf::log(&format!("Skipping {}: {e}", store.url_of(&folder))),
+        }
+    }
+    out.sort_by(|a, b| a.manifest.created_at.cmp(&b.manifest.created_at));
+    Ok(out)
+}
+
+/// The newest backup (not a rollback's safety backup) that the run `run_id` made.
+pub async fn find_run(store: &Store, run_id: u64) -> Result<Found> {
+    let id = run_id.to_string();
+    let all = backups(store).await?;
+    let count = all.len();
+    all.into_iter()
+        .rev()
+        .find(|f| {
+            f.manifest.mode != "safety"
+                && f
+                    .manifest
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.run_id.as_deref() == Some(id.as_str()))
+        })
+        .ok_or_else(|| {
+            crate::error::usage(format!(
+                "no backup in {} was made by run {run_id} ({count} complete backups there); nothing was changed. List them with `predeploy-backup info --destination {}`",
+                store.url(),
+                store.url()
+            ))
+        })
+}
+
+/// Reads one manifest by its URL inside the destination (`--manifest s3://…/manifest.yml`).
+pub async fn find_manifest(store: &Store, url: &str) -> Result<Found> {
+    let base = format!("{}/", store.url());
+    let key = url.strip_prefix(&base).ok_or_else(|| {
+        crate::error::usage(format!(
+            "manifest {url} is not inside the destination {}: set destination to the URL it lives under",
+            store.url()
+        ))
+    })?;
+    let folder = key
+        .strip_suffix(&format!("/{FILE_NAME}"))
+        .ok_or_else(|| crate::error::usage(format!("manifest {url} must end in /{FILE_NAME}")))?
+        .to_string();
+    let Some((bytes, _)) = store.get_small(key).await? else {
+        return Err(crate::error::usage(format!(
+            "{url} does not exist: no complete backup there; nothing was changed"
+        )));
+    };
+    let manifest = Manifest::parse(&String::from_utf8_lossy(&bytes), Path::new(url))?;
+    Ok(Found { folder, manifest })
+}
+
+/// Downloads the files a manifest lists into `into` (streamed); the caller checks them.
+pub async fn download(store: &Store, found: &Found, into: &Path) -> Result<PathBuf> {
+    let dir = into.join(&found.folder);
+    tokio::fs::create_dir_all(&dir).await?;
+    for f in found.manifest.files() {
+        let rel = Path::new(&f.path);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(crate::error::VerificationFailed(format!(
+                "the manifest of {} names the file `{}`, which is not a plain name: refusing it",
+                store.url_of(&found.folder),
+                f.path
+            ))
+            .into());
+        }
+        let key = format!("{}/{}", found.folder, f.path);
+        let t = Instant::now();
+        let mut r = store.load(&key).await?;
+        let path = dir.join(rel);
+        let mut out = tokio::fs::File::create(&path)
+            .await
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let n = tokio::io::copy(&mut r, &mut out)
+            .await
+            .with_context(|| format!("downloading {}", store.url_of(&key)))?;
+        wf::log(&format!(
+            "Downloaded {} ({}) in {:.1} s",
+            store.url_of(&key),
+            human_size(n),
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    let yaml = found.manifest.to_yaml();
+    tokio::fs::write(dir.join(FILE_NAME), yaml).await?;
+    Ok(dir)
+}
+
+/// Retention in the destination, with the local rules: only folders that carry our manifest,
+/// age from the manifest (not object times), never the newest `keep-last` verified ones,
+/// never all. Folders without a manifest (a run that died before its commit marker) are
+/// removed once they are an hour old (the caller holds the lease, so no run is writing them).
+/// Returns the folders deleted.
+pub async fn prune(
+    store: &Store,
+    keep: &crate::cli::Keep,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>> {
+    let all = backups(store).await?;
+    let complete: std::collections::HashSet<String> =
+        all.iter().map(|f| f.folder.clone()).collect();
+    let cutoff = now - chrono::Duration::days(i64::from(keep.retention_days));
+    // Newest first: the newest `keep_last` verified ones are kept whatever their age.
+    let mut protected = std::collections::HashSet::new();
+    for f in all.iter().rev().filter(|f| f.manifest.verified) {
+        if protected.len() >= keep.keep_last.max(1) {
+            break;
+        }
+        protected.insert(f.folder.clone());
+    }
+    let mut doomed: Vec<&Found> = all
+        .iter()
+        .filter(|f| !protected.contains(&f.folder) && f.manifest.created_at < cutoff)
+        .collect();
+    if doomed.len() >= all.len() {
+        // Never all (cannot happen with keep-last >= 1 and a verified backup, but an all
+        // unverified destination keeps its newest).
+        doomed.pop();
+    }
+    let mut deleted = vec![];
+    for f in doomed {
+        // The manifest first: a half-deleted folder never looks like a backup.
+        store.remove(&format!("{}/{FILE_NAME}", f.folder)).await?;
+        store.remove_all(&f.folder).await?;
+        deleted.push(f.folder.clone());
+    }
+    let stale = now - chrono::Duration::hours(1);
+    for folder in store.folders().await? {
+        if !folder.starts_with(DIR_PREFIX) || complete.contains(&folder) {
+            continue;
+        }
+        let objects = store.list(&format!("{folder}/")).await?;
+        if !objects.is_empty() && objects.iter().all(|o| o.modified < stale) {
+            store.remove_all(&folder).await?;
+            deleted.push(folder);
+        }
+    }
+    Ok(deleted)
+}
+
+/// [`prune`] after a backup: a problem is a warning (the new backup is good).
+pub async fn prune_after_backup(ctx: &mut Context, store: &Store, keep: &crate::cli::Keep) {
+    match prune(store, keep, chrono::Utc::now()).await {
+        Ok(deleted) if deleted.is_empty() => {}
+        Ok(deleted) => {
+            wf::log(&format!(
+                "Retention in {}: deleted {}",
+                store.url(),
+                deleted.join(", ")
+            ));
+            ctx.summary.paragraph(&format!(
+                "Retention in the destination deleted {}.",
+                deleted
+                    .iter()
+                    .map(|d| md::code(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Err(e) => {
+            wf::warning(
+                "Retention in the destination skipped",
+                None,
+                &format!("{e:#}"),
+            );
+            ctx.failed_check.get_or_insert_with(|| "prune".into());
+            ctx.degraded = Some(format!("retention in the destination failed: {e:#}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Git;
+
+    async fn put_backup(store: &Store, days_ago: i64, verified: bool) -> String {
+        let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+        let mut m = Manifest::new("backup", at, String::new(), Git::default());
+        m.verified = verified;
+        let folder = format!("{DIR_PREFIX}{}", m.timestamp);
+        store
+            .save_bytes(&format!("{folder}/db.sql.gz"), b"x".to_vec())
+            .await
+            .unwrap();
+        store
+            .save_bytes(&format!("{folder}/{FILE_NAME}"), m.to_yaml().into_bytes())
+            .await
+            .unwrap();
+        folder
+    }
+
+    #[tokio::test]
+    async fn retention_in_the_destination_keeps_the_newest_and_never_all() {
+        let s = crate::store::mem::open();
+        let old1 = put_backup(&s, 30, true).await;
+        let old2 = put_backup(&s, 20, true).await;
+        let old3 = put_backup(&s, 10, true).await;
+        let fresh = put_backup(&s, 0, false).await;
+        // Not ours: never touched.
+        s.save_bytes("other/file", b"y".to_vec()).await.unwrap();
+        let keep = crate::cli::Keep {
+            retention_days: 7,
+            keep_last: 2,
+        };
+        let deleted = prune(&s, &keep, chrono::Utc::now()).await.unwrap();
+        assert_eq!(deleted, vec![old1.clone()]);
+        let left = s.folders().await.unwrap();
+        assert!(left.contains(&old2) && left.contains(&old3) && left.contains(&fresh));
+        assert!(left.contains(&"other".to_string()));
+        // keep-last 1: the newest *verified* one stays, even though it is old.
+        let keep = crate::cli::Keep {
+            retention_days: 7,
+            keep_last: 1,
+        };
+        let deleted = prune(&s, &keep, chrono::Utc::now()).await.unwrap();
+        assert_eq!(deleted, vec![old2]);
+        assert!(s.folders().await.unwrap().contains(&old3));
+    }
+}
