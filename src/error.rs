@@ -75,7 +75,8 @@ macro_rules! classified_types {
             crate::archive::restore::UnsafeArchive,
             crate::retention::RetentionError,
             crate::lock::LockError,
-            crate::manifest::ManifestError
+            crate::manifest::ManifestError,
+            crate::transport::TransportError
         )
     };
 }

@@ -23,3 +23,4 @@ pub mod names;
 pub mod pipe;
 pub mod postgres;
 pub mod retention;
+pub mod transport;

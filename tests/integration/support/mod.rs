@@ -19,6 +19,7 @@ pub mod fixtures;
 pub mod gh_output;
 pub mod rollback_corpus;
 pub mod rollback_db;
+pub mod transport;
 
 pub use action::{Action, Cli, Outcome, Workspace};
 #[allow(unused_imports)]
