@@ -113,6 +113,10 @@ pub struct ExecOutcome {
     pub stdout_bytes: u64,
 }
 
+/// The engine this run connected to last: containers it stopped are started again through it
+/// (with the same transport), also when the job is cancelled.
+static LAST_ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
+
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -129,7 +133,17 @@ impl Engine {
         let c = crate::transport::connect(settings, &env).await?;
         let (host, kind) = (c.host.clone(), c.kind);
         let unreachable = |e: bollard::errors::Error| -> DockerError {
-            let detail = e.to_string();
+            // The whole chain: hyper's own message ("connection error") hides the cause
+            // (a TLS alert, a refused connection) in its source.
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                if !detail.contains(&text) {
+                    detail = format!("{detail}: {text}");
+                }
+                cause = c.source();
+            }
             if matches!(kind, "unix" | "tcp") {
                 DockerError::Unreachable {
                     host: host.clone(),
@@ -150,10 +164,12 @@ impl Engine {
         // upload: a slow but moving restore was cut off half-written). Transfers have an
         // idle timeout instead (see `idle_timeout`).
         let docker = docker.with_timeout(Duration::from_secs(7 * 24 * 3600));
-        Ok(Engine {
+        let engine = Engine {
             docker,
             warnings: c.warnings,
-        })
+        };
+        *LAST_ENGINE.lock().unwrap() = Some(engine.clone());
+        Ok(engine)
     }
 
     /// What the connection wants the user to know (an unverified TLS link, a host key
@@ -575,9 +591,14 @@ pub async fn restart(names: &[String]) -> Vec<String> {
     if names.is_empty() {
         return vec![];
     }
-    let engine = match Engine::connect().await {
-        Ok(e) => e,
-        Err(_) => return names.to_vec(),
+    // The engine (and transport) of this run; a new connection only when none was made.
+    let last = LAST_ENGINE.lock().unwrap().clone();
+    let engine = match last {
+        Some(e) => e,
+        None => match Engine::connect(&Default::default()).await {
+            Ok(e) => e,
+            Err(_) => return names.to_vec(),
+        },
     };
     let mut failed = vec![];
     for name in names.iter().rev() {

@@ -778,7 +778,7 @@ pub fn hint(kind: &str, detail: &str) -> &'static str {
             {
                 " (the engine refused the TLS handshake: give docker-tls-cert and docker-tls-key, a client certificate signed by the CA the engine trusts, `dockerd --tlsverify --tlscacert`)"
             } else if d.contains("connection closed") || d.contains("incomplete") {
-                " (the engine closed the connection: is it serving TLS on that port, and does it accept this client certificate?)"
+                " (the engine closed the connection: is it serving TLS on that port, and did it get a client certificate it trusts in docker-tls-cert and docker-tls-key?)"
             } else {
                 ""
             }
