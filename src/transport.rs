@@ -123,8 +123,15 @@ pub struct Connected {
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
     Local(String),
-    Tcp { host: String, port: u16 },
-    Ssh { user: String, host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Ssh {
+        user: String,
+        host: String,
+        port: u16,
+    },
 }
 
 fn parse_host(raw: &str) -> Result<Target, TransportError> {
@@ -146,7 +153,9 @@ fn parse_host(raw: &str) -> Result<Target, TransportError> {
             let url = url::Url::parse(raw)
                 .map_err(|e| bad(format!("DOCKER_HOST `{raw}` is not a host: {e}")))?;
             if url.password().is_some() {
-                return Err(bad("DOCKER_HOST must not hold an SSH password: give the key in ssh-private-key"));
+                return Err(bad(
+                    "DOCKER_HOST must not hold an SSH password: give the key in ssh-private-key",
+                ));
             }
             let user = url.username().to_string();
             if user.is_empty() {
@@ -261,10 +270,11 @@ pub async fn connect(
                     "docker-tls-* inputs are set but DOCKER_HOST is `{h}`: TLS needs DOCKER_HOST=tcp://HOST:2376"
                 )));
             }
-            let docker = Docker::connect_with_host(&h).map_err(|e| TransportError::Unreachable {
-                host: h.clone(),
-                detail: e.to_string(),
-            })?;
+            let docker =
+                Docker::connect_with_host(&h).map_err(|e| TransportError::Unreachable {
+                    host: h.clone(),
+                    detail: e.to_string(),
+                })?;
             Ok(Connected {
                 docker,
                 host: h,
@@ -360,23 +370,28 @@ impl Dialer {
                 name,
                 connector,
             } => {
-                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no TCP connection within {} s", CONNECT_TIMEOUT.as_secs()),
-                        )
-                    })??;
+                let tcp =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no TCP connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                            )
+                        })??;
                 let _ = tcp.set_nodelay(true);
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-                    })?
-                    .map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
-                    })?;
+                let tls =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "TLS handshake timed out",
+                            )
+                        })?
+                        .map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                        })?;
                 Ok(Box::new(tls))
             }
             Dialer::Ssh { handle } => {
@@ -399,8 +414,11 @@ impl Dialer {
     ) -> Result<Response<Incoming>, bollard::errors::Error> {
         let io = self.dial().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        // The connection's own error says why a request could not be sent (a TLS alert the
+        // engine sent after the handshake, e.g. for a missing client certificate).
+        let (done, conn_result) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
+            let _ = done.send(conn.with_upgrades().await);
         });
         let (mut parts, body) = req.into_parts();
         let authority = parts
@@ -419,9 +437,16 @@ impl Dialer {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             parts.headers.insert(HOST, v);
         }
-        Ok(sender
+        match sender
             .send_request(hyper::Request::from_parts(parts, body))
-            .await?)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) => match tokio::time::timeout(Duration::from_secs(5), conn_result).await {
+                Ok(Ok(Err(conn_error))) => Err(conn_error.into()),
+                _ => Err(e.into()),
+            },
+        }
     }
 }
 
@@ -456,9 +481,11 @@ fn tls_config(m: &TlsMaterial, verify: bool, shown: &str) -> Result<ClientConfig
         let mut roots = RootCertStore::empty();
         let certs = pem_certs(ca, "docker-tls-ca (ca.pem)")?;
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| bad(format!("docker-tls-ca (ca.pem) is not a usable CA certificate: {e}")))?;
+            roots.add(c).map_err(|e| {
+                bad(format!(
+                    "docker-tls-ca (ca.pem) is not a usable CA certificate: {e}"
+                ))
+            })?;
         }
         builder.with_root_certificates(roots)
     } else {
@@ -472,13 +499,19 @@ fn tls_config(m: &TlsMaterial, verify: bool, shown: &str) -> Result<ClientConfig
             let key = PrivateKeyDer::from_pem_slice(k).map_err(|_| {
                 bad("docker-tls-key (key.pem) holds no PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC)")
             })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| bad(format!("docker-tls-cert and docker-tls-key do not go together: {e}")))
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                bad(format!(
+                    "docker-tls-cert and docker-tls-key do not go together: {e}"
+                ))
+            })
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(_), None) => Err(bad("docker-tls-cert is set without docker-tls-key (key.pem): give both")),
-        (None, Some(_)) => Err(bad("docker-tls-key is set without docker-tls-cert (cert.pem): give both")),
+        (Some(_), None) => Err(bad(
+            "docker-tls-cert is set without docker-tls-key (key.pem): give both",
+        )),
+        (None, Some(_)) => Err(bad(
+            "docker-tls-key is set without docker-tls-cert (cert.pem): give both",
+        )),
     }
 }
 
@@ -663,7 +696,11 @@ async fn ssh_session(
         ))
     })?;
     let key_fp = key.public_key().fingerprint(HashAlg::Sha256).to_string();
-    let known_text = match s.ssh_known_hosts.as_deref().filter(|k| !k.trim().is_empty()) {
+    let known_text = match s
+        .ssh_known_hosts
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    {
         Some(t) => t.to_string(),
         None => env("HOME")
             .and_then(|h| std::fs::read_to_string(format!("{h}/.ssh/known_hosts")).ok())
@@ -693,7 +730,12 @@ async fn ssh_session(
         russh::client::connect(config, (host, port), check),
     )
     .await
-    .map_err(|_| unreachable(format!("no SSH session within {} s", CONNECT_TIMEOUT.as_secs())))?;
+    .map_err(|_| {
+        unreachable(format!(
+            "no SSH session within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))
+    })?;
     let seen = verdict.lock().unwrap().clone();
     let mut handle = match (connected, seen) {
         (Ok(h), Some(Verdict::AcceptedNew(k))) => {
@@ -777,7 +819,11 @@ pub fn hint(kind: &str, detail: &str) -> &'static str {
                 || d.contains("handshake")
             {
                 " (the engine refused the TLS handshake: give docker-tls-cert and docker-tls-key, a client certificate signed by the CA the engine trusts, `dockerd --tlsverify --tlscacert`)"
-            } else if d.contains("connection closed") || d.contains("incomplete") {
+            } else if d.contains("connection closed")
+                || d.contains("incomplete")
+                || d.contains("not ready")
+                || d.contains("canceled")
+            {
                 " (the engine closed the connection: is it serving TLS on that port, and did it get a client certificate it trusts in docker-tls-cert and docker-tls-key?)"
             } else {
                 ""

@@ -103,8 +103,12 @@ impl Stack {
         assert_eq!(r.out("restored"), "true", "{r}");
         assert_eq!(r.out("backup-dir"), b.out("backup-dir"));
         let after = self.state();
-        after.0.assert_same(&before.0, &format!("{what}: database after the rollback"));
-        after.1.assert_same(&before.1, &format!("{what}: volume after the rollback"));
+        after
+            .0
+            .assert_same(&before.0, &format!("{what}: database after the rollback"));
+        after
+            .1
+            .assert_same(&before.1, &format!("{what}: volume after the rollback"));
         assert!(self.app.is_running(), "the app was started again");
         for o in [&b, &r] {
             assert_secrets_only_masked(o, secrets);
@@ -123,10 +127,16 @@ fn assert_secrets_only_masked(o: &Outcome, secrets: &[&str]) {
         .collect::<Vec<_>>()
         .join("\n");
     for s in secrets {
-        for line in s.lines().filter(|l| l.len() > 20 && !l.starts_with("-----")) {
+        for line in s
+            .lines()
+            .filter(|l| l.len() > 20 && !l.starts_with("-----"))
+        {
             assert!(!shown.contains(line), "a secret line leaked: {line}\n{o}");
         }
-        for line in s.lines().filter(|l| !l.starts_with("-----") && l.len() > 20) {
+        for line in s
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        {
             assert!(
                 o.stdout.contains(&format!("::add-mask::{line}")),
                 "secret line not masked: {line}\n{o}"

@@ -138,10 +138,12 @@ impl TlsProxy {
         roots
             .add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap())
             .unwrap();
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
-                .build()
-                .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -221,7 +223,16 @@ pub struct Sshd {
 
 fn keygen(path: &Path) {
     run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "predeploy-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "predeploy-test",
+            "-f",
+        ])
         .arg(path)
         .stdout(Stdio::null()));
 }
@@ -273,7 +284,9 @@ impl Sshd {
             fields.next().unwrap(),
             fields.next().unwrap()
         );
-        let fp = run(Command::new("ssh-keygen").arg("-lf").arg(d.join("host_key.pub")));
+        let fp = run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(d.join("host_key.pub")));
         let host_fingerprint = fp.split_whitespace().nth(1).unwrap().to_string();
         Sshd {
             port,
