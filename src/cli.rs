@@ -186,6 +186,45 @@ pub struct Keep {
     pub keep_last: usize,
 }
 
+/// How to reach a remote Docker engine (DOCKER_HOST=tcp://HOST:2376 with TLS, or
+/// ssh://USER@HOST[:PORT]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct EngineArgs {
+    /// PEM contents of the CA that signed the engine's TLS certificate (with env
+    /// DOCKER_TLS_VERIFY=1) [default: $DOCKER_CERT_PATH/ca.pem].
+    #[arg(long, value_name = "PEM", hide_env_values = true)]
+    pub docker_tls_ca: Option<String>,
+    /// PEM contents of the client certificate for the engine [default: $DOCKER_CERT_PATH/cert.pem].
+    #[arg(long, value_name = "PEM", hide_env_values = true)]
+    pub docker_tls_cert: Option<String>,
+    /// PEM contents of the client certificate's private key; masked [default: $DOCKER_CERT_PATH/key.pem].
+    #[arg(long, value_name = "PEM", hide_env_values = true)]
+    pub docker_tls_key: Option<String>,
+    /// OpenSSH private key (contents) for DOCKER_HOST=ssh://USER@HOST; masked.
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
+    pub ssh_private_key: Option<String>,
+    /// known_hosts lines that pin the SSH host's key [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "LINES")]
+    pub ssh_known_hosts: Option<String>,
+    /// Trust an SSH host key seen for the first time (a changed key is always refused).
+    #[arg(long, default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    pub ssh_accept_new_host_key: bool,
+}
+
+impl EngineArgs {
+    /// The transport settings.
+    pub fn settings(&self) -> crate::transport::Settings {
+        crate::transport::Settings {
+            tls_ca: self.docker_tls_ca.clone(),
+            tls_cert: self.docker_tls_cert.clone(),
+            tls_key: self.docker_tls_key.clone(),
+            ssh_private_key: self.ssh_private_key.clone(),
+            ssh_known_hosts: self.ssh_known_hosts.clone(),
+            ssh_accept_new_host_key: self.ssh_accept_new_host_key,
+        }
+    }
+}
+
 /// Alerts on failure (or always).
 #[derive(Debug, Args, Clone, Default)]
 pub struct AlertArgs {
@@ -226,6 +265,8 @@ pub struct BackupArgs {
     pub publish: Publish,
     #[command(flatten)]
     pub keep: Keep,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
 }
@@ -309,6 +350,8 @@ pub struct RollbackArgs {
     /// the database's container, name and user).
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
 }

@@ -42,6 +42,8 @@ pub enum DockerError {
     NoSuchVolume(String),
     #[error("no local image to create a helper container from{}: make one present (e.g. `docker pull busybox`) or name one with env PREDEPLOY_HELPER_IMAGE (no image is pulled automatically)", if *.0 { " that has /bin/sh (restore empties the volume with it)" } else { "" })]
     NoHelperImage(bool),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
     #[error("Docker {action} failed: {detail}")]
     Api { action: String, detail: String },
     #[error("{what} stalled: no data moved for {secs} s, so it was stopped (a slow transfer that keeps moving is never cut off). Check the connection to the Docker engine; env PREDEPLOY_IDLE_TIMEOUT sets the limit in seconds")]
@@ -65,6 +67,7 @@ impl crate::error::Classify for DockerError {
             DockerError::NoSuchContainer(_)
             | DockerError::NoComposeService { .. }
             | DockerError::NoSuchVolume(_) => crate::error::ExitKind::Usage,
+            DockerError::Transport(e) => crate::error::Classify::exit_kind(e),
             _ => crate::error::ExitKind::Environment,
         }
     }
@@ -110,36 +113,69 @@ pub struct ExecOutcome {
     pub stdout_bytes: u64,
 }
 
+/// The engine this run connected to last: containers it stopped are started again through it
+/// (with the same transport), also when the job is cancelled.
+static LAST_ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
+
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    warnings: Vec<String>,
 }
 
 impl Engine {
-    /// Connects the way the docker CLI does (DOCKER_HOST, else the local socket) and
-    /// negotiates the API version, so that old and new engines both work.
-    pub async fn connect() -> Result<Engine, DockerError> {
-        let host =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let unreachable = |detail: String| DockerError::Unreachable {
-            host: host.clone(),
-            detail,
+    /// Connects the way the docker CLI does (DOCKER_HOST: a unix socket, plain TCP, TLS or
+    /// SSH; see `transport.rs`) and negotiates the API version, so that old and new engines
+    /// both work.
+    pub async fn connect(settings: &crate::transport::Settings) -> Result<Engine, DockerError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let c = crate::transport::connect(settings, &env).await?;
+        let (host, kind) = (c.host.clone(), c.kind);
+        let unreachable = |e: bollard::errors::Error| -> DockerError {
+            // The whole chain: hyper's own message ("connection error") hides the cause
+            // (a TLS alert, a refused connection) in its source.
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                if !detail.contains(&text) {
+                    detail = format!("{detail}: {text}");
+                }
+                cause = c.source();
+            }
+            if matches!(kind, "unix" | "tcp") {
+                DockerError::Unreachable {
+                    host: host.clone(),
+                    detail,
+                }
+            } else {
+                let hint = crate::transport::hint(kind, &detail);
+                crate::transport::TransportError::Unreachable {
+                    host: host.clone(),
+                    detail: format!("{detail}{hint}"),
+                }
+                .into()
+            }
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let docker = c.docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
         // No total timeout on a request (bollard's default, 120 s, covered a whole archive
         // upload: a slow but moving restore was cut off half-written). Transfers have an
         // idle timeout instead (see `idle_timeout`).
         let docker = docker.with_timeout(Duration::from_secs(7 * 24 * 3600));
-        Ok(Engine { docker })
+        let engine = Engine {
+            docker,
+            warnings: c.warnings,
+        };
+        *LAST_ENGINE.lock().unwrap() = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// What the connection wants the user to know (an unverified TLS link, a host key
+    /// trusted on first use).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The raw client, for the few callers that need more.
@@ -568,9 +604,14 @@ pub async fn restart(names: &[String]) -> Vec<String> {
     if names.is_empty() {
         return vec![];
     }
-    let engine = match Engine::connect().await {
-        Ok(e) => e,
-        Err(_) => return names.to_vec(),
+    // The engine (and transport) of this run; a new connection only when none was made.
+    let last = LAST_ENGINE.lock().unwrap().clone();
+    let engine = match last {
+        Some(e) => e,
+        None => match Engine::connect(&Default::default()).await {
+            Ok(e) => e,
+            Err(_) => return names.to_vec(),
+        },
     };
     let mut failed = vec![];
     for name in names.iter().rev() {

@@ -77,7 +77,8 @@ macro_rules! classified_types {
             crate::lock::LockError,
             crate::manifest::ManifestError,
             crate::store::StoreError,
-            crate::store::lease::LeaseError
+            crate::store::lease::LeaseError,
+            crate::transport::TransportError
         )
     };
 }

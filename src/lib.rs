@@ -24,3 +24,4 @@ pub mod pipe;
 pub mod postgres;
 pub mod retention;
 pub mod store;
+pub mod transport;

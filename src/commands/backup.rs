@@ -327,7 +327,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         || !volumes.is_empty()
         || !stop.is_empty();
     let engine = if needs_docker {
-        Some(Engine::connect().await?)
+        Some(ctx.connect_engine().await?)
     } else {
         None
     };

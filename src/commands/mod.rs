@@ -38,6 +38,10 @@ pub struct Context {
     /// Something failed that does not fail the run (retention after a good backup): it is
     /// still alerted on.
     pub degraded: Option<String>,
+    /// How to reach the Docker engine (TLS material, SSH key), from the mode's inputs.
+    pub engine: crate::transport::Settings,
+    /// Engine warnings already shown (a rollback connects twice).
+    engine_warned: Vec<String>,
 }
 
 impl Context {
@@ -62,7 +66,22 @@ impl Context {
             backup_dir: None,
             revision: (None, None),
             degraded: None,
+            engine: Default::default(),
+            engine_warned: vec![],
         })
+    }
+
+    /// Connects to the Docker engine with the mode's transport settings; its warnings are
+    /// shown once.
+    pub async fn connect_engine(&mut self) -> Result<crate::docker::Engine> {
+        let engine = crate::docker::Engine::connect(&self.engine).await?;
+        for w in engine.warnings() {
+            if !self.engine_warned.contains(w) {
+                wf::warning("Docker engine", None, w);
+                self.engine_warned.push(w.clone());
+            }
+        }
+        Ok(engine)
     }
 
     /// A path from an input: relative ones are relative to the workspace.
@@ -178,6 +197,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         &alerts.alert_on,
     );
     let mut ctx = Context::new(runtime, workspace_arg.as_deref())?;
+    if let Mode::Backup(crate::cli::BackupArgs { engine, .. })
+    | Mode::Rollback(crate::cli::RollbackArgs { engine, .. }) = &mode
+    {
+        // The private keys are secrets: masked before anything can print them.
+        for secret in [&engine.docker_tls_key, &engine.ssh_private_key]
+            .into_iter()
+            .flatten()
+        {
+            wf::mask(secret);
+        }
+        ctx.engine = engine.settings();
+    }
 
     let result = match mode {
         Mode::Backup(a) => backup::run(&mut ctx, a).await,

@@ -94,7 +94,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         || target.compose_project.is_some()
         || !volumes.is_empty();
     let engine = if needs_docker {
-        Some(Engine::connect().await?)
+        Some(ctx.connect_engine().await?)
     } else {
         None
     };

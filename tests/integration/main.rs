@@ -12,4 +12,5 @@ mod retention;
 mod rollback_mode;
 mod runner_safety;
 mod support;
+mod transport;
 mod verify_mode;

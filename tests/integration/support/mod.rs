@@ -23,6 +23,7 @@ pub mod gh_output;
 pub mod rollback_corpus;
 pub mod rollback_db;
 pub mod seaweed;
+pub mod transport;
 
 pub use action::{Action, Cli, Outcome, Workspace};
 #[allow(unused_imports)]
