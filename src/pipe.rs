@@ -8,12 +8,14 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::archive::codec::{self, Codec, Encoder};
+use crate::archive::crypt;
 
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;
@@ -41,6 +43,40 @@ pub fn encode_to_file(
     (tx, task)
 }
 
+/// [`encode_to_file`], encrypted to `seal.1` when it is given: compress → (verify the
+/// compressed plaintext as `seal.0`, in the same pass) → age → file. Returns the number of
+/// uncompressed bytes and, when sealed, what was written ([`crypt::Sealed`]).
+pub fn write_backup_file(
+    path: PathBuf,
+    codec: Codec,
+    level: u32,
+    seal: Option<(crate::archive::verify::Expect, Arc<crypt::Recipients>)>,
+) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Option<crypt::Sealed>)>>) {
+    let Some((expect, recipients)) = seal else {
+        let (tx, task) = encode_to_file(path, codec, level);
+        let task = tokio::spawn(async move { task.await.map_err(io::Error::other)?.map(|raw| (raw, None)) });
+        return (tx, task);
+    };
+    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+    let task = tokio::task::spawn_blocking(move || {
+        let file = File::create(&path)?;
+        let mut w = crypt::SealingWriter::new(
+            BufWriter::with_capacity(1 << 20, file),
+            codec,
+            level,
+            expect,
+            &recipients,
+        )?;
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write_all(&chunk)?;
+        }
+        let (file, sealed) = w.finish()?;
+        file.into_inner().map_err(|e| e.into_error())?;
+        Ok((sealed.raw, Some(sealed)))
+    });
+    (tx, task)
+}
+
 /// Streams the decoded content of a file written with `codec`, chunk by chunk.
 pub fn decode_file(
     path: &Path,
@@ -49,8 +85,8 @@ pub fn decode_file(
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let file = File::open(&path)?;
-        let mut gz = codec::reader(codec, io::BufReader::with_capacity(1 << 20, file))?;
+        // Decrypted on the way when the file is `….age`.
+        let mut gz = codec::reader(codec, crypt::open(&path)?)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = gz.read(&mut buf)?;

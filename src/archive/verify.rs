@@ -51,6 +51,10 @@ pub enum Check {
     SqlComplete,
     SqlSafety,
     Tar,
+    /// An age file's header parses (checked without the key).
+    AgeHeader,
+    /// The identity opens it and every chunk authenticates (with the key).
+    Age,
     Sha256,
 }
 
@@ -66,6 +70,8 @@ impl Check {
             Check::SqlComplete => "sql-complete",
             Check::SqlSafety => "sql-safety",
             Check::Tar => "tar",
+            Check::AgeHeader => "age-header",
+            Check::Age => "age",
             Check::Sha256 => "sha256",
         }
     }
@@ -116,6 +122,9 @@ pub struct FileReport {
     pub failure: Option<CheckFailure>,
     pub sql: Option<SqlSummary>,
     pub tar: Option<TarSummary>,
+    /// `Some` for an age-encrypted file: the recipients recorded for it (public keys or
+    /// ssh fingerprints; empty when not known).
+    pub encrypted: Option<Vec<String>>,
 }
 
 impl FileReport {
@@ -131,7 +140,7 @@ const POOL: usize = 4;
 const OUT: usize = 256 * 1024;
 
 impl FileReport {
-    fn new(path: &Path, expect: Expect, codec: Codec) -> Self {
+    pub(crate) fn new(path: &Path, expect: Expect, codec: Codec) -> Self {
         FileReport {
             path: path.to_path_buf(),
             expect,
@@ -143,16 +152,17 @@ impl FileReport {
             failure: None,
             sql: None,
             tar: None,
+            encrypted: None,
         }
     }
 
-    fn fail(&mut self, check: Check, message: String) {
+    pub(crate) fn fail(&mut self, check: Check, message: String) {
         if self.failure.is_none() {
             self.failure = Some(CheckFailure { check, message });
         }
     }
 
-    fn pass(&mut self, check: Check) {
+    pub(crate) fn pass(&mut self, check: Check) {
         self.passed.push(check);
     }
 }
@@ -264,7 +274,7 @@ pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) 
         // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
         // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
         // that database, not a failed dump: it passes min-size on completeness instead.
-        verify_stream(file, Some(size), &mut report);
+        verify_stored(file, size, &mut report);
         let complete_and_empty = report.failure.is_none()
             && report
                 .sql
@@ -293,7 +303,7 @@ pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) 
     }
     report.pass(Check::MinSize);
 
-    verify_stream(file, Some(size), &mut report);
+    verify_stored(file, size, &mut report);
     report
 }
 
@@ -341,6 +351,16 @@ pub fn verify_files(files: &[(PathBuf, Expect, u64)]) -> Vec<FileReport> {
         .zip(done)
         .map(|((p, e, m), r)| r.unwrap_or_else(|| verify_file(p, *e, *m)))
         .collect()
+}
+
+/// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
+/// [`super::crypt`], any other as it is.
+fn verify_stored(file: File, size: u64, report: &mut FileReport) {
+    if super::crypt::is_sealed(&report.path) {
+        super::crypt::verify_stored(file, size, report);
+    } else {
+        verify_stream(file, Some(size), report);
+    }
 }
 
 /// Verifies a stream instead of a file: the content checks (`gzip`, `sql-*` or `tar`) and
@@ -470,7 +490,7 @@ fn read_and_hash<R: Read>(
 }
 
 /// The content checks and the hash, in one pass over `reader`.
-fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &mut FileReport) {
+pub(crate) fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &mut FileReport) {
     let expect = report.expect;
     let (tx, rx) = mpsc::sync_channel::<Block>(POOL);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();

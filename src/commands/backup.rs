@@ -225,6 +225,8 @@ pub struct Spec<'a> {
     pub compression_level: u32,
     pub verify_restore: bool,
     pub revision: (Option<String>, Option<String>),
+    /// Encrypt every file to these recipients (`….age`).
+    pub encrypt: Option<std::sync::Arc<crate::archive::crypt::Recipients>>,
 }
 
 /// A verified backup, in place, with the backup root still locked.
@@ -248,6 +250,38 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     }
     let compression = Codec::parse(&args.compression).map_err(usage)?;
     let compression_level = compression.level(args.compression_level).map_err(usage)?;
+    let encrypt = super::crypto::recipients(ctx, &args.encrypt)?;
+    let given = super::crypto::identity(&args.decrypt)?;
+    match (&encrypt, args.verify_restore) {
+        (Some(r), true) => match crate::archive::crypt::identity() {
+            None => {
+                return Err(usage(format!(
+                    "verify-restore reads the dump back, and the dump will be encrypted to {}: pass the matching identity in decrypt-identity (or env {}), or set verify-restore: false",
+                    r.fingerprints.join(", "),
+                    super::crypto::IDENTITY_ENV
+                )))
+            }
+            Some(id) if !id.opens(r) => {
+                return Err(usage(format!(
+                    "the identity in decrypt-identity does not open files encrypted to {}: pass the identity of one of encrypt-recipients",
+                    r.fingerprints.join(", ")
+                )))
+            }
+            Some(_) => {}
+        },
+        (None, _) if given == super::crypto::Given::Input => wf::warning(
+            "decrypt-identity is not used",
+            None,
+            "decrypt-identity only serves verify-restore of encrypted backups (encrypt-recipients): it is ignored here",
+        ),
+        _ => {}
+    }
+    if let Some(r) = &encrypt {
+        wf::log(&format!(
+            "Encrypting the backup files with age to {}",
+            r.fingerprints.join(", ")
+        ));
+    }
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
@@ -259,6 +293,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         compression_level,
         verify_restore: args.verify_restore,
         revision: (commit, branch),
+        encrypt,
     };
     let taken = take(ctx, &spec).await?;
     publish(
@@ -519,23 +554,40 @@ async fn make(
 ) -> Result<(Verified, Option<RestoreCheck>)> {
     let level = spec.compression_level;
     let codec = spec.compression;
+    // Encrypted files are verified while they are written (see `crypt`): their reports.
+    let seal_ext = if spec.encrypt.is_some() {
+        crate::archive::crypt::EXT
+    } else {
+        ""
+    };
+    let seal = |e: Expect| spec.encrypt.clone().map(|r| (e, r));
+    let mut sealed: std::collections::HashMap<PathBuf, crate::archive::crypt::Sealed> =
+        Default::default();
 
     // The database, while everything is still running.
     let mut db_file = None;
     if let Some(d) = db {
         let name = d.creds.db.clone();
-        let path = work.join(format!("db_{}_{ts}.sql{}", file_safe(&name), codec.ext()));
+        let path = work.join(format!(
+            "db_{}_{ts}.sql{}{seal_ext}",
+            file_safe(&name),
+            codec.ext()
+        ));
         wf::group(&format!(
             "Dumping database {name} ({})",
             d.server.describe()
         ));
         let started = Instant::now();
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) =
+            pipe::write_backup_file(path.clone(), codec, level, seal(Expect::SqlDump));
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
         dumped?;
-        let raw = written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (raw, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(s) = s {
+            sealed.insert(path.clone(), s);
+        }
         timings.insert("database dump".into(), started.elapsed().as_secs_f64());
         wf::log(&format!(
             "Dumped {} of SQL in {:.1} s",
@@ -557,6 +609,7 @@ async fn make(
             work,
             ts,
             (codec, level),
+            (spec.encrypt.as_ref(), &mut sealed),
             engine,
             helper_image,
             volumes,
@@ -594,10 +647,15 @@ async fn make(
         Ok(())
     });
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        let d = db_paths.map(|(p, _)| verify_file_as(&p, Expect::SqlDump, codec, min_db));
+        // An encrypted file was verified as it was written; any other is read back.
+        let mut check = |p: &Path, e: Expect, min: u64| match sealed.remove(p) {
+            Some(s) => crate::archive::crypt::written_report(p, e, min, s),
+            None => verify_file_as(p, e, codec, min),
+        };
+        let d = db_paths.map(|(p, _)| check(&p, Expect::SqlDump, min_db));
         let v: Vec<FileReport> = vol_paths
             .iter()
-            .map(|(p, _)| verify_file_as(p, Expect::Tar, codec, min_vol))
+            .map(|(p, _)| check(p, Expect::Tar, min_vol))
             .collect();
         (d, v)
     })
@@ -678,6 +736,10 @@ async fn archive_all(
     work: &Path,
     ts: &str,
     (codec, level): (Codec, u32),
+    (encrypt, sealed): (
+        Option<&std::sync::Arc<crate::archive::crypt::Recipients>>,
+        &mut std::collections::HashMap<PathBuf, crate::archive::crypt::Sealed>,
+    ),
     engine: Option<&Engine>,
     helper_image: Option<&str>,
     volumes: &[String],
@@ -685,13 +747,23 @@ async fn archive_all(
 ) -> Result<Vec<(PathBuf, VolMeta)>> {
     let mut out = vec![];
     let mut names = FileNames::default();
+    let ext = format!(
+        ".tar{}{}",
+        codec.ext(),
+        if encrypt.is_some() {
+            crate::archive::crypt::EXT
+        } else {
+            ""
+        }
+    );
+    let seal = || encrypt.cloned().map(|r| (Expect::Tar, r));
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
-        let path = work.join(names.allocate("volume", v, ts, &format!(".tar{}", codec.ext())));
+        let path = work.join(names.allocate("volume", v, ts, &ext));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, seal());
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
@@ -708,7 +780,10 @@ async fn archive_all(
         helper.remove().await;
         let written = writer.await?;
         copied.with_context(|| format!("reading volume {v} failed"))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(s) = s {
+            sealed.insert(path.clone(), s);
+        }
         out.push((
             path,
             VolMeta {
@@ -722,11 +797,11 @@ async fn archive_all(
             "volume",
             &p.display().to_string(),
             ts,
-            &format!(".tar{}", codec.ext()),
+            &ext,
         ));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, seal());
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;
@@ -736,7 +811,10 @@ async fn archive_all(
         let read = reader.await?;
         let written = writer.await?;
         read.with_context(|| format!("reading {} failed", p.display()))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(s) = s {
+            sealed.insert(path.clone(), s);
+        }
         out.push((
             path,
             VolMeta {

@@ -2,6 +2,7 @@
 //! summary, alerts whatever happened), and how a verified backup is recorded.
 
 pub mod backup;
+pub mod crypto;
 pub mod info;
 pub mod prune;
 pub mod record;

@@ -2,6 +2,7 @@ mod act_e2e;
 mod alerts;
 mod artifact;
 mod backup_mode;
+mod encryption;
 mod first_hour;
 mod hostile;
 mod info_mode;
