@@ -479,8 +479,14 @@ pub fn rollback_instructions(
         ));
     }
     out.push_str("With the CLI on the deploy host:\n\n```sh\n");
+    let encrypted = m.files().iter().any(|f| f.encrypted.is_some());
     out.push_str(&format!(
-        "predeploy-backup rollback --manifest {shown}/{}\n```\n\n",
+        "{}predeploy-backup rollback --manifest {shown}/{}\n```\n\n",
+        if encrypted {
+            "PREDEPLOY_AGE_IDENTITY=\"$(cat key.txt)\" "
+        } else {
+            ""
+        },
         crate::manifest::FILE_NAME
     ));
     out.push_str("By hand (the seed's commands):\n\n```sh\n");
