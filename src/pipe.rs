@@ -51,10 +51,16 @@ pub fn write_backup_file(
     codec: Codec,
     level: u32,
     seal: Option<(crate::archive::verify::Expect, Arc<crypt::Recipients>)>,
-) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Option<crypt::Sealed>)>>) {
+) -> (
+    mpsc::Sender<Bytes>,
+    JoinHandle<io::Result<(u64, Option<crypt::Sealed>)>>,
+) {
     let Some((expect, recipients)) = seal else {
         let (tx, task) = encode_to_file(path, codec, level);
-        let task = tokio::spawn(async move { task.await.map_err(io::Error::other)?.map(|raw| (raw, None)) });
+        let task =
+            tokio::spawn(
+                async move { task.await.map_err(io::Error::other)?.map(|raw| (raw, None)) },
+            );
         return (tx, task);
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);

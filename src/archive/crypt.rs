@@ -290,7 +290,9 @@ pub fn check_access(path: &Path, id: &Identity) -> Result<(), Access> {
     match d.decrypt(id.iter()) {
         Ok(_) => Ok(()),
         Err(age::DecryptError::NoMatchingKeys) => Err(Access::NoMatchingKey),
-        Err(e) => Err(Access::Damaged(format!("its age header is not intact ({e})"))),
+        Err(e) => Err(Access::Damaged(format!(
+            "its age header is not intact ({e})"
+        ))),
     }
 }
 
@@ -545,10 +547,7 @@ pub fn written_report(path: &Path, expect: Expect, min_size: u64, sealed: Sealed
         }
         Ok(_) => {
             report.pass(Check::Exists);
-            report.fail(
-                Check::RegularFile,
-                format!("{shown} is not a regular file"),
-            );
+            report.fail(Check::RegularFile, format!("{shown} is not a regular file"));
             return report;
         }
         Err(e) => {
@@ -793,7 +792,9 @@ mod tests {
         let bad = "AGE-SECRET-KEY-1THISISNOTAVALIDKEYATALLXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
         let e = Identity::parse(bad).unwrap_err();
         assert!(!e.contains("THISISNOT"), "{e}");
-        assert!(Identity::parse("age1abc").unwrap_err().contains("public key"));
+        assert!(Identity::parse("age1abc")
+            .unwrap_err()
+            .contains("public key"));
         let (id, r) = pair();
         assert!(id.opens(&r));
         let (_, other) = pair();
@@ -806,17 +807,29 @@ mod tests {
         let dump = dump_text(&[("public.t", 2000)], None);
         for codec in Codec::ALL {
             let (bytes, sealed) = seal(&dump, codec, Expect::SqlDump, &r);
-            assert!(sealed.content.failure.is_none(), "{:?}", sealed.content.failure);
-            assert!(sealed.content.sql.as_ref().unwrap().tables.values().sum::<u64>() > 0);
+            assert!(
+                sealed.content.failure.is_none(),
+                "{:?}",
+                sealed.content.failure
+            );
+            assert!(
+                sealed
+                    .content
+                    .sql
+                    .as_ref()
+                    .unwrap()
+                    .tables
+                    .values()
+                    .sum::<u64>()
+                    > 0
+            );
             assert_eq!(sealed.size, bytes.len() as u64);
             assert_eq!(sealed.sha256, hex::encode(Sha256::digest(&bytes)));
             assert_eq!(sealed.raw, dump.len() as u64);
             let d = age::Decryptor::new_buffered(io::Cursor::new(bytes.clone())).unwrap();
-            let mut plain = crate::archive::codec::reader(
-                codec,
-                BufReader::new(d.decrypt(id.iter()).unwrap()),
-            )
-            .unwrap();
+            let mut plain =
+                crate::archive::codec::reader(codec, BufReader::new(d.decrypt(id.iter()).unwrap()))
+                    .unwrap();
             let mut back = vec![];
             plain.read_to_end(&mut back).unwrap();
             assert_eq!(back, dump);

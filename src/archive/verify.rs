@@ -490,7 +490,11 @@ fn read_and_hash<R: Read>(
 }
 
 /// The content checks and the hash, in one pass over `reader`.
-pub(crate) fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &mut FileReport) {
+pub(crate) fn verify_stream<R: Read + Send>(
+    reader: R,
+    expect_size: Option<u64>,
+    report: &mut FileReport,
+) {
     let expect = report.expect;
     let (tx, rx) = mpsc::sync_channel::<Block>(POOL);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();

@@ -793,12 +793,7 @@ async fn archive_all(
         ));
     }
     for p in host_paths {
-        let path = work.join(names.allocate(
-            "volume",
-            &p.display().to_string(),
-            ts,
-            &ext,
-        ));
+        let path = work.join(names.allocate("volume", &p.display().to_string(), ts, &ext));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
         let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, seal());

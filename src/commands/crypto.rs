@@ -57,9 +57,16 @@ pub fn recipients(ctx: &Context, e: &Encrypt) -> Result<Option<Arc<Recipients>>>
 
 /// Reads, masks, parses and installs the identity (for every `….age` file this run reads).
 pub fn identity(d: &Decrypt) -> Result<Given> {
-    let (value, given) = match d.decrypt_identity.as_deref().filter(|v| !v.trim().is_empty()) {
+    let (value, given) = match d
+        .decrypt_identity
+        .as_deref()
+        .filter(|v| !v.trim().is_empty())
+    {
         Some(v) => (v.to_string(), Given::Input),
-        None => match std::env::var(IDENTITY_ENV).ok().filter(|v| !v.trim().is_empty()) {
+        None => match std::env::var(IDENTITY_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
             Some(v) => (v, Given::Env),
             None => return Ok(Given::None),
         },
@@ -81,8 +88,7 @@ pub fn identity(d: &Decrypt) -> Result<Given> {
         mask_all(&body);
         body
     };
-    let id = Identity::parse(&text)
-        .map_err(|e| usage(e.replace("decrypt-identity", what)))?;
+    let id = Identity::parse(&text).map_err(|e| usage(e.replace("decrypt-identity", what)))?;
     crypt::install(id);
     Ok(given)
 }
@@ -139,23 +145,32 @@ pub fn preflight_manifest(m: &Manifest, dir: &Path, source: &str, given: Given) 
             )));
         }
     }
-    let encrypted: Vec<_> = m.files().into_iter().filter(|f| f.encrypted.is_some()).collect();
+    let encrypted: Vec<_> = m
+        .files()
+        .into_iter()
+        .filter(|f| f.encrypted.is_some())
+        .collect();
     let paths: Vec<_> = encrypted.iter().map(|f| dir.join(&f.path)).collect();
     preflight(
         &paths,
-        &format!("this backup ({source}) is encrypted to {}", recipients_of(m)),
+        &format!(
+            "this backup ({source}) is encrypted to {}",
+            recipients_of(m)
+        ),
         source,
         given,
+        true,
     )
 }
 
 /// [`preflight_manifest`] for files named on their own (`verify`): `paths` are the
-/// encrypted ones among them.
+/// encrypted ones among them; without `need_key`, no identity at all is fine.
 pub fn preflight(
     paths: &[std::path::PathBuf],
     encrypted_to: &str,
     source: &str,
     given: Given,
+    need_key: bool,
 ) -> Result<()> {
     if paths.is_empty() {
         match given {
@@ -172,6 +187,9 @@ pub fn preflight(
         return Ok(());
     }
     let Some(id) = crypt::identity() else {
+        if !need_key {
+            return Ok(());
+        }
         return Err(usage(format!(
             "{encrypted_to}; pass the matching identity in decrypt-identity (or env {IDENTITY_ENV}): nothing was changed"
         )));

@@ -565,13 +565,9 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
                 let checked = crate::archive::crypt::open(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|f| {
-                        crate::archive::restore::check_archive(
-                            f,
-                            v.file.compression,
-                            &v.file.path,
-                        )
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        crate::archive::restore::check_archive(f, v.file.compression, &v.file.path)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     });
                 if let Err(msg) = checked {
                     problems.push((v.file.path.clone(), "restore-safety".into(), msg));
@@ -786,8 +782,7 @@ async fn stage_volume(
     let name = archive.display().to_string();
     let plan = tokio::task::spawn_blocking(move || {
         let f = crate::archive::crypt::open(&path)?;
-        crate::archive::restore::check_archive(f, compression, &name)
-            .map_err(anyhow::Error::from)
+        crate::archive::restore::check_archive(f, compression, &name).map_err(anyhow::Error::from)
     })
     .await??;
     let root = root_entry(archive, compression)?

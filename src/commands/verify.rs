@@ -44,6 +44,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         "these backup files are encrypted with age",
         "the files to verify",
         given,
+        false,
     )?;
     if !sealed.is_empty() && crate::archive::crypt::identity().is_none() {
         crate::actions::commands::log(
@@ -65,8 +66,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     .await?;
     // Encrypted files that sit in a backup folder: its manifest's size and SHA-256 are the
     // check that works without the key (a flipped ciphertext byte fails here).
-    let (db_report, vol_reports) =
-        super::crypto::against_manifest(&dir, db_report, vol_reports);
+    let (db_report, vol_reports) = super::crypto::against_manifest(&dir, db_report, vol_reports);
     // What the files belong to, when the caller says: rollback can then restore them.
     let db_meta = DbMeta {
         name: args.postgres_db.clone().filter(|d| d != "-"),

@@ -43,14 +43,22 @@ fn keygen(name: &str) -> Key {
         .arg(&file)
         .output()
         .expect("age-keygen runs (Debian package `age`, installed by scripts/test)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     let secret = text
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
         .expect("an identity line")
         .to_string();
-    let out = Command::new("age-keygen").arg("-y").arg(&file).output().unwrap();
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(public.starts_with("age1"), "{public}");
@@ -187,7 +195,11 @@ impl Stack {
             &[],
             false,
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn backup_folders(&self) -> Vec<String> {
@@ -237,7 +249,10 @@ fn assert_secret_nowhere(secret: &str, outcomes: &[&Outcome], ws: &Workspace) {
             ("$GITHUB_OUTPUT", o.raw_output.as_str()),
             ("summary", o.summary.as_str()),
         ] {
-            assert!(!text.contains(secret), "the identity appears in {what}\n{o}");
+            assert!(
+                !text.contains(secret),
+                "the identity appears in {what}\n{o}"
+            );
             assert!(
                 !text.contains(&secret[16..40]),
                 "part of the identity appears in {what}\n{o}"
@@ -267,7 +282,10 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
     // Encrypted to two recipients; verify-restore reads the dump back with the identity.
     let b = s
         .backup()
-        .input("encrypt-recipients", format!("{},\n{}", key.public, other.public))
+        .input(
+            "encrypt-recipients",
+            format!("{},\n{}", key.public, other.public),
+        )
         .input("verify-restore", "true")
         .input("decrypt-identity", &key.secret)
         .run();
@@ -275,11 +293,23 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
     assert_eq!(b.out("verified"), "true", "{b}");
     let db_path = b.path(b.out("db-backup-path"));
     let vol_path = b.path(b.out("volume-backup-paths"));
-    assert!(db_path.to_string_lossy().ends_with(".sql.gz.age"), "{}", db_path.display());
-    assert!(vol_path.to_string_lossy().ends_with(".tar.gz.age"), "{}", vol_path.display());
+    assert!(
+        db_path.to_string_lossy().ends_with(".sql.gz.age"),
+        "{}",
+        db_path.display()
+    );
+    assert!(
+        vol_path.to_string_lossy().ends_with(".tar.gz.age"),
+        "{}",
+        vol_path.display()
+    );
     for p in [&db_path, &vol_path] {
         let head = std::fs::read(p).unwrap();
-        assert!(head.starts_with(b"age-encryption.org/v1\n"), "{}", p.display());
+        assert!(
+            head.starts_with(b"age-encryption.org/v1\n"),
+            "{}",
+            p.display()
+        );
     }
 
     // The manifest: the SHA-256 of the stored (encrypted) bytes, `encrypted: age`, the
@@ -296,7 +326,11 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
         assert_eq!(sha256sum(&p), f.sha256);
         assert_eq!(file_size(&p), f.size);
         for c in ["age-header", "age", "gzip", "sha256"] {
-            assert!(f.checks.iter().any(|x| x == c), "{c} missing in {:?}", f.checks);
+            assert!(
+                f.checks.iter().any(|x| x == c),
+                "{c} missing in {:?}",
+                f.checks
+            );
         }
     }
     assert!(db.file.checks.iter().any(|c| c == "sql-complete"));
@@ -321,8 +355,14 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
         other.file.display(),
         vol_path.display()
     ));
-    assert_eq!(listed.lines().count() as u64, m.volumes[0].entries, "{listed}");
-    assert!(listed.lines().any(|l| l.trim_start_matches("./") == "README.txt"));
+    assert_eq!(
+        listed.lines().count() as u64,
+        m.volumes[0].entries,
+        "{listed}"
+    );
+    assert!(listed
+        .lines()
+        .any(|l| l.trim_start_matches("./") == "README.txt"));
 
     // verify without the key: the stored bytes; with it: everything.
     let v = s.verify(&db_path, &vol_path).run();
@@ -353,7 +393,10 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
 
     // The wrong identity: the same.
     let wrong_id = keygen("wrong");
-    let wrong = s.rollback().input("decrypt-identity", &wrong_id.secret).run();
+    let wrong = s
+        .rollback()
+        .input("decrypt-identity", &wrong_id.secret)
+        .run();
     wrong.assert_code(2);
     wrong
         .assert_mentions(&key.public)
@@ -362,7 +405,10 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
     assert_eq!(s.backup_folders(), folders);
 
     // The right one (from the environment, as a secret would be passed): restored.
-    let ok = s.rollback().env("PREDEPLOY_AGE_IDENTITY", &key.secret).run();
+    let ok = s
+        .rollback()
+        .env("PREDEPLOY_AGE_IDENTITY", &key.secret)
+        .run();
     ok.assert_code(0);
     assert_eq!(ok.out("restored"), "true", "{ok}");
     assert_eq!(ok.out("commit"), COMMIT);
@@ -404,10 +450,7 @@ fn reference_cli_files_are_accepted_and_faults_are_caught() {
     let s = Stack::new("enc-interop");
     let key = keygen("ops");
     let before = s.state();
-    let b = s
-        .backup()
-        .input("encrypt-recipients", &key.public)
-        .run();
+    let b = s.backup().input("encrypt-recipients", &key.public).run();
     b.assert_code(0);
     let dir = b.path(b.out("backup-dir"));
     let m = Manifest::load(&dir.join(FILE_NAME)).unwrap();
@@ -421,7 +464,10 @@ fn reference_cli_files_are_accepted_and_faults_are_caught() {
     copy_backup(&dir, &forged);
     age_encrypt(&key.public, &plain_db, &forged.join(&db_name));
     age_encrypt(&key.public, &plain_vol, &forged.join(&vol_name));
-    assert_ne!(sha256sum(&forged.join(&db_name)), sha256sum(&dir.join(&db_name)));
+    assert_ne!(
+        sha256sum(&forged.join(&db_name)),
+        sha256sum(&dir.join(&db_name))
+    );
     let forged_manifest = reseal_manifest(&forged);
     let v = s
         .verify(&forged.join(&db_name), &forged.join(&vol_name))
@@ -504,7 +550,10 @@ fn reference_cli_files_are_accepted_and_faults_are_caught() {
     s.assert_state(&changed, "after refusing an identity for a clear backup");
     assert_eq!(s.backup_folders(), folders);
     // From the environment it is only noted, and the rollback goes ahead.
-    let r = s.rollback().env("PREDEPLOY_AGE_IDENTITY", &key.secret).run();
+    let r = s
+        .rollback()
+        .env("PREDEPLOY_AGE_IDENTITY", &key.secret)
+        .run();
     r.assert_code(0);
     assert_eq!(r.out("restored"), "true", "{r}");
     assert_secret_nowhere(&key.secret, &[&v, &r], &s.ws);
