@@ -24,7 +24,7 @@ use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
 use crate::archive::codec::Codec;
-use crate::archive::verify::{verify_file_as, Expect, FileReport};
+use crate::archive::verify::{verify_written, Expect, FileReport, Streamed};
 use crate::cli::{split_list, BackupArgs, Target, Thresholds};
 use crate::docker::{ContainerInfo, Engine};
 use crate::error::{usage, VerificationFailed};
@@ -522,6 +522,7 @@ async fn make(
 
     // The database, while everything is still running.
     let mut db_file = None;
+    let mut db_checked = None;
     if let Some(d) = db {
         let name = d.creds.db.clone();
         let path = work.join(format!("db_{}_{ts}.sql{}", file_safe(&name), codec.ext()));
@@ -530,12 +531,13 @@ async fn make(
             d.server.describe()
         ));
         let started = Instant::now();
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) =
+            pipe::encode_to_file_checked(path.clone(), codec, level, Expect::SqlDump);
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
         dumped?;
-        let raw = written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (raw, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         timings.insert("database dump".into(), started.elapsed().as_secs_f64());
         wf::log(&format!(
             "Dumped {} of SQL in {:.1} s",
@@ -543,10 +545,12 @@ async fn make(
             started.elapsed().as_secs_f64()
         ));
         db_file = Some((path, d.meta.clone()));
+        db_checked = Some(checked);
     }
 
     // The volumes, with their users stopped (and started again right after).
-    let mut vol_files = vec![];
+    let mut vol_files: Vec<(PathBuf, VolMeta)> = vec![];
+    let mut vol_checked = vec![];
     if !volumes.is_empty() || !host_paths.is_empty() {
         let started = Instant::now();
         let mut stopped = vec![];
@@ -565,7 +569,7 @@ async fn make(
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
         let not_restarted = crate::docker::restart(&stopped).await;
-        vol_files = archived?;
+        (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(
                 "containers could not be started again after the volume archives: {}; start them by hand with `docker start`",
@@ -593,11 +597,16 @@ async fn make(
         }
         Ok(())
     });
+    // The content checks ran while the files were written: read back, each stored file
+    // must hash to exactly the bytes that were checked.
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        let d = db_paths.map(|(p, _)| verify_file_as(&p, Expect::SqlDump, codec, min_db));
+        let d = db_paths
+            .zip(db_checked)
+            .map(|((p, _), c)| verify_written(&p, Expect::SqlDump, codec, min_db, c));
         let v: Vec<FileReport> = vol_paths
             .iter()
-            .map(|(p, _)| verify_file_as(p, Expect::Tar, codec, min_vol))
+            .zip(vol_checked)
+            .map(|((p, _), c)| verify_written(p, Expect::Tar, codec, min_vol, c))
             .collect();
         (d, v)
     })
@@ -682,7 +691,7 @@ async fn archive_all(
     helper_image: Option<&str>,
     volumes: &[String],
     host_paths: &[PathBuf],
-) -> Result<Vec<(PathBuf, VolMeta)>> {
+) -> Result<Vec<(PathBuf, VolMeta, Streamed)>> {
     let mut out = vec![];
     let mut names = FileNames::default();
     for v in volumes {
@@ -691,30 +700,38 @@ async fn archive_all(
         let path = work.join(names.allocate("volume", v, ts, &format!(".tar{}", codec.ext())));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::encode_to_file_checked(path.clone(), codec, level, Expect::Tar);
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
+            let mut blocks = pipe::Coalescer::default();
             while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?).await.is_err() {
-                    break;
+                if let Some(b) = blocks.push(chunk?) {
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
                 }
+            }
+            if let Some(b) = blocks.finish() {
+                let _ = tx.send(b).await;
             }
             drop(tx);
             Ok::<_, anyhow::Error>(())
         }
         .await;
         drop(stream);
-        helper.remove().await;
-        let written = writer.await?;
+        // The helper goes while the last blocks are compressed and written.
+        let (_, written) = tokio::join!(helper.remove(), writer);
+        let written = written?;
         copied.with_context(|| format!("reading volume {v} failed"))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: v.clone(),
                 kind: "volume".into(),
             },
+            checked,
         ));
     }
     for p in host_paths {
@@ -726,7 +743,7 @@ async fn archive_all(
         ));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::encode_to_file_checked(path.clone(), codec, level, Expect::Tar);
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;
@@ -736,13 +753,14 @@ async fn archive_all(
         let read = reader.await?;
         let written = writer.await?;
         read.with_context(|| format!("reading {} failed", p.display()))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: p.display().to_string(),
                 kind: "path".into(),
             },
+            checked,
         ));
     }
     Ok(out)
