@@ -20,30 +20,13 @@ use std::sync::{Arc, Condvar, Mutex};
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;
 
-/// Compresses everything received into `path` (`codec` at `level`) and returns the number
-/// of uncompressed bytes. The file is complete when this returns `Ok`; the caller fsyncs it
-/// (in parallel with reading it back) before recording it.
-pub fn encode_to_file(
-    path: PathBuf,
-    codec: Codec,
-    level: u32,
-) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>) {
-    let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
-    let task = tokio::task::spawn_blocking(move || {
-        let file = BufWriter::with_capacity(1 << 20, EarlySync::new(File::create(&path)?, None));
-        let (total, file) = encode(rx, file, codec, level)?;
-        file.into_inner().map_err(|e| e.into_error())?.finish()?;
-        Ok(total)
-    });
-    (tx, task)
-}
-
-/// [`encode_to_file`], with verification running while the file is written: the content
-/// checks decode the bytes as they go to the file ([`StreamCheck`]), and a read-behind
-/// thread reads the stored file back and hashes it a little behind the writer. Returns the
-/// uncompressed byte count and both results, for
-/// [`crate::archive::verify::verify_written`] once the file is complete. The work is done
-/// on the other core while the source (pg_dump, Docker) is still producing the data.
+/// Compresses everything received into `path` (`codec` at `level`), with verification
+/// running while the file is written: the content checks decode the bytes as they go to
+/// the file ([`StreamCheck`]), and a read-behind thread reads the stored file back and
+/// hashes it a little behind the writer. Returns the uncompressed byte count and both
+/// results, for [`crate::archive::verify::verify_written`] once the file is complete
+/// (the caller fsyncs it in parallel). The work is done on the other core while the source
+/// (pg_dump, Docker) is still producing the data.
 pub fn encode_to_file_checked(
     path: PathBuf,
     codec: Codec,
@@ -61,7 +44,7 @@ pub fn encode_to_file_checked(
                 .spawn(move || read_behind(&path, &progress))
                 .ok()
         };
-        let file = BufWriter::with_capacity(1 << 20, EarlySync::new(file, Some(progress)));
+        let file = BufWriter::with_capacity(1 << 20, EarlySync::new(file, progress));
         let tee = Tee(file, StreamCheck::new(expect, codec)?);
         let (total, Tee(file, check)) = encode(rx, tee, codec, level)?;
         file.into_inner().map_err(|e| e.into_error())?.finish()?;
@@ -142,7 +125,8 @@ const SYNC_EVERY: u64 = 32 << 20;
 /// background thread is asked to `fdatasync` what is there so far (a request is skipped
 /// while the previous one runs), so the disk works while the data still arrives and the
 /// caller's final `fsync` finds little left to write. A failed early sync fails the file
-/// (it may be the only report of a write-back error).
+/// (it may be the only report of a write-back error). It also tells the read-behind
+/// thread how far the file is written.
 struct EarlySync {
     file: File,
     since: u64,
@@ -152,7 +136,7 @@ struct EarlySync {
 }
 
 impl EarlySync {
-    fn new(file: File, progress: Option<Arc<Progress>>) -> Self {
+    fn new(file: File, progress: Arc<Progress>) -> Self {
         let (kick, worker) = match file.try_clone() {
             Ok(f) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -172,7 +156,7 @@ impl EarlySync {
         EarlySync {
             file,
             since: 0,
-            progress,
+            progress: Some(progress),
             kick,
             worker,
         }

@@ -126,6 +126,8 @@ impl FileReport {
 
 /// Read block size, and how many blocks may be in flight between the two threads.
 const BLOCK: usize = 1 << 20;
+/// Block size of [`StreamCheck`] (its blocks are copied into `BLOCK`s by the reader thread).
+const TEE_BLOCK: usize = 256 * 1024;
 const POOL: usize = 4;
 /// Inflate output block.
 const OUT: usize = 256 * 1024;
@@ -395,7 +397,7 @@ pub struct Streamed {
 /// is given, in blocks, to a checking thread. [`StreamCheck::finish`] returns its report
 /// (no `exists`, `regular-file` or `min-size`: give it to [`verify_written`] with the
 /// stored file). Writing never fails: a fault found ends the checking and is reported.
-/// Memory: a few 1 MiB blocks.
+/// Memory: a few blocks of 256 KiB here and 1 MiB in the checking threads.
 pub struct StreamCheck {
     tx: Option<SyncSender<Block>>,
     free: Receiver<Vec<u8>>,
@@ -426,7 +428,7 @@ impl StreamCheck {
         Ok(StreamCheck {
             tx: Some(tx),
             free: free_rx,
-            cur: Vec::with_capacity(BLOCK),
+            cur: Vec::with_capacity(TEE_BLOCK),
             allocated: 1,
             worker: Some(worker),
             expect,
@@ -456,12 +458,12 @@ impl StreamCheck {
                 Ok(b) => b,
                 Err(_) if self.allocated < POOL + 2 => {
                     self.allocated += 1;
-                    Vec::with_capacity(BLOCK)
+                    Vec::with_capacity(TEE_BLOCK)
                 }
                 Err(_) => self
                     .free
                     .recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(BLOCK)),
+                    .unwrap_or_else(|_| Vec::with_capacity(TEE_BLOCK)),
             },
         };
         next.clear();
@@ -493,10 +495,10 @@ impl io::Write for StreamCheck {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut rest = buf;
         while !rest.is_empty() {
-            let take = (BLOCK - self.cur.len()).min(rest.len());
+            let take = (TEE_BLOCK - self.cur.len()).min(rest.len());
             self.cur.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if self.cur.len() >= BLOCK {
+            if self.cur.len() >= TEE_BLOCK {
                 self.send();
             }
         }
