@@ -24,7 +24,7 @@ use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
 use crate::archive::codec::Codec;
-use crate::archive::verify::{verify_file_as, Expect, FileReport};
+use crate::archive::verify::{verify_written, Expect, FileReport};
 use crate::cli::{split_list, BackupArgs, Target, Thresholds};
 use crate::docker::{ContainerInfo, Engine};
 use crate::error::{usage, VerificationFailed};
@@ -560,12 +560,11 @@ async fn make(
     } else {
         ""
     };
-    let seal = |e: Expect| spec.encrypt.clone().map(|r| (e, r));
-    let mut sealed: std::collections::HashMap<PathBuf, crate::archive::crypt::Sealed> =
-        Default::default();
+    let seal = || spec.encrypt.clone();
 
     // The database, while everything is still running.
     let mut db_file = None;
+    let mut db_checked = None;
     if let Some(d) = db {
         let name = d.creds.db.clone();
         let path = work.join(format!(
@@ -579,15 +578,12 @@ async fn make(
         ));
         let started = Instant::now();
         let (tx, writer) =
-            pipe::write_backup_file(path.clone(), codec, level, seal(Expect::SqlDump));
+            pipe::write_backup_file(path.clone(), codec, level, Expect::SqlDump, seal());
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
         dumped?;
-        let (raw, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
-        if let Some(s) = s {
-            sealed.insert(path.clone(), s);
-        }
+        let (raw, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         timings.insert("database dump".into(), started.elapsed().as_secs_f64());
         wf::log(&format!(
             "Dumped {} of SQL in {:.1} s",
@@ -595,10 +591,12 @@ async fn make(
             started.elapsed().as_secs_f64()
         ));
         db_file = Some((path, d.meta.clone()));
+        db_checked = Some(checked);
     }
 
     // The volumes, with their users stopped (and started again right after).
-    let mut vol_files = vec![];
+    let mut vol_files: Vec<(PathBuf, VolMeta)> = vec![];
+    let mut vol_checked = vec![];
     if !volumes.is_empty() || !host_paths.is_empty() {
         let started = Instant::now();
         let mut stopped = vec![];
@@ -609,7 +607,7 @@ async fn make(
             work,
             ts,
             (codec, level),
-            (spec.encrypt.as_ref(), &mut sealed),
+            spec.encrypt.as_ref(),
             engine,
             helper_image,
             volumes,
@@ -618,7 +616,7 @@ async fn make(
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
         let not_restarted = crate::docker::restart(&stopped).await;
-        vol_files = archived?;
+        (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(
                 "containers could not be started again after the volume archives: {}; start them by hand with `docker start`",
@@ -646,16 +644,20 @@ async fn make(
         }
         Ok(())
     });
+    // The content checks ran while the files were written: read back, each stored file
+    // must hash to exactly the bytes that were checked.
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        // An encrypted file was verified as it was written; any other is read back.
-        let mut check = |p: &Path, e: Expect, min: u64| match sealed.remove(p) {
-            Some(s) => crate::archive::crypt::written_report(p, e, min, s),
-            None => verify_file_as(p, e, codec, min),
+        let check = |p: &Path, e: Expect, min: u64, w: pipe::Written| match w {
+            pipe::Written::Sealed(s) => crate::archive::crypt::written_report(p, e, min, s),
+            pipe::Written::Checked(c) => verify_written(p, e, codec, min, c),
         };
-        let d = db_paths.map(|(p, _)| check(&p, Expect::SqlDump, min_db));
+        let d = db_paths
+            .zip(db_checked)
+            .map(|((p, _), c)| check(&p, Expect::SqlDump, min_db, c));
         let v: Vec<FileReport> = vol_paths
             .iter()
-            .map(|(p, _)| check(p, Expect::Tar, min_vol))
+            .zip(vol_checked)
+            .map(|((p, _), c)| check(p, Expect::Tar, min_vol, c))
             .collect();
         (d, v)
     })
@@ -736,15 +738,12 @@ async fn archive_all(
     work: &Path,
     ts: &str,
     (codec, level): (Codec, u32),
-    (encrypt, sealed): (
-        Option<&std::sync::Arc<crate::archive::crypt::Recipients>>,
-        &mut std::collections::HashMap<PathBuf, crate::archive::crypt::Sealed>,
-    ),
+    encrypt: Option<&std::sync::Arc<crate::archive::crypt::Recipients>>,
     engine: Option<&Engine>,
     helper_image: Option<&str>,
     volumes: &[String],
     host_paths: &[PathBuf],
-) -> Result<Vec<(PathBuf, VolMeta)>> {
+) -> Result<Vec<(PathBuf, VolMeta, pipe::Written)>> {
     let mut out = vec![];
     let mut names = FileNames::default();
     let ext = format!(
@@ -756,47 +755,52 @@ async fn archive_all(
             ""
         }
     );
-    let seal = || encrypt.cloned().map(|r| (Expect::Tar, r));
+    let seal = || encrypt.cloned();
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
         let path = work.join(names.allocate("volume", v, ts, &ext));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, seal());
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
+            let mut blocks = pipe::Coalescer::default();
             while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?).await.is_err() {
-                    break;
+                if let Some(b) = blocks.push(chunk?) {
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
                 }
+            }
+            if let Some(b) = blocks.finish() {
+                let _ = tx.send(b).await;
             }
             drop(tx);
             Ok::<_, anyhow::Error>(())
         }
         .await;
         drop(stream);
-        helper.remove().await;
-        let written = writer.await?;
+        // The helper goes while the last blocks are compressed and written.
+        let (_, written) = tokio::join!(helper.remove(), writer);
+        let written = written?;
         copied.with_context(|| format!("reading volume {v} failed"))?;
-        let (_, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
-        if let Some(s) = s {
-            sealed.insert(path.clone(), s);
-        }
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: v.clone(),
                 kind: "volume".into(),
             },
+            checked,
         ));
     }
     for p in host_paths {
         let path = work.join(names.allocate("volume", &p.display().to_string(), ts, &ext));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, seal());
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;
@@ -806,16 +810,14 @@ async fn archive_all(
         let read = reader.await?;
         let written = writer.await?;
         read.with_context(|| format!("reading {} failed", p.display()))?;
-        let (_, s) = written.with_context(|| format!("cannot write {}", path.display()))?;
-        if let Some(s) = s {
-            sealed.insert(path.clone(), s);
-        }
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: p.display().to_string(),
                 kind: "path".into(),
             },
+            checked,
         ));
     }
     Ok(out)
