@@ -242,6 +242,28 @@ pub struct AlertArgs {
     pub alert_on: String,
 }
 
+/// age encryption of the backup files (`backup`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct Encrypt {
+    /// Encrypt every backup file to these age public keys (`age1…`) and ssh-ed25519 public
+    /// keys, comma- or newline-separated: files are written as `….age`.
+    #[arg(long, value_name = "KEYS")]
+    pub encrypt_recipients: Option<String>,
+    /// Or (and): a file of such keys, one a line (`#` comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub encrypt_recipients_file: Option<PathBuf>,
+}
+
+/// The age identity that opens encrypted backups.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Decrypt {
+    /// age identity (`AGE-SECRET-KEY-1…`, or an unprotected ssh-ed25519 private key, or the
+    /// path of a file holding one) for rollback, verify-restore and a full verify of
+    /// encrypted backups [default: env PREDEPLOY_AGE_IDENTITY]. Masked, never stored.
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    pub decrypt_identity: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     #[command(flatten)]
@@ -261,6 +283,10 @@ pub struct BackupArgs {
     /// Also restore the dump into a throwaway database and compare row counts.
     #[arg(long, default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub verify_restore: bool,
+    #[command(flatten)]
+    pub encrypt: Encrypt,
+    #[command(flatten)]
+    pub decrypt: Decrypt,
     #[command(flatten)]
     pub publish: Publish,
     #[command(flatten)]
@@ -298,6 +324,8 @@ pub struct VerifyArgs {
     pub thresholds: Thresholds,
     #[command(flatten)]
     pub revision: Revision,
+    #[command(flatten)]
+    pub decrypt: Decrypt,
     #[command(flatten)]
     pub publish: Publish,
     /// Retention days of the artifact.
@@ -346,6 +374,8 @@ pub struct RollbackArgs {
     /// Keep setuid/setgid/sticky bits of restored volume entries (dropped by default).
     #[arg(long, default_value = "false", action = ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
     pub restore_special_bits: bool,
+    #[command(flatten)]
+    pub decrypt: Decrypt,
     /// Where to restore to: only the targets named here are restored (the manifest fills in
     /// the database's container, name and user).
     #[command(flatten)]

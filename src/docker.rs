@@ -435,9 +435,10 @@ impl Engine {
 
     /// An image that is already present to create helper containers from: env
     /// `PREDEPLOY_HELPER_IMAGE`, else our own container's image (inside the action), else
-    /// the first with `/bin/sh` among the images of the containers in `hint` (e.g. the ones
-    /// that mount the volume) and then any local image; else (when `need_shell` is false,
-    /// a backup only reads through the archive API) any present image; else a clear error.
+    /// the images of the containers in `hint` (e.g. the ones that mount the volume), then
+    /// any local image: the first present one when `need_shell` is false (a backup only
+    /// reads through the archive API, the helper never runs), else the first with
+    /// `/bin/sh`; else a clear error.
     pub async fn helper_image(
         &self,
         hint: &[ContainerInfo],
@@ -456,7 +457,6 @@ impl Engine {
                 }
             }
         }
-        let preferred = candidates.len();
         candidates.extend(hint.iter().map(|c| c.image.clone()));
         if let Ok(images) = self
             .docker
@@ -469,27 +469,21 @@ impl Engine {
             }
         }
         let mut seen = std::collections::HashSet::new();
-        let mut present = vec![];
-        for (i, image) in candidates.into_iter().enumerate() {
+        for image in candidates {
             if !seen.insert(image.clone()) {
                 continue;
             }
             if self.docker.inspect_image(&image).await.is_err() {
                 continue;
             }
-            // The user's choice and our own image first, whatever they hold.
-            if i < preferred && !need_shell {
+            // The user's choice and our own image first. A helper that is never started
+            // (archiving through the engine) runs nothing: the first image present will
+            // do, without a probe container.
+            if !need_shell || self.image_has_shell(&image).await {
                 return Ok(image);
             }
-            if self.image_has_shell(&image).await {
-                return Ok(image);
-            }
-            present.push(image);
         }
-        match present.into_iter().next() {
-            Some(image) if !need_shell => Ok(image),
-            _ => Err(DockerError::NoHelperImage(need_shell)),
-        }
+        Err(DockerError::NoHelperImage(need_shell))
     }
 
     async fn image_has_shell(&self, image: &str) -> bool {

@@ -140,6 +140,13 @@ pub struct FileRecord {
     /// The level it was written at (absent for files `verify` recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<u32>,
+    /// `age` when the file is encrypted (its name then ends in `.age`); absent: clear text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<String>,
+    /// Who can decrypt it: age public keys (`age1…`) and ssh keys' fingerprints
+    /// (`ssh-ed25519 SHA256:…`). Never an identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 /// The database dump.
@@ -450,6 +457,8 @@ mod tests {
                 checks: vec!["gzip".into(), "sql-complete".into()],
                 compression: Default::default(),
                 compression_level: Some(6),
+                encrypted: None,
+                recipients: vec![],
             },
             name: Some("x".into()),
             user: None,

@@ -20,7 +20,7 @@
 #
 # Environment (all optional):
 #   BENCH_BIN         the predeploy-backup binary to time (default: `cargo build --release`,
-#                     then target/release/predeploy-backup)
+#                     then $CARGO_TARGET_DIR (or target)/release/predeploy-backup)
 #   BENCH_KEEP=1      keep the work folder (backups, logs) instead of removing it
 #   BENCH_PG_ARGS     extra server arguments for postgres (e.g. "-c shared_buffers=256MB")
 #   PREDEPLOY_WORK_DIR  parent of the work folder (default <repo>/.work)
@@ -97,7 +97,7 @@ bench_init() {
             log "build failed (a file mid-edit?); retrying in 30 s"
             sleep 30
         done
-        BIN="$root/target/release/predeploy-backup"
+        BIN="${CARGO_TARGET_DIR:-$root/target}/release/predeploy-backup"
     fi
     [[ -x "$BIN" ]] || die "no binary at $BIN"
     # A private copy: a concurrent build cannot swap the binary between two runs.

@@ -14,6 +14,7 @@
 //! - [`restore`]: the pre-restore safety check of a volume archive.
 
 pub mod codec;
+pub mod crypt;
 pub mod gzip;
 pub mod hash;
 pub mod inflate;

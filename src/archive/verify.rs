@@ -50,6 +50,10 @@ pub enum Check {
     SqlComplete,
     SqlSafety,
     Tar,
+    /// An age file's header parses (checked without the key).
+    AgeHeader,
+    /// The identity opens it and every chunk authenticates (with the key).
+    Age,
     Sha256,
 }
 
@@ -65,6 +69,8 @@ impl Check {
             Check::SqlComplete => "sql-complete",
             Check::SqlSafety => "sql-safety",
             Check::Tar => "tar",
+            Check::AgeHeader => "age-header",
+            Check::Age => "age",
             Check::Sha256 => "sha256",
         }
     }
@@ -107,6 +113,9 @@ pub struct FileReport {
     pub failure: Option<CheckFailure>,
     pub sql: Option<SqlSummary>,
     pub tar: Option<TarSummary>,
+    /// `Some` for an age-encrypted file: the recipients recorded for it (public keys or
+    /// ssh fingerprints; empty when not known).
+    pub encrypted: Option<Vec<String>>,
 }
 
 impl FileReport {
@@ -117,12 +126,14 @@ impl FileReport {
 
 /// Read block size, and how many blocks may be in flight between the two threads.
 const BLOCK: usize = 1 << 20;
+/// Block size of [`StreamCheck`] (its blocks are copied into `BLOCK`s by the reader thread).
+const TEE_BLOCK: usize = 256 * 1024;
 const POOL: usize = 4;
 /// Inflate output block.
 const OUT: usize = 256 * 1024;
 
 impl FileReport {
-    fn new(path: &Path, expect: Expect, codec: Codec) -> Self {
+    pub(crate) fn new(path: &Path, expect: Expect, codec: Codec) -> Self {
         FileReport {
             path: path.to_path_buf(),
             expect,
@@ -134,16 +145,17 @@ impl FileReport {
             failure: None,
             sql: None,
             tar: None,
+            encrypted: None,
         }
     }
 
-    fn fail(&mut self, check: Check, message: String) {
+    pub(crate) fn fail(&mut self, check: Check, message: String) {
         if self.failure.is_none() {
             self.failure = Some(CheckFailure { check, message });
         }
     }
 
-    fn pass(&mut self, check: Check) {
+    pub(crate) fn pass(&mut self, check: Check) {
         self.passed.push(check);
     }
 }
@@ -167,6 +179,33 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
 
 /// [`verify_file`] with the codec given (the one a manifest recorded).
 pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) -> FileReport {
+    verify_file_with(path, expect, codec, min_size, None)
+}
+
+/// [`verify_file_as`] for a file whose content checks already ran on its bytes while they
+/// were being written ([`StreamCheck`], `streamed` is its report): the file checks
+/// (`exists`, `regular-file`, `min-size`) run as usual, and the stored file is read back
+/// and hashed: `sha256` passes only when the stored bytes are exactly the bytes that were
+/// decoded and checked (same length, same SHA-256). The result is the same report, with
+/// the same checks in the same order, as [`verify_file_as`] would give, without decoding
+/// the file a second time.
+pub fn verify_written(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    streamed: Streamed,
+) -> FileReport {
+    verify_file_with(path, expect, codec, min_size, Some(streamed))
+}
+
+fn verify_file_with(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    streamed: Option<Streamed>,
+) -> FileReport {
     let mut report = FileReport::new(path, expect, codec);
     let shown = path.display();
 
@@ -255,7 +294,7 @@ pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) 
         // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
         // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
         // that database, not a failed dump: it passes min-size on completeness instead.
-        verify_stream(file, Some(size), &mut report);
+        content(file, size, &mut report, streamed);
         let complete_and_empty = report.failure.is_none()
             && report
                 .sql
@@ -284,8 +323,203 @@ pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) 
     }
     report.pass(Check::MinSize);
 
-    verify_stream(file, Some(size), &mut report);
+    content(file, size, &mut report, streamed);
     report
+}
+
+/// The content checks and `sha256` of an opened file: decoded here, or (`streamed`) taken
+/// from the checks that ran while it was written, with the stored bytes hashed again.
+fn content(file: File, size: u64, report: &mut FileReport, streamed: Option<Streamed>) {
+    let Some(Streamed { report: s, stored }) = streamed else {
+        // Decrypted first when the file is `….age` and an identity was given.
+        verify_stored(file, size, report);
+        return;
+    };
+    report.sql = s.sql;
+    report.tar = s.tar;
+    report.size = size;
+    for c in s.passed {
+        if c != Check::Sha256 {
+            report.pass(c);
+        }
+    }
+    if let Some(f) = s.failure {
+        report.fail(f.check, f.message);
+        return;
+    }
+    let shown = report.path.display().to_string();
+    let Some(written) = s.sha256 else {
+        report.fail(
+            Check::Sha256,
+            format!("{shown}: the bytes written could not be hashed; take a new backup"),
+        );
+        return;
+    };
+    let mut file = file;
+    let read_back = match stored {
+        Some(done) => Ok(done),
+        None => super::hash::sha256_reader(&mut file),
+    };
+    match read_back {
+        Ok((n, _)) if n != size => report.fail(
+            Check::Sha256,
+            format!(
+                "{shown} changed while it was being verified ({size} bytes at the start, {n} read): something is still writing it; take a new backup"
+            ),
+        ),
+        Ok((n, hex)) if n == s.size && hex == written => {
+            report.sha256 = Some(hex);
+            report.pass(Check::Sha256);
+        }
+        Ok((n, _)) => report.fail(
+            Check::Sha256,
+            format!(
+                "{shown} as stored ({n} bytes) is not what was written and checked ({} bytes, SHA-256 {written}): something else wrote to the file, or the disk returned other bytes; check the disk and take a new backup",
+                s.size
+            ),
+        ),
+        Err(e) => report.fail(
+            Check::Sha256,
+            format!("reading {shown} back failed ({e}): check the disk, then verify again"),
+        ),
+    }
+}
+
+/// What was verified while a file was written: the content checks' report
+/// ([`StreamCheck::finish`]) and, when it was taken, the (size, SHA-256) of the stored file
+/// read back behind the writer (else [`verify_written`] reads it back itself).
+#[derive(Clone, Debug)]
+pub struct Streamed {
+    pub report: FileReport,
+    pub stored: Option<(u64, String)>,
+}
+
+/// The content checks of [`verify_file`] (the codec's, the dump's or the tar's) and the
+/// SHA-256, run on a file's bytes while they are written: a [`Write`] that passes what it
+/// is given, in blocks, to a checking thread. [`StreamCheck::finish`] returns its report
+/// (no `exists`, `regular-file` or `min-size`: give it to [`verify_written`] with the
+/// stored file). Writing never fails: a fault found ends the checking and is reported.
+/// Memory: a few blocks of 256 KiB here and 1 MiB in the checking threads.
+pub struct StreamCheck {
+    tx: Option<SyncSender<Block>>,
+    free: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    allocated: usize,
+    worker: Option<std::thread::JoinHandle<FileReport>>,
+    expect: Expect,
+    codec: Codec,
+}
+
+impl StreamCheck {
+    pub fn new(expect: Expect, codec: Codec) -> io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Block>(POOL);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::Builder::new()
+            .name("verify-stream".into())
+            .spawn(move || {
+                let blocks = Blocks {
+                    rx,
+                    free: free_tx,
+                    cur: None,
+                    len: 0,
+                    pos: 0,
+                    done: false,
+                };
+                verify_reader_as(blocks, expect, codec)
+            })?;
+        Ok(StreamCheck {
+            tx: Some(tx),
+            free: free_rx,
+            cur: Vec::with_capacity(TEE_BLOCK),
+            allocated: 1,
+            worker: Some(worker),
+            expect,
+            codec,
+        })
+    }
+
+    /// Hands the current block to the checker and takes an empty one (waiting for one to
+    /// come back when `POOL` are out: the checker's pace bounds the memory).
+    fn send(&mut self) {
+        let full = std::mem::take(&mut self.cur);
+        let n = full.len();
+        let back = match &self.tx {
+            Some(tx) => match tx.send(Ok((full, n))) {
+                Ok(()) => None,
+                Err(mpsc::SendError(Ok((b, _)))) => {
+                    self.tx = None; // the checker stopped (it has its verdict)
+                    Some(b)
+                }
+                Err(_) => None,
+            },
+            None => Some(full),
+        };
+        let mut next = match back {
+            Some(b) => b,
+            None => match self.free.try_recv() {
+                Ok(b) => b,
+                Err(_) if self.allocated < POOL + 2 => {
+                    self.allocated += 1;
+                    Vec::with_capacity(TEE_BLOCK)
+                }
+                Err(_) => self
+                    .free
+                    .recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(TEE_BLOCK)),
+            },
+        };
+        next.clear();
+        self.cur = next;
+    }
+
+    /// Ends the stream and returns the checks' report (`size` is the bytes written).
+    pub fn finish(mut self) -> FileReport {
+        if !self.cur.is_empty() {
+            self.send();
+        }
+        self.tx = None;
+        let worker = self.worker.take();
+        match worker.map(|w| w.join()) {
+            Some(Ok(r)) => r,
+            _ => {
+                let mut r = FileReport::new(Path::new("-"), self.expect, self.codec);
+                r.fail(
+                    Check::Sha256,
+                    "the check of the written bytes stopped unexpectedly; take a new backup".into(),
+                );
+                r
+            }
+        }
+    }
+}
+
+impl io::Write for StreamCheck {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let take = (TEE_BLOCK - self.cur.len()).min(rest.len());
+            self.cur.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.cur.len() >= TEE_BLOCK {
+                self.send();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
+/// [`super::crypt`], any other as it is.
+fn verify_stored(file: File, size: u64, report: &mut FileReport) {
+    if super::crypt::is_sealed(&report.path) {
+        super::crypt::verify_stored(file, size, report);
+    } else {
+        verify_stream(file, Some(size), report);
+    }
 }
 
 /// Verifies a stream instead of a file: the content checks (`gzip`, `sql-*` or `tar`) and
@@ -415,7 +649,11 @@ fn read_and_hash<R: Read>(
 }
 
 /// The content checks and the hash, in one pass over `reader`.
-fn verify_stream<R: Read + Send>(reader: R, expect_size: Option<u64>, report: &mut FileReport) {
+pub(crate) fn verify_stream<R: Read + Send>(
+    reader: R,
+    expect_size: Option<u64>,
+    report: &mut FileReport,
+) {
     let expect = report.expect;
     let (tx, rx) = mpsc::sync_channel::<Block>(POOL);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
@@ -836,6 +1074,166 @@ mod tests {
         .collect();
         assert_eq!(sql.tables, want);
         assert!(r.tar.is_none());
+    }
+
+    /// Writes `bytes` through a [`StreamCheck`] in uneven pieces (as an encoder does) to a
+    /// file, then verifies the file with the streamed report.
+    fn verify_streamed(
+        d: &Dir,
+        name: &str,
+        bytes: &[u8],
+        expect: Expect,
+        codec: Codec,
+    ) -> FileReport {
+        let mut check = StreamCheck::new(expect, codec).unwrap();
+        for piece in bytes.chunks(70_001) {
+            check.write_all(piece).unwrap();
+        }
+        let report = check.finish();
+        let p = d.file(name, bytes);
+        // Read back now, and as the writer's read-behind thread would have.
+        let stored = Some(crate::archive::hash::sha256_file(&p).unwrap());
+        let a = verify_written(
+            &p,
+            expect,
+            codec,
+            0,
+            Streamed {
+                report: report.clone(),
+                stored,
+            },
+        );
+        let b = verify_written(
+            &p,
+            expect,
+            codec,
+            0,
+            Streamed {
+                report,
+                stored: None,
+            },
+        );
+        assert_eq!((&a.passed, &a.sha256), (&b.passed, &b.sha256));
+        a
+    }
+
+    #[test]
+    fn checks_on_the_written_stream_give_the_read_back_report() {
+        let d = Dir::new();
+        // Larger than a block, several blocks in flight.
+        let big: Vec<(&str, usize)> = vec![("public.big", 120_000), ("public.small", 3)];
+        let text = dump_text(&big, None);
+        for (bytes, expect, codec) in [
+            (good_dump(), Expect::SqlDump, Codec::Gzip),
+            (gz(&text), Expect::SqlDump, Codec::Gzip),
+            (
+                zstd::encode_all(&text[..], 3).unwrap(),
+                Expect::SqlDump,
+                Codec::Zstd,
+            ),
+            (text.clone(), Expect::SqlDump, Codec::None),
+            (good_tar(), Expect::Tar, Codec::None),
+            (gz(&good_tar()), Expect::Tar, Codec::Gzip),
+        ] {
+            // The zstd CLI's default: checksums on (encode_all leaves them off).
+            let bytes = if codec == Codec::Zstd {
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+                e.include_checksum(true).unwrap();
+                e.write_all(&text).unwrap();
+                e.finish().unwrap()
+            } else {
+                bytes
+            };
+            let read_back = verify_file_as(&d.file("a", &bytes), expect, codec, 0);
+            let streamed = verify_streamed(&d, "b", &bytes, expect, codec);
+            assert!(read_back.verified(), "{:?}", read_back.failure);
+            assert_eq!(streamed.passed, read_back.passed, "{:?}", streamed.failure);
+            assert_eq!(streamed.sha256, read_back.sha256);
+            assert_eq!(streamed.size, read_back.size);
+            assert_eq!(
+                streamed.sql.as_ref().map(|s| s.tables.clone()),
+                read_back.sql.as_ref().map(|s| s.tables.clone())
+            );
+            assert_eq!(
+                streamed.tar.as_ref().map(|t| (t.entries, t.total_bytes)),
+                read_back.tar.as_ref().map(|t| (t.entries, t.total_bytes))
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_file_that_differs_from_the_checked_stream_fails_sha256() {
+        let d = Dir::new();
+        let bytes = good_dump();
+        let mut check = StreamCheck::new(Expect::SqlDump, Codec::Gzip).unwrap();
+        check.write_all(&bytes).unwrap();
+        let streamed = Streamed {
+            report: check.finish(),
+            stored: None,
+        };
+        assert!(
+            streamed.report.failure.is_none(),
+            "{:?}",
+            streamed.report.failure
+        );
+        // Same length, one byte changed after the checks saw it.
+        let mut other = bytes.clone();
+        let mid = other.len() / 2;
+        other[mid] ^= 0x40;
+        let p = d.file("f.sql.gz", &other);
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, streamed.clone());
+        assert_fails(&r, Check::Sha256, "not what was written and checked");
+        // The same, read back behind the writer.
+        let behind = Streamed {
+            stored: Some(crate::archive::hash::sha256_file(&p).unwrap()),
+            ..streamed.clone()
+        };
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, behind);
+        assert_fails(&r, Check::Sha256, "not what was written and checked");
+        // One byte more.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let p = d.file("g.sql.gz", &longer);
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, streamed);
+        assert_fails(&r, Check::Sha256, "not what was written and checked");
+    }
+
+    #[test]
+    fn a_fault_in_the_written_stream_fails_as_on_read_back() {
+        let d = Dir::new();
+        let bytes = good_dump();
+        let cut = &bytes[..bytes.len() - 9];
+        let r = verify_streamed(&d, "f.sql.gz", cut, Expect::SqlDump, Codec::Gzip);
+        assert_fails(&r, Check::Gzip, "truncated");
+        let read_back = verify_file_as(&d.file("g.sql.gz", cut), Expect::SqlDump, Codec::Gzip, 0);
+        assert_eq!(r.passed, read_back.passed);
+        assert_eq!(
+            r.failure.as_ref().map(|f| f.check),
+            read_back.failure.as_ref().map(|f| f.check)
+        );
+        // A dump without its completion line, well compressed.
+        let text = String::from_utf8(dump_text(&tables(), None)).unwrap();
+        let cut = text.replace("--\n-- PostgreSQL database dump complete\n--\n\n", "");
+        let r = verify_streamed(
+            &d,
+            "h.sql.gz",
+            &gz(cut.as_bytes()),
+            Expect::SqlDump,
+            Codec::Gzip,
+        );
+        assert_fails(&r, Check::SqlComplete, "");
+        // A small complete empty dump still passes min-size on completeness.
+        let empty = gz(&dump_text(&[], None));
+        let mut check = StreamCheck::new(Expect::SqlDump, Codec::Gzip).unwrap();
+        check.write_all(&empty).unwrap();
+        let p = d.file("e.sql.gz", &empty);
+        let streamed = Streamed {
+            report: check.finish(),
+            stored: None,
+        };
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 1 << 20, streamed);
+        assert!(r.verified(), "{:?}", r.failure);
+        assert!(r.passed.contains(&Check::MinSize));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::human_size;
 use crate::archive::codec::Codec;
-use crate::archive::verify::{verify_file_as, Expect, FileReport};
+use crate::archive::verify::{verify_written, Expect, FileReport};
 use crate::cli::{split_list, BackupArgs, Target, Thresholds};
 use crate::docker::{ContainerInfo, Engine};
 use crate::error::{usage, VerificationFailed};
@@ -225,6 +225,8 @@ pub struct Spec<'a> {
     pub compression_level: u32,
     pub verify_restore: bool,
     pub revision: (Option<String>, Option<String>),
+    /// Encrypt every file to these recipients (`….age`).
+    pub encrypt: Option<std::sync::Arc<crate::archive::crypt::Recipients>>,
 }
 
 /// A verified backup, in place, with the backup root still locked.
@@ -248,6 +250,38 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     }
     let compression = Codec::parse(&args.compression).map_err(usage)?;
     let compression_level = compression.level(args.compression_level).map_err(usage)?;
+    let encrypt = super::crypto::recipients(ctx, &args.encrypt)?;
+    let given = super::crypto::identity(&args.decrypt)?;
+    match (&encrypt, args.verify_restore) {
+        (Some(r), true) => match crate::archive::crypt::identity() {
+            None => {
+                return Err(usage(format!(
+                    "verify-restore reads the dump back, and the dump will be encrypted to {}: pass the matching identity in decrypt-identity (or env {}), or set verify-restore: false",
+                    r.fingerprints.join(", "),
+                    super::crypto::IDENTITY_ENV
+                )))
+            }
+            Some(id) if !id.opens(r) => {
+                return Err(usage(format!(
+                    "the identity in decrypt-identity does not open files encrypted to {}: pass the identity of one of encrypt-recipients",
+                    r.fingerprints.join(", ")
+                )))
+            }
+            Some(_) => {}
+        },
+        (None, _) if given == super::crypto::Given::Input => wf::warning(
+            "decrypt-identity is not used",
+            None,
+            "decrypt-identity only serves verify-restore of encrypted backups (encrypt-recipients): it is ignored here",
+        ),
+        _ => {}
+    }
+    if let Some(r) = &encrypt {
+        wf::log(&format!(
+            "Encrypting the backup files with age to {}",
+            r.fingerprints.join(", ")
+        ));
+    }
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
@@ -259,6 +293,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         compression_level,
         verify_restore: args.verify_restore,
         revision: (commit, branch),
+        encrypt,
     };
     // The destination answers (and the keys work) before anything is made.
     let store = super::destination::open(&args.location.destination).await?;
@@ -551,23 +586,36 @@ async fn make(
 ) -> Result<(Verified, Option<RestoreCheck>)> {
     let level = spec.compression_level;
     let codec = spec.compression;
+    // Encrypted files are verified while they are written (see `crypt`): their reports.
+    let seal_ext = if spec.encrypt.is_some() {
+        crate::archive::crypt::EXT
+    } else {
+        ""
+    };
+    let seal = || spec.encrypt.clone();
 
     // The database, while everything is still running.
     let mut db_file = None;
+    let mut db_checked = None;
     if let Some(d) = db {
         let name = d.creds.db.clone();
-        let path = work.join(format!("db_{}_{ts}.sql{}", file_safe(&name), codec.ext()));
+        let path = work.join(format!(
+            "db_{}_{ts}.sql{}{seal_ext}",
+            file_safe(&name),
+            codec.ext()
+        ));
         wf::group(&format!(
             "Dumping database {name} ({})",
             d.server.describe()
         ));
         let started = Instant::now();
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) =
+            pipe::write_backup_file(path.clone(), codec, level, Expect::SqlDump, seal());
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
         dumped?;
-        let raw = written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (raw, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         timings.insert("database dump".into(), started.elapsed().as_secs_f64());
         wf::log(&format!(
             "Dumped {} of SQL in {:.1} s",
@@ -575,10 +623,12 @@ async fn make(
             started.elapsed().as_secs_f64()
         ));
         db_file = Some((path, d.meta.clone()));
+        db_checked = Some(checked);
     }
 
     // The volumes, with their users stopped (and started again right after).
-    let mut vol_files = vec![];
+    let mut vol_files: Vec<(PathBuf, VolMeta)> = vec![];
+    let mut vol_checked = vec![];
     if !volumes.is_empty() || !host_paths.is_empty() {
         let started = Instant::now();
         let mut stopped = vec![];
@@ -589,6 +639,7 @@ async fn make(
             work,
             ts,
             (codec, level),
+            spec.encrypt.as_ref(),
             engine,
             helper_image,
             volumes,
@@ -597,7 +648,7 @@ async fn make(
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
         let not_restarted = crate::docker::restart(&stopped).await;
-        vol_files = archived?;
+        (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(
                 "containers could not be started again after the volume archives: {}; start them by hand with `docker start`",
@@ -625,11 +676,20 @@ async fn make(
         }
         Ok(())
     });
+    // The content checks ran while the files were written: read back, each stored file
+    // must hash to exactly the bytes that were checked.
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        let d = db_paths.map(|(p, _)| verify_file_as(&p, Expect::SqlDump, codec, min_db));
+        let check = |p: &Path, e: Expect, min: u64, w: pipe::Written| match w {
+            pipe::Written::Sealed(s) => crate::archive::crypt::written_report(p, e, min, s),
+            pipe::Written::Checked(c) => verify_written(p, e, codec, min, c),
+        };
+        let d = db_paths
+            .zip(db_checked)
+            .map(|((p, _), c)| check(&p, Expect::SqlDump, min_db, c));
         let v: Vec<FileReport> = vol_paths
             .iter()
-            .map(|(p, _)| verify_file_as(p, Expect::Tar, codec, min_vol))
+            .zip(vol_checked)
+            .map(|((p, _), c)| check(p, Expect::Tar, min_vol, c))
             .collect();
         (d, v)
     })
@@ -710,55 +770,69 @@ async fn archive_all(
     work: &Path,
     ts: &str,
     (codec, level): (Codec, u32),
+    encrypt: Option<&std::sync::Arc<crate::archive::crypt::Recipients>>,
     engine: Option<&Engine>,
     helper_image: Option<&str>,
     volumes: &[String],
     host_paths: &[PathBuf],
-) -> Result<Vec<(PathBuf, VolMeta)>> {
+) -> Result<Vec<(PathBuf, VolMeta, pipe::Written)>> {
     let mut out = vec![];
     let mut names = FileNames::default();
+    let ext = format!(
+        ".tar{}{}",
+        codec.ext(),
+        if encrypt.is_some() {
+            crate::archive::crypt::EXT
+        } else {
+            ""
+        }
+    );
+    let seal = || encrypt.cloned();
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
-        let path = work.join(names.allocate("volume", v, ts, &format!(".tar{}", codec.ext())));
+        let path = work.join(names.allocate("volume", v, ts, &ext));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
+            let mut blocks = pipe::Coalescer::default();
             while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?).await.is_err() {
-                    break;
+                if let Some(b) = blocks.push(chunk?) {
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
                 }
+            }
+            if let Some(b) = blocks.finish() {
+                let _ = tx.send(b).await;
             }
             drop(tx);
             Ok::<_, anyhow::Error>(())
         }
         .await;
         drop(stream);
-        helper.remove().await;
-        let written = writer.await?;
+        // The helper goes while the last blocks are compressed and written.
+        let (_, written) = tokio::join!(helper.remove(), writer);
+        let written = written?;
         copied.with_context(|| format!("reading volume {v} failed"))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: v.clone(),
                 kind: "volume".into(),
             },
+            checked,
         ));
     }
     for p in host_paths {
-        let path = work.join(names.allocate(
-            "volume",
-            &p.display().to_string(),
-            ts,
-            &format!(".tar{}", codec.ext()),
-        ));
+        let path = work.join(names.allocate("volume", &p.display().to_string(), ts, &ext));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::encode_to_file(path.clone(), codec, level);
+        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;
@@ -768,13 +842,14 @@ async fn archive_all(
         let read = reader.await?;
         let written = writer.await?;
         read.with_context(|| format!("reading {} failed", p.display()))?;
-        written.with_context(|| format!("cannot write {}", path.display()))?;
+        let (_, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         out.push((
             path,
             VolMeta {
                 name: p.display().to_string(),
                 kind: "path".into(),
             },
+            checked,
         ));
     }
     Ok(out)

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod destination;
+pub mod crypto;
 pub mod info;
 pub mod prune;
 pub mod record;

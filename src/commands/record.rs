@@ -226,6 +226,11 @@ impl Verified {
             checks: r.passed.iter().map(|c| c.as_str().to_string()).collect(),
             compression: r.codec,
             compression_level: r.level,
+            encrypted: r
+                .encrypted
+                .as_ref()
+                .map(|_| crate::archive::crypt::SCHEME.to_string()),
+            recipients: r.encrypted.clone().unwrap_or_default(),
         };
         m.verified = self.reports().all(FileReport::verified);
         m.backup_dir = ctx.display(&self.dir);
@@ -474,8 +479,14 @@ pub fn rollback_instructions(
         ));
     }
     out.push_str("With the CLI on the deploy host:\n\n```sh\n");
+    let encrypted = m.files().iter().any(|f| f.encrypted.is_some());
     out.push_str(&format!(
-        "predeploy-backup rollback --manifest {shown}/{}\n```\n\n",
+        "{}predeploy-backup rollback --manifest {shown}/{}\n```\n\n",
+        if encrypted {
+            "PREDEPLOY_AGE_IDENTITY=\"$(cat key.txt)\" "
+        } else {
+            ""
+        },
         crate::manifest::FILE_NAME
     ));
     out.push_str("By hand (the seed's commands):\n\n```sh\n");
@@ -492,9 +503,8 @@ pub fn rollback_instructions(
             "# 2. restore the database: recreate it empty, then load the dump (a plain dump has no DROP statements)\n\
              docker exec -i {target} psql -U {user} -d postgres -v ON_ERROR_STOP=1 \\\n  \
              -c 'DROP DATABASE IF EXISTS {quoted} WITH (FORCE)' -c 'CREATE DATABASE {quoted} OWNER {user}'\n\
-             {cat} {shown}/{} | \\\n  docker exec -i {target} psql -U {user} -d {name} -v ON_ERROR_STOP=1 --single-transaction\n",
-            db.file.path,
-            cat = db.file.compression.cat_command(),
+             {read} | \\\n  docker exec -i {target} psql -U {user} -d {name} -v ON_ERROR_STOP=1 --single-transaction\n",
+            read = read_command(&shown, &db.file),
         ));
     }
     for v in &m.volumes {
@@ -516,15 +526,14 @@ pub fn rollback_instructions(
             format!("$(pwd)/{}", shown.trim_start_matches("./"))
         };
         out.push_str(&match v.file.compression {
-            Codec::Gzip => format!(
+            Codec::Gzip if v.file.encrypted.is_none() => format!(
                 "# 3. restore {what}\ndocker run --rm {target} -v \"{host_dir}\":/backup <image with sh and tar> \\\n  sh -c '{wipe} && tar xzf /backup/{file} -C /data'\n",
                 file = v.file.path
             ),
             // Decoded on the host: the helper image needs no zstd.
-            c => format!(
-                "# 3. restore {what}\n{cat} {shown}/{file} | docker run --rm -i {target} <image with sh and tar> \\\n  sh -c '{wipe} && tar xf - -C /data'\n",
-                cat = c.cat_command(),
-                file = v.file.path
+            _ => format!(
+                "# 3. restore {what}\n{read} | docker run --rm -i {target} <image with sh and tar> \\\n  sh -c '{wipe} && tar xf - -C /data'\n",
+                read = read_command(&shown, &v.file),
             ),
         });
     }
@@ -533,4 +542,15 @@ pub fn rollback_instructions(
     }
     out.push_str("# 5. start the services again\n```\n");
     out
+}
+
+/// The shell command that writes a recorded file's plain content to stdout: `gunzip -c
+/// dir/file`, or for an encrypted one `age -d -i key.txt dir/file | gunzip -c`.
+fn read_command(shown: &str, f: &crate::manifest::FileRecord) -> String {
+    let cat = f.compression.cat_command();
+    if f.encrypted.is_some() {
+        format!("age -d -i key.txt {shown}/{} | {cat}", f.path)
+    } else {
+        format!("{cat} {shown}/{}", f.path)
+    }
 }

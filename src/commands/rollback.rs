@@ -65,7 +65,10 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         .into());
     }
 
-    // 1. Every byte checked against the manifest, before anything is touched.
+    // 1. The identity fits the backup, and every byte is checked against the manifest,
+    //    before anything is touched.
+    let given = super::crypto::identity(&args.decrypt)?;
+    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given)?;
     check_files(ctx, &chosen).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
@@ -243,6 +246,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         compression_level: 1,
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
+        // The safety backup stays on this host, in clear text like the live data it holds.
+        encrypt: None,
     };
     let mut safety = take(ctx, &spec)
         .await
@@ -653,16 +658,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
             }
             for v in &m.volumes {
                 let path = dir.join(&v.file.path);
-                let checked = std::fs::File::open(&path)
+                let checked = crate::archive::crypt::open(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|f| {
-                        crate::archive::restore::check_archive(
-                            std::io::BufReader::new(f),
-                            v.file.compression,
-                            &v.file.path,
-                        )
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        crate::archive::restore::check_archive(f, v.file.compression, &v.file.path)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     });
                 if let Err(msg) = checked {
                     problems.push((v.file.path.clone(), "restore-safety".into(), msg));
@@ -876,9 +877,8 @@ async fn stage_volume(
     let path = archive.to_path_buf();
     let name = archive.display().to_string();
     let plan = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&path)?;
-        crate::archive::restore::check_archive(std::io::BufReader::new(f), compression, &name)
-            .map_err(anyhow::Error::from)
+        let f = crate::archive::crypt::open(&path)?;
+        crate::archive::restore::check_archive(f, compression, &name).map_err(anyhow::Error::from)
     })
     .await??;
     let root = root_entry(archive, compression)?
@@ -936,7 +936,7 @@ async fn stage_volume(
         let failed = || {
             format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
         };
-        if special_bits && compression == Codec::Gzip {
+        if special_bits && compression == Codec::Gzip && !crate::archive::crypt::is_sealed(archive) {
             // Docker reads a gzip tar itself.
             let file = tokio::fs::File::open(archive).await?;
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
@@ -1075,11 +1075,7 @@ fn plain_tar(
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        let mut plain = codec::reader(
-            compression,
-            std::io::BufReader::with_capacity(1 << 20, file),
-        )?;
+        let mut plain = codec::reader(compression, crate::archive::crypt::open(&path)?)?;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -1111,8 +1107,7 @@ fn plain_tar(
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.
 fn root_entry(archive: &Path, compression: Codec) -> Result<Option<(u32, u64, u64)>> {
-    let f = std::fs::File::open(archive)?;
-    let gz = codec::reader(compression, std::io::BufReader::new(f))?;
+    let gz = codec::reader(compression, crate::archive::crypt::open(archive)?)?;
     let mut tar = tar::Archive::new(gz);
     let Some(first) = tar.entries()?.next() else {
         return Ok(None);

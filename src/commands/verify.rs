@@ -30,6 +30,28 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
 
+    // Encrypted files (`….age`): with an identity, it must open them (else exit 2) and the
+    // content is checked too; without one, the stored bytes only.
+    let given = super::crypto::identity(&args.decrypt)?;
+    let sealed: Vec<_> = db
+        .iter()
+        .chain(volumes.iter())
+        .filter(|p| crate::archive::crypt::is_sealed(p))
+        .cloned()
+        .collect();
+    super::crypto::preflight(
+        &sealed,
+        "these backup files are encrypted with age",
+        "the files to verify",
+        given,
+        false,
+    )?;
+    if !sealed.is_empty() && crate::archive::crypt::identity().is_none() {
+        crate::actions::commands::log(
+            "The files are encrypted and no identity was given: their age header, size and SHA-256 are checked, not their content. Pass decrypt-identity to check the content too.",
+        );
+    }
+
     let started = std::time::Instant::now();
     let min_db = args.thresholds.min_db_size;
     let min_vol = args.thresholds.min_volume_size;
@@ -42,6 +64,9 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         (d, v)
     })
     .await?;
+    // Encrypted files that sit in a backup folder: its manifest's size and SHA-256 are the
+    // check that works without the key (a flipped ciphertext byte fails here).
+    let (db_report, vol_reports) = super::crypto::against_manifest(&dir, db_report, vol_reports);
     // What the files belong to, when the caller says: rollback can then restore them.
     let db_meta = DbMeta {
         name: args.postgres_db.clone().filter(|d| d != "-"),

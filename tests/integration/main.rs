@@ -3,6 +3,7 @@ mod alerts;
 mod artifact;
 mod backup_mode;
 mod destination;
+mod encryption;
 mod first_hour;
 mod golden;
 mod hostile;

@@ -204,6 +204,9 @@ pub fn record(dir: &Path, rel: &str, checks: &[&str]) -> FileRecord {
         checks: checks.iter().map(|c| c.to_string()).collect(),
         compression: predeploy_backup::archive::codec::Codec::from_path(Path::new(rel)),
         compression_level: None,
+        encrypted: predeploy_backup::archive::crypt::is_sealed(Path::new(rel))
+            .then(|| "age".to_string()),
+        recipients: vec![],
     }
 }
 
