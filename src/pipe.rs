@@ -43,6 +43,9 @@ pub fn encode_to_file(
     (tx, task)
 }
 
+/// What [`write_backup_file`]'s task returns: uncompressed bytes, and the sealed file's facts.
+pub type Written = JoinHandle<io::Result<(u64, Option<crypt::Sealed>)>>;
+
 /// [`encode_to_file`], encrypted to `seal.1` when it is given: compress → (verify the
 /// compressed plaintext as `seal.0`, in the same pass) → age → file. Returns the number of
 /// uncompressed bytes and, when sealed, what was written ([`crypt::Sealed`]).
@@ -51,10 +54,7 @@ pub fn write_backup_file(
     codec: Codec,
     level: u32,
     seal: Option<(crate::archive::verify::Expect, Arc<crypt::Recipients>)>,
-) -> (
-    mpsc::Sender<Bytes>,
-    JoinHandle<io::Result<(u64, Option<crypt::Sealed>)>>,
-) {
+) -> (mpsc::Sender<Bytes>, Written) {
     let Some((expect, recipients)) = seal else {
         let (tx, task) = encode_to_file(path, codec, level);
         let task =
