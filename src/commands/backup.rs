@@ -766,6 +766,7 @@ async fn make(
 }
 
 /// Archives each volume (through a helper container) and host path into `work`.
+#[allow(clippy::too_many_arguments)]
 async fn archive_all(
     work: &Path,
     ts: &str,
