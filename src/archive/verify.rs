@@ -882,10 +882,10 @@ fn zstd_message(e: &ZstdError, file_size: u64, expect: Expect) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use crate::archive::gzip::ParallelGzEncoder;
     use crate::archive::hash::sha256_hex;
     use crate::archive::testutil::*;
+    use std::collections::BTreeMap;
     use std::io::Write;
     use tar::EntryType;
 

@@ -852,7 +852,12 @@ async fn rollback_by_run_id_of_a_manifest_only_artifact_says_how_to_fix_it() {
     assert!(stored.finalized, "{backup}");
 
     let fake = RestFake::start(REPO, GH_TOKEN).await;
-    fake.add(Artifact::new(41, 88, "predeploy-backup", stored.data.clone()));
+    fake.add(Artifact::new(
+        41,
+        88,
+        "predeploy-backup",
+        stored.data.clone(),
+    ));
     fake.add_run(Run::push(88));
     let api = fake.api.url();
     let o = tokio::task::spawn_blocking(move || {
@@ -874,7 +879,10 @@ async fn rollback_by_run_id_of_a_manifest_only_artifact_says_how_to_fix_it() {
     assert!(text.contains("include-backups-in-artifact: true"), "{o}");
     assert!(text.contains("durable destination"), "{o}");
     assert!(text.contains("Nothing was changed"), "{o}");
-    assert!(!text.contains("exists"), "not the exists-check wording\n{o}");
+    assert!(
+        !text.contains("exists"),
+        "not the exists-check wording\n{o}"
+    );
     assert_ne!(o.out("restored"), "true", "{o}");
     assert_eq!(fake.blob.requests().len(), 1, "the zip was fetched once");
 }

@@ -445,7 +445,10 @@ fn sigterm_while_a_slow_stop_is_in_progress_still_starts_the_container_again() {
 fn volume_of_kib(test: &str, kib: usize) -> Volume {
     let vol = Volume::create(test);
     let out = vol.busybox(
-        &format!("head -c {} /dev/urandom > /data/blob && chmod 0640 /data/blob", kib * 1024),
+        &format!(
+            "head -c {} /dev/urandom > /data/blob && chmod 0640 /data/blob",
+            kib * 1024
+        ),
         &[],
         false,
     );
@@ -499,7 +502,10 @@ fn a_slow_volume_transfer_that_keeps_moving_is_not_cut_off() {
     // Both transfers went through the trickle: the 7 MiB safety backup and the 6 MiB
     // restore, each far longer than the idle limit.
     let moved = proxy.seen.bytes.load(Ordering::SeqCst);
-    assert!(moved > 13 * 1024 * 1024, "{moved} bytes through the trickle\n{r}");
+    assert!(
+        moved > 13 * 1024 * 1024,
+        "{moved} bytes through the trickle\n{r}"
+    );
     assert!(
         took > Duration::from_secs(6 * IDLE_SECS),
         "took {took:?}: the trickle was not in the way\n{r}"
@@ -543,7 +549,12 @@ fn a_stalled_volume_restore_fails_and_leaves_the_volume_as_it_was() {
         .assert_mentions("its live data was not touched");
     assert_ne!(r.out("restored"), "true", "{r}");
     let after = vol.fingerprint();
-    assert_eq!(after, before, "the volume is untouched: {:?}\n{r}", after.diff(&before));
+    assert_eq!(
+        after,
+        before,
+        "the volume is untouched: {:?}\n{r}",
+        after.diff(&before)
+    );
     eprintln!("stalled link: failed after {took:?} with a {IDLE_SECS} s idle limit");
 }
 
@@ -597,7 +608,10 @@ fn sigterm_while_the_container_is_being_started_again_leaves_it_running() {
         .unwrap();
     let o = run.wait();
     o.assert_code(3);
-    assert!(app.is_running(), "the container runs after the cancelled restart\n{o}");
+    assert!(
+        app.is_running(),
+        "the container runs after the cancelled restart\n{o}"
+    );
     let text = o.all_text();
     assert!(
         text.contains("containers stopped for the backup were started again"),

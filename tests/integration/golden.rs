@@ -48,7 +48,10 @@ fn filters() -> Vec<(&'static str, &'static str)> {
         (r"(?m)^(\s*size: )\d+$", "${1}[size]"),
         (r"(?m)^(  [a-z ]+: )\d+\.\d+$", "${1}[seconds]"),
         // Sizes in the outputs file (one line per file).
-        (r"(?m)^(db-backup-size=|volume-backup-sizes=)?\d+$", "${1}[size]"),
+        (
+            r"(?m)^(db-backup-size=|volume-backup-sizes=)?\d+$",
+            "${1}[size]",
+        ),
         // Sizes, rates and durations in text.
         (r"\b\d+(\.\d+)? ?(MB/s|MiB/s)", "[rate]"),
         (
@@ -163,12 +166,11 @@ fn golden_files_of_a_backup_and_of_info() {
     golden!("info-cli-stdout.txt", &b.names, cli.stdout);
 
     // A failed backup: the summary leads with its verdict and names no `.partial` folder.
-    let failed = b
-        .ws
-        .action("backup")
-        .input("paths", "srv/uploads")
-        .input("min-volume-size", "1GB")
-        .run();
+    let failed =
+        b.ws.action("backup")
+            .input("paths", "srv/uploads")
+            .input("min-volume-size", "1GB")
+            .run();
     failed.assert_code(1);
     golden!("summary-failure.md", &b.names, failed.summary);
     golden!("outputs-failure.txt", &b.names, outputs_text(&failed));

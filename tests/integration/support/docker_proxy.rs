@@ -357,4 +357,3 @@ impl AsyncWrite for ClientWriter {
         std::task::Poll::Ready(Ok(()))
     }
 }
-
