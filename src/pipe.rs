@@ -293,35 +293,6 @@ fn encode<W: Write>(
     Ok((total, enc.finish()?))
 }
 
-/// Size of the blocks [`Coalescer`] makes.
-pub const COALESCE: usize = 256 * 1024;
-
-/// Joins the small pieces a socket yields (often a few KiB: HTTP body frames) into blocks
-/// of [`COALESCE`] bytes, so that a channel carries one wake-up per block, not per piece.
-#[derive(Default)]
-pub struct Coalescer {
-    buf: bytes::BytesMut,
-}
-
-impl Coalescer {
-    /// Takes a piece; returns a block when one is full (large pieces pass as they are).
-    pub fn push(&mut self, piece: Bytes) -> Option<Bytes> {
-        if self.buf.is_empty() && piece.len() >= COALESCE {
-            return Some(piece);
-        }
-        if self.buf.is_empty() {
-            self.buf.reserve(COALESCE.max(piece.len()));
-        }
-        self.buf.extend_from_slice(&piece);
-        (self.buf.len() >= COALESCE).then(|| self.buf.split().freeze())
-    }
-
-    /// What is left (the last, partial block).
-    pub fn finish(&mut self) -> Option<Bytes> {
-        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
-    }
-}
-
 /// Streams the decoded content of a file written with `codec`, chunk by chunk.
 pub fn decode_file(
     path: &Path,
@@ -469,33 +440,5 @@ mod tests {
             assert!(r.passed.contains(&Check::SqlComplete));
             assert_eq!(r.sql.unwrap().tables.get("public.t"), Some(&300_000));
         }
-    }
-
-    #[test]
-    fn coalescer_keeps_every_byte_in_order_in_full_blocks() {
-        let mut c = Coalescer::default();
-        let mut out = Vec::new();
-        let mut blocks = 0;
-        let mut expected = Vec::new();
-        for i in 0..2000u32 {
-            let piece: Vec<u8> = (0..(i * 37 % 5000)).map(|k| (k ^ i) as u8).collect();
-            expected.extend_from_slice(&piece);
-            if let Some(b) = c.push(Bytes::from(piece)) {
-                assert!(b.len() >= COALESCE);
-                out.extend_from_slice(&b);
-                blocks += 1;
-            }
-        }
-        let big = Bytes::from(vec![9u8; COALESCE + 1]);
-        expected.extend_from_slice(&big);
-        if let Some(b) = c.push(big) {
-            out.extend_from_slice(&b);
-        }
-        if let Some(b) = c.finish() {
-            out.extend_from_slice(&b);
-        }
-        assert!(c.finish().is_none());
-        assert!(blocks > 10);
-        assert_eq!(out, expected);
     }
 }

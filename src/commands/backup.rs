@@ -799,16 +799,10 @@ async fn archive_all(
         let mut stream = helper.download();
         let copied = async {
             use futures_util::StreamExt;
-            let mut blocks = pipe::Coalescer::default();
             while let Some(chunk) = stream.next().await {
-                if let Some(b) = blocks.push(chunk?) {
-                    if tx.send(b).await.is_err() {
-                        break;
-                    }
+                if tx.send(chunk?).await.is_err() {
+                    break;
                 }
-            }
-            if let Some(b) = blocks.finish() {
-                let _ = tx.send(b).await;
             }
             drop(tx);
             Ok::<_, anyhow::Error>(())
