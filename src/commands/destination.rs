@@ -67,7 +67,7 @@ pub async fn lock(ctx: &Context, store: &Store) -> Result<Lease> {
                 .unwrap_or_else(|_| "this host".into())
         ),
     };
-    Ok(Lease::acquire(store, &holder, LEASE_TTL, LEASE_WAIT, |msg| wf::log(msg)).await?)
+    Ok(Lease::acquire(store, &holder, LEASE_TTL, LEASE_WAIT, wf::log).await?)
 }
 
 /// Where one backup went.
@@ -240,7 +240,7 @@ pub async fn backups(store: &Store) -> Result<Vec<Found>> {
             Err(e) => wf::log(&format!("Skipping {}: {e}", store.url_of(&folder))),
         }
     }
-    out.sort_by(|a, b| a.manifest.created_at.cmp(&b.manifest.created_at));
+    out.sort_by_key(|f| f.manifest.created_at);
     Ok(out)
 }
 

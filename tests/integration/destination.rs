@@ -10,6 +10,7 @@
 //! - [`tampered_object_is_refused_before_anything_changes`]
 //! - [`server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy`]
 //! - [`two_concurrent_backups_to_one_destination_never_interleave`]
+//! - [`without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace`]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -354,4 +355,23 @@ fn two_concurrent_backups_to_one_destination_never_interleave() {
         .keys()
         .iter()
         .any(|k| k.ends_with("predeploy-backup.lock")));
+}
+
+#[test]
+fn without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.join("site")).unwrap();
+    std::fs::write(ws.join("site/index.html"), vec![b'x'; 4096]).unwrap();
+    let o = ws.action("backup").input("paths", "site").run();
+    o.assert_code(0);
+    let summary = o.summary_text();
+    assert!(
+        summary.contains("will not outlive") || summary.contains("lives only in the workspace"),
+        "{o}"
+    );
+    assert!(summary.contains("destination"), "{o}");
+    assert!(
+        !o.output_names().contains(&"destination-url".to_string()),
+        "{o}"
+    );
 }
