@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::archive::codec::{self, Codec, Encoder};
 use crate::archive::crypt;
 use crate::archive::verify::{Expect, StreamCheck, Streamed};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;

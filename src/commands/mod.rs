@@ -2,8 +2,8 @@
 //! summary, alerts whatever happened), and how a verified backup is recorded.
 
 pub mod backup;
-pub mod destination;
 pub mod crypto;
+pub mod destination;
 pub mod info;
 pub mod prune;
 pub mod record;
