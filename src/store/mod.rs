@@ -101,6 +101,13 @@ impl Destination {
         if s.starts_with('/') {
             return Ok(Destination::Local { path: s.into() });
         }
+        // The URL parser resolves `..` itself (s3://b/../x becomes s3://b/x): refuse it
+        // before, so that a destination never names another place than the one written.
+        if s.split(['/', '\\']).any(|seg| seg == ".." || seg == ".") {
+            return Err(StoreError::BadInput(
+                "destination must not contain `.` or `..` path segments: write the folder as it is, e.g. s3://bucket/backups/app".into(),
+            ));
+        }
         let url = url::Url::parse(s).map_err(|e| {
             StoreError::BadInput(format!(
                 "destination is not a URL ({e}): write s3://bucket/prefix, volume://name or host:///abs/path"
