@@ -39,11 +39,12 @@ fn filters() -> Vec<(&'static str, &'static str)> {
             r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}| UTC)?",
             "[time]",
         ),
-        // The backup folder's stamp: pre-deployment-20261203_154555 (and its files).
-        (r"\d{8}[-_T]?\d{6}", "[stamp]"),
+        // Hashes before stamps: a hash may hold 14 digits in a row that look like a stamp.
         (r"\b[0-9a-f]{64}\b", "[sha256]"),
         // The summary's short hashes.
         (r"`[0-9a-f]{16}…`", "`[sha256-prefix]…`"),
+        // The backup folder's stamp: pre-deployment-20261203_154555 (and its files).
+        (r"\d{8}[-_T]?\d{6}", "[stamp]"),
         // File sizes and timings in manifest.yml (`size: 697974`, `  database dump: 0.68`).
         (r"(?m)^(\s*size: )\d+$", "${1}[size]"),
         (r"(?m)^(  [a-z ]+: )\d+\.\d+$", "${1}[seconds]"),
