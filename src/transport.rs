@@ -17,6 +17,9 @@
 //! Every request gets its own connection (HTTP/1.1 with upgrades, for exec). There is no
 //! total timeout on a request: a long transfer is watched by the idle timeout in `docker.rs`.
 //! Secrets (the private keys) never appear in an error: only host names and fingerprints.
+// The host-key errors carry what the user needs to pin the key (host, port, fingerprint, the
+// known_hosts line): large, but only on the one cold path that ends the run.
+#![allow(clippy::result_large_err)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
