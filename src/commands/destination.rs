@@ -212,7 +212,7 @@ pub fn warn_no_destination(ctx: &mut Context) {
         return;
     }
     ctx.summary.paragraph(
-        "⚠️ This backup lives only in the workspace (`backup-root`): the next `actions/checkout` (`git clean -ffdx`) deletes it on a self-hosted runner, and a hosted runner's disk is gone when the job ends. Set the `destination` input (`s3://bucket/prefix` with AWS_* keys, `volume://name` or `host:///abs/path`) to keep backups that outlive the job.",
+        "⚠️ This backup lives only in the workspace (`backup-root`): the next `actions/checkout` (`git clean -ffdx`) deletes it on a self-hosted runner, and a hosted runner's disk is gone when the job ends. Set the `destination` input (`s3://bucket/prefix` with AWS_* keys) to keep backups that outlive the job.",
     );
 }
 
