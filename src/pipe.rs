@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::archive::codec::{self, Codec, Encoder};
 use crate::archive::crypt;
-use crate::archive::verify::{Expect, StreamCheck, Streamed};
+use crate::archive::verify::{Expect, StreamCheck, Streamed, Tee};
 use std::sync::{Condvar, Mutex};
 
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
@@ -259,20 +259,6 @@ impl Drop for EarlySync {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-    }
-}
-
-/// Writes to the file, then the same bytes to the checks.
-struct Tee<W: Write>(W, StreamCheck);
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.0.write(buf)?;
-        self.1.write_all(&buf[..n])?;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 

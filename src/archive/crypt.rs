@@ -3,8 +3,9 @@
 //! - **Writing** ([`SealingWriter`]): the codec's output is *teed*: one copy goes through age
 //!   into the file (hashed on the way: the manifest records the SHA-256 of the stored,
 //!   encrypted bytes), the other into the usual content checks (gzip/zstd, SQL completeness,
-//!   tar walk) on a verifier thread. The plaintext is verified in the same pass that writes
-//!   it; nothing is decrypted and read again.
+//!   tar walk) through the same tee as a clear file's ([`Tee`], [`StreamCheck`]). The
+//!   plaintext is verified in the same pass that writes it; nothing is decrypted and read
+//!   again.
 //! - **Reading** ([`open`]): a `….age` file is decrypted with the identity given to this run
 //!   ([`install`]); any other file is read as it is. Every reader of backup files (restore,
 //!   verify-restore, the pre-restore checks) goes through it.
@@ -23,14 +24,13 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::codec::{Codec, Encoder};
-use super::verify::{verify_reader_as, Check, Expect, FileReport};
+use super::verify::{Check, Expect, FileReport, StreamCheck, Tee};
 
 /// The suffix of an encrypted file, after the codec's (`.sql.gz.age`).
 pub const EXT: &str = ".age";
@@ -345,80 +345,6 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// Block size handed to the verifier thread.
-const TEE_BLOCK: usize = 256 << 10;
-/// Blocks in flight to the verifier (bounds memory; the writer waits when it is full).
-const TEE_DEPTH: usize = 8;
-
-/// Passes everything on to `inner` and a copy to the verifier (until it stops listening).
-struct Tee<W> {
-    inner: W,
-    tx: Option<SyncSender<Vec<u8>>>,
-    buf: Vec<u8>,
-}
-
-impl<W: Write> Tee<W> {
-    fn send(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(TEE_BLOCK));
-        if let Some(tx) = &self.tx {
-            if tx.send(block).is_err() {
-                // The verifier stopped (it found a fault): its report says why.
-                self.tx = None;
-            }
-        }
-    }
-
-    fn finish(mut self) -> W {
-        self.send();
-        self.tx = None;
-        self.inner
-    }
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if self.tx.is_some() {
-            self.buf.extend_from_slice(&buf[..n]);
-            if self.buf.len() >= TEE_BLOCK {
-                self.send();
-            }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The verifier's side of the tee.
-struct ChanReader {
-    rx: Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.cur.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.cur = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = (self.cur.len() - self.pos).min(out.len());
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// What [`SealingWriter::finish`] knows about the file it wrote.
 pub struct Sealed {
     /// Bytes of content (before compression).
@@ -434,7 +360,6 @@ pub struct Sealed {
 /// compress → tee (verify) → age → hash → `W`, in one pass.
 pub struct SealingWriter<W: Write> {
     enc: Encoder<Tee<age::stream::StreamWriter<HashWriter<W>>>>,
-    verifier: std::thread::JoinHandle<FileReport>,
     raw: u64,
     recipients: Vec<String>,
 }
@@ -453,25 +378,9 @@ impl<W: Write> SealingWriter<W> {
             len: 0,
         };
         let sealed = recipients.encryptor()?.wrap_output(hashed)?;
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(TEE_DEPTH);
-        let verifier = std::thread::Builder::new()
-            .name("verify-tee".into())
-            .spawn(move || {
-                let r = ChanReader {
-                    rx,
-                    cur: vec![],
-                    pos: 0,
-                };
-                verify_reader_as(r, expect, codec)
-            })?;
-        let tee = Tee {
-            inner: sealed,
-            tx: Some(tx),
-            buf: Vec::with_capacity(TEE_BLOCK),
-        };
+        let tee = Tee(sealed, StreamCheck::new(expect, codec)?);
         Ok(SealingWriter {
             enc: Encoder::new(tee, codec, level)?,
-            verifier,
             raw: 0,
             recipients: recipients.fingerprints.clone(),
         })
@@ -480,14 +389,10 @@ impl<W: Write> SealingWriter<W> {
     /// Ends the compressed stream and the age stream, flushes `W`, and collects the
     /// verifier's report. Returns `W` (flushed) and what was written.
     pub fn finish(self) -> io::Result<(W, Sealed)> {
-        let tee = self.enc.finish()?;
-        let sealed = tee.finish();
+        let Tee(sealed, check) = self.enc.finish()?;
         let mut hashed = sealed.finish()?;
         hashed.flush()?;
-        let content = self
-            .verifier
-            .join()
-            .map_err(|_| io::Error::other("the verifier thread panicked"))?;
+        let content = check.finish();
         let HashWriter { inner, hasher, len } = hashed;
         Ok((
             inner,

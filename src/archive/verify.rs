@@ -18,7 +18,7 @@
 //! panics and never returns `Err`: it becomes the report's `failure`, naming the check and
 //! saying what is wrong and what to do.
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
@@ -416,17 +416,7 @@ impl StreamCheck {
         let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
         let worker = std::thread::Builder::new()
             .name("verify-stream".into())
-            .spawn(move || {
-                let blocks = Blocks {
-                    rx,
-                    free: free_tx,
-                    cur: None,
-                    len: 0,
-                    pos: 0,
-                    done: false,
-                };
-                verify_reader_as(blocks, expect, codec)
-            })?;
+            .spawn(move || verify_reader_as(Blocks::new(rx, free_tx), expect, codec))?;
         Ok(StreamCheck {
             tx: Some(tx),
             free: free_rx,
@@ -512,6 +502,21 @@ impl io::Write for StreamCheck {
     }
 }
 
+/// Writes to `.0`, then the same bytes to the checks (`.1`): the one tee of a file that is
+/// verified while it is written (clear, [`crate::pipe`], or sealed, [`super::crypt`]).
+pub struct Tee<W: Write>(pub W, pub StreamCheck);
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1.write_all(&buf[..n])?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
 /// [`super::crypt`], any other as it is.
 fn verify_stored(file: File, size: u64, report: &mut FileReport) {
@@ -560,6 +565,19 @@ struct Blocks {
     len: usize,
     pos: usize,
     done: bool,
+}
+
+impl Blocks {
+    fn new(rx: Receiver<Block>, free: Sender<Vec<u8>>) -> Self {
+        Blocks {
+            rx,
+            free,
+            cur: None,
+            len: 0,
+            pos: 0,
+            done: false,
+        }
+    }
 }
 
 impl Read for Blocks {
@@ -681,14 +699,7 @@ pub(crate) fn verify_stream<R: Read + Send>(
                 )
             }
         };
-        let mut blocks = Blocks {
-            rx,
-            free: free_tx,
-            cur: None,
-            len: 0,
-            pos: 0,
-            done: false,
-        };
+        let mut blocks = Blocks::new(rx, free_tx);
         let mut out = vec![0u8; OUT];
         let mut sink = |data: &[u8]| -> bool {
             if let Some(sc) = scanner.as_mut() {
