@@ -20,11 +20,6 @@ import sys
 
 # (from, to) edges between siblings that may close a cycle, with why. Keep it short.
 ALLOWED = {
-    # Issue 16: error.rs is a downcast registry that imports every module's error type
-    # (to map it to its exit code) while every module imports error.rs. The fix is each
-    # error knowing its own exit kind, so that error.rs imports nothing; until then the
-    # registry's edges are allowed, and only those.
-    ("error", "*"): "issue 16: error.rs registry of every module's error type",
     # Issue 16: verify hands a `….age` file to crypt, and crypt runs verify's checks on the
     # plaintext. The fix is one reader stack (decrypt -> decode -> check) that verify drives
     # with the layers given to it; until then only this edge is allowed.

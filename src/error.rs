@@ -3,8 +3,10 @@
 //! PRODUCT.md promises four exit codes: `0` success, `1` a backup failed verification,
 //! `2` bad input or usage, `3` the environment failed (Docker, PostgreSQL, disk, network).
 //! Every module keeps its own typed error (so the message can say exactly what to do) and
-//! says which of these it is through [`Classify`]. Commands use `anyhow` at the edge; `main`
-//! walks the error chain with [`exit_kind`] to find the first classified cause.
+//! says which of these it is through [`Classify`]. Commands use `anyhow` at the edge; the
+//! edge (`commands::exit`) walks the error chain with [`exit_kind_among`], giving the
+//! [`find`] of every classified type, to find the first classified cause. This module
+//! imports no other module of the crate.
 
 /// Which of PRODUCT.md's exit codes an error maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,15 @@ impl ExitKind {
             ExitKind::Unverified => 1,
             ExitKind::Usage => 2,
             ExitKind::Environment => 3,
+        }
+    }
+
+    /// The title of the annotation (and the summary's verdict) of a run that failed so.
+    pub fn title(self) -> &'static str {
+        match self {
+            ExitKind::Unverified => "Backup not verified",
+            ExitKind::Usage => "Bad input",
+            ExitKind::Environment => "Environment failure",
         }
     }
 }
@@ -60,41 +71,24 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
-/// Every error type that implements [`Classify`], once: [`exit_kind`] tries each of them, and
-/// the test `every_classified_type_is_listed` fails when an `impl Classify` exists in the
-/// source for a type missing here (so a new error type cannot silently become exit 3).
-macro_rules! classified_types {
-    ($m:ident!($($pre:tt)*)) => {
-        $m!($($pre)*
-            UsageError,
-            VerificationFailed,
-            crate::docker::DockerError,
-            crate::postgres::PgError,
-            crate::actions::artifact::ArtifactError,
-            crate::actions::rest::RestError,
-            crate::archive::restore::UnsafeArchive,
-            crate::retention::RetentionError,
-            crate::lock::LockError,
-            crate::manifest::ManifestError,
-            crate::store::StoreError,
-            crate::store::lease::LeaseError,
-            crate::transport::TransportError
-        )
-    };
+/// Which exit kind a cause of an error chain has, when it is of one classified type
+/// ([`find`] of that type).
+pub type Finder = fn(&(dyn std::error::Error + 'static)) -> Option<ExitKind>;
+
+/// The [`Finder`] of one error type: its own [`Classify::exit_kind`].
+pub fn find<T: Classify + std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+) -> Option<ExitKind> {
+    cause.downcast_ref::<T>().map(Classify::exit_kind)
 }
 
-/// The first classified cause in the chain decides; anything else is an environment failure
-/// (an I/O error, a network error, ...), which is what exit code 3 is for.
-pub fn exit_kind(err: &anyhow::Error) -> ExitKind {
-    macro_rules! try_types {
-        ($cause:expr, $($t:ty),*) => {
-            $( if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit_kind(); } )*
-        };
-    }
-    for cause in err.chain() {
-        classified_types!(try_types!(cause,));
-    }
-    ExitKind::Environment
+/// The first classified cause in the chain decides (each type is asked through its
+/// [`Finder`], given by the edge that knows the types); anything else is an environment
+/// failure (an I/O error, a network error, ...), which is what exit code 3 is for.
+pub fn exit_kind_among(err: &anyhow::Error, finders: &[Finder]) -> ExitKind {
+    err.chain()
+        .find_map(|cause| finders.iter().find_map(|f| f(cause)))
+        .unwrap_or(ExitKind::Environment)
 }
 
 #[cfg(test)]
@@ -102,50 +96,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_classified_type_is_listed() {
-        macro_rules! names {
-            ($($t:ty),*) => { vec![$(stringify!($t).rsplit("::").next().unwrap().trim().to_string()),*] };
-        }
-        let listed: Vec<String> = classified_types!(names!());
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut stack = vec![src];
-        let mut found = vec![];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    for line in text.lines() {
-                        let l = line.trim();
-                        if let Some(rest) = l
-                            .strip_prefix("impl crate::error::Classify for ")
-                            .or_else(|| l.strip_prefix("impl Classify for "))
-                        {
-                            let ty = rest.trim_end_matches('{').trim().to_string();
-                            found.push((ty, p.display().to_string()));
-                        }
-                    }
-                }
-            }
-        }
-        assert!(found.len() >= 10, "scan found {found:?}");
-        for (ty, file) in found {
-            assert!(
-                listed.contains(&ty),
-                "{ty} ({file}) implements Classify but is not in classified_types! (src/error.rs): its errors would exit 3"
-            );
-        }
-    }
-
-    #[test]
-    fn manifest_errors_are_usage() {
-        let e: anyhow::Error = crate::manifest::ManifestError::TooNew {
-            path: "m.yml".into(),
-            found: 99,
-        }
-        .into();
-        assert_eq!(exit_kind(&e.context("loading")), ExitKind::Usage);
+    fn the_first_classified_cause_decides() {
+        let finders: &[Finder] = &[find::<UsageError>, find::<VerificationFailed>];
+        let e = anyhow::Error::from(VerificationFailed("bad".into())).context("checking");
+        assert_eq!(exit_kind_among(&e, finders), ExitKind::Unverified);
+        assert_eq!(exit_kind_among(&usage("no"), finders), ExitKind::Usage);
+        let io = anyhow::Error::from(std::io::Error::other("disk"));
+        assert_eq!(exit_kind_among(&io, finders), ExitKind::Environment);
+        assert_eq!(exit_kind_among(&usage("no"), &[]), ExitKind::Environment);
     }
 }

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use predeploy_backup::actions::commands as wf;
 use predeploy_backup::cli::{argv_with_inputs, error_for_inputs, ignored_inputs, Cli};
-use predeploy_backup::error::{exit_kind, ExitKind};
+use predeploy_backup::commands::exit;
+use predeploy_backup::error::ExitKind;
 
 fn main() -> ExitCode {
     let argv = match argv_with_inputs(std::env::args_os().collect(), |k| std::env::var(k).ok()) {
         Ok(a) => a,
-        Err(msg) => return fail("Bad input", &msg, ExitKind::Usage),
+        Err(msg) => return fail(ExitKind::Usage.title(), &msg, ExitKind::Usage),
     };
     let from_inputs =
         std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") && std::env::args_os().len() <= 1;
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
             } else {
                 msg.trim().to_string()
             };
-            return fail("Bad input", &msg, ExitKind::Usage);
+            return fail(ExitKind::Usage.title(), &msg, ExitKind::Usage);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -43,7 +44,13 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail("Environment failure", &e.to_string(), ExitKind::Environment),
+        Err(e) => {
+            return fail(
+                ExitKind::Environment.title(),
+                &e.to_string(),
+                ExitKind::Environment,
+            )
+        }
     };
     let result = runtime.block_on(async {
         tokio::select! {
@@ -54,13 +61,8 @@ fn main() -> ExitCode {
     match result {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => {
-            let kind = exit_kind(&e);
-            let title = match kind {
-                ExitKind::Unverified => "Backup not verified",
-                ExitKind::Usage => "Bad input",
-                ExitKind::Environment => "Environment failure",
-            };
-            fail(title, &format!("{e:#}"), kind)
+            let kind = exit::kind(&e);
+            fail(kind.title(), &format!("{e:#}"), kind)
         }
         None => {
             // The job was cancelled: put back what we stopped before the runner kills us.

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod crypto;
 pub mod destination;
+pub mod exit;
 pub mod info;
 pub mod prune;
 pub mod record;
@@ -20,7 +21,6 @@ use crate::actions::outputs::Outputs;
 use crate::actions::summary::Summary;
 use crate::actions::Runtime;
 use crate::cli::{Cli, Mode};
-use crate::error::{exit_kind, ExitKind};
 
 /// What every mode works with.
 pub struct Context {
@@ -233,12 +233,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         if matches!(mode_name, "backup" | "verify") {
             ctx.outputs.set("verified", "false");
         }
-        let kind = exit_kind(e);
-        let title = match kind {
-            ExitKind::Unverified => "Backup not verified",
-            ExitKind::Usage => "Bad input",
-            ExitKind::Environment => "Environment failure",
-        };
+        let title = exit::kind(e).title();
         ctx.summary
             .verdict(&format!("❌ predeploy-backup {mode_name} failed: {title}"))
             .code("", &format!("{e:#}"));

@@ -16,7 +16,8 @@ use predeploy_backup::actions::artifact::{
     artifact_url, ArtifactClient, ArtifactError, FORBIDDEN_NAME_CHARS,
 };
 use predeploy_backup::actions::rest::{RestClient, RestError};
-use predeploy_backup::error::{exit_kind, ExitKind};
+use predeploy_backup::commands::exit::kind as exit_kind;
+use predeploy_backup::error::ExitKind;
 use sha2::{Digest, Sha256};
 
 use artifact_http::closed_port;
