@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Fails (exit 1) when the crate's modules import each other in a cycle (issue 16).
+"""Fails (exit 1) when the crate's modules import each other in a cycle (issue 16), when an
+engine module imports the edge (`actions`, `commands`; see EDGE), or when `error` imports any
+module of the crate.
 
 Reads every src/**/*.rs, collects each module's references to other modules of the crate
 (`use crate::a::b`, `use crate::{a, b::c}`, `super::x`, and paths used inline such as
@@ -25,6 +27,12 @@ ALLOWED = {
     # with the layers given to it; until then only this edge is allowed.
     ("archive::verify", "archive::crypt"): "issue 16: verify dispatches encrypted files to crypt",
 }
+
+# One direction (issue 16): the edge (`commands`, `actions`: the GitHub runtime and the
+# Reporter that talks to it) calls the engine; the engine reports through the
+# `report::Reporter` it is given and never imports the edge. `error` imports no module.
+EDGE = {"actions", "commands"}
+LEAF = {"error"}
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 CHAR = re.compile(r"'(\\u\{[0-9a-fA-F]+\}|\\.|[^\\'\n])'")
@@ -200,6 +208,14 @@ def main():
 
     used_allowances = set()
     problems = []
+    for mod, targets in sorted(refs.items()):
+        name = "::".join(mod)
+        if mod[0] in LEAF and targets:
+            problems.append(f"{name} imports {', '.join(sorted('::'.join(t) for t in targets))}: it must import no module of the crate")
+        if mod[0] not in EDGE:
+            for t in sorted(targets):
+                if t[0] in EDGE:
+                    problems.append(f"engine module {name} imports {'::'.join(t)}: report through the `&dyn Reporter` it is given, return values to the caller")
     parents = {m[:-1] for m in modules}
     for parent in sorted(parents):
         depth = len(parent)

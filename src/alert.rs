@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::actions::commands::{mask, redact};
-use crate::actions::Runtime;
+use crate::report::Reporter;
+use crate::secrets::redact;
 
 /// When to alert.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,15 +80,29 @@ impl Default for AlertConfig {
 
 impl AlertConfig {
     /// From the inputs, falling back to `BACKUP_ALERT_WEBHOOK_URL`, `BACKUP_ALERT_EMAIL` and
-    /// `SMTP_URL` (empty means unset). Registers the webhook and SMTP URLs as secrets. An
-    /// unknown `on` means `failure` (the CLI validates it; see [`AlertOn::parse`]).
+    /// `SMTP_URL` (empty means unset). Masks the webhook and SMTP URLs ([`Self::secrets`])
+    /// through `report`. An unknown `on` means `failure` (the CLI validates it; see
+    /// [`AlertOn::parse`]).
     pub fn from_inputs(
         webhook: Option<&str>,
         email: Option<&str>,
         smtp: Option<&str>,
         on: &str,
+        report: &dyn Reporter,
     ) -> Self {
-        Self::from_lookup(webhook, email, smtp, on, |k| std::env::var(k).ok())
+        let c = Self::from_lookup(webhook, email, smtp, on, |k| std::env::var(k).ok());
+        for secret in c.secrets() {
+            report.mask(secret);
+        }
+        c
+    }
+
+    /// The webhook and SMTP URLs: secrets (a Slack webhook URL carries a token).
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.webhook_url
+            .iter()
+            .chain(self.smtp_url.iter())
+            .map(String::as_str)
     }
 
     /// [`from_inputs`](Self::from_inputs) with the environment read through `env`.
@@ -110,9 +124,6 @@ impl AlertConfig {
         };
         let webhook_url = pick(webhook, "BACKUP_ALERT_WEBHOOK_URL");
         let smtp_url = pick(smtp, "SMTP_URL");
-        for secret in webhook_url.iter().chain(smtp_url.iter()) {
-            mask(secret);
-        }
         let ms = |var: &str| {
             env(var)
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -168,20 +179,6 @@ pub struct Delivery {
 }
 
 impl Alert {
-    /// An alert with the run's repository, URL, commit and branch from the runtime.
-    pub fn from_runtime(rt: &Runtime, success: bool, mode: &str, message: &str) -> Alert {
-        Alert {
-            success,
-            mode: mode.into(),
-            repository: rt.repository.clone(),
-            run_url: rt.run_url(),
-            commit: rt.sha.clone(),
-            branch: rt.ref_name.clone(),
-            message: message.into(),
-            ..Default::default()
-        }
-    }
-
     /// Every text field redacted (and trimmed; empty ones dropped).
     fn redacted(&self) -> Alert {
         let r = |o: &Option<String>| {
@@ -690,14 +687,13 @@ async fn send_email(config: &AlertConfig, to: &str, alert: &Alert) -> Result<(),
 
 /// Logs each delivery: a line for those sent, a warning annotation for those that were not
 /// (which never changes the run's result). Returns summary lines for the failures.
-pub fn log_deliveries(deliveries: &[Delivery]) -> Vec<String> {
-    use crate::actions::commands as wf;
+pub fn log_deliveries(deliveries: &[Delivery], report: &dyn Reporter) -> Vec<String> {
     let mut lines = vec![];
     for d in deliveries {
         match &d.result {
-            Ok(()) => wf::log(&format!("Alert sent by {}", d.channel)),
+            Ok(()) => report.info(&format!("Alert sent by {}", d.channel)),
             Err(msg) => {
-                wf::warning(
+                report.warning(
                     "Alert not delivered",
                     None,
                     &format!("{}: {msg} (the run's own result is unchanged)", d.channel),
@@ -784,10 +780,12 @@ mod tests {
         assert_eq!(c.on, AlertOn::Always);
         assert_eq!(c.retry_base, Duration::from_millis(5));
         assert_eq!(
-            redact("x https://hooks.example/T0/B0/tok3n-abc y"),
-            "x *** y"
+            c.secrets().collect::<Vec<_>>(),
+            [
+                "https://hooks.example/T0/B0/tok3n-abc",
+                "smtp://u:smtp-pass-123@mail:587?tls=required"
+            ]
         );
-        assert!(!redact("smtp-pass-123").contains("smtp-pass-123"));
         let c = AlertConfig::from_lookup(
             Some("https://in.put/x"),
             Some("a@b.c"),

@@ -27,6 +27,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::report::Reporter;
+
 /// Errors talking to Docker, each with what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -528,14 +530,18 @@ impl Engine {
     /// the ones it stopped, for [`restart`]. A name is recorded *before* the stop is asked
     /// for (a cancellation in between still restarts it) and marked confirmed only when the
     /// engine says the stop is done.
-    pub async fn stop(&self, names: &[String]) -> Result<Vec<String>, DockerError> {
+    pub async fn stop(
+        &self,
+        names: &[String],
+        report: &dyn Reporter,
+    ) -> Result<Vec<String>, DockerError> {
         let mut stopped = vec![];
         for name in names {
             let c = self.container(name).await?;
             if !c.running {
                 continue;
             }
-            crate::actions::commands::log(&format!("Stopping container {}", c.name));
+            report.info(&format!("Stopping container {}", c.name));
             STOPPED.lock().unwrap().push((c.name.clone(), false));
             stopped.push(c.name.clone());
             self.docker
@@ -580,21 +586,21 @@ static STOPPED: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
 
 /// Starts every container [`Engine::stop`] stopped and nobody started again yet; returns
 /// the ones that failed to start. Runs at the end of every run and on cancellation.
-pub async fn restart_stopped() -> Vec<String> {
+pub async fn restart_stopped(report: &dyn Reporter) -> Vec<String> {
     let names: Vec<String> = STOPPED
         .lock()
         .unwrap()
         .iter()
         .map(|(n, _)| n.clone())
         .collect();
-    restart(&names).await
+    restart(&names, report).await
 }
 
 /// Starts these containers (stopped by [`Engine::stop`]) again, newest stop first; returns
 /// the ones that failed to start. A stop that was asked for but not confirmed (cancelled
 /// mid-way; the engine carries on, up to the grace period) is waited for first, so that it
 /// cannot complete after the start and leave the container stopped.
-pub async fn restart(names: &[String]) -> Vec<String> {
+pub async fn restart(names: &[String], report: &dyn Reporter) -> Vec<String> {
     if names.is_empty() {
         return vec![];
     }
@@ -623,7 +629,7 @@ pub async fn restart(names: &[String]) -> Vec<String> {
                 }
             }
         }
-        crate::actions::commands::log(&format!("Starting container {name} again"));
+        report.info(&format!("Starting container {name} again"));
         match engine
             .docker
             .start_container(
@@ -634,7 +640,7 @@ pub async fn restart(names: &[String]) -> Vec<String> {
         {
             Ok(()) => STOPPED.lock().unwrap().retain(|(n, _)| n != name),
             Err(e) => {
-                crate::actions::commands::error(
+                report.error(
                     "Container not restarted",
                     None,
                     &format!(

@@ -9,6 +9,8 @@
 //! - [`archive`]: gzip, tar and pg_dump formats: writing, verifying, restore safety.
 //! - [`manifest`]: the record of a backup, and `.last-deployment-backup`.
 //! - [`retention`], [`alert`], [`lock`]: what keeps backups safe around a run.
+//! - [`report`]: how the engine reports progress (passed in; implemented by `actions`).
+//! - [`secrets`]: what is redacted from every text we write.
 
 pub mod actions;
 pub mod alert;
@@ -22,6 +24,8 @@ pub mod manifest;
 pub mod names;
 pub mod pipe;
 pub mod postgres;
+pub mod report;
 pub mod retention;
+pub mod secrets;
 pub mod store;
 pub mod transport;

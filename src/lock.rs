@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::report::Reporter;
+
 pub const LOCK_FILE: &str = ".predeploy-backup.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,11 @@ pub struct RootLock {
 }
 
 /// Takes the lock, waiting up to `timeout` for another run to finish.
-pub fn acquire(root: &Path, timeout: Duration) -> Result<RootLock, LockError> {
+pub fn acquire(
+    root: &Path,
+    timeout: Duration,
+    report: &dyn Reporter,
+) -> Result<RootLock, LockError> {
     std::fs::create_dir_all(root).map_err(|detail| LockError::Io {
         path: root.into(),
         detail,
@@ -87,7 +93,7 @@ pub fn acquire(root: &Path, timeout: Duration) -> Result<RootLock, LockError> {
                     });
                 }
                 if !told {
-                    crate::actions::commands::log(&format!(
+                    report.info(&format!(
                         "Waiting for another predeploy-backup run to release {}",
                         path.display()
                     ));
@@ -184,15 +190,23 @@ fn is_ours(file: &File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Recorded;
 
     #[test]
     fn second_lock_waits_then_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let held = acquire(dir.path(), Duration::from_secs(1)).unwrap();
-        let err = acquire(dir.path(), Duration::from_millis(300)).unwrap_err();
+        let held = acquire(dir.path(), Duration::from_secs(1), &Recorded::default()).unwrap();
+        let told = Recorded::default();
+        let err = acquire(dir.path(), Duration::from_millis(300), &told).unwrap_err();
         assert!(matches!(err, LockError::Busy { .. }), "{err}");
+        let told = told.0.into_inner().unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].starts_with("Waiting for another predeploy-backup run"),
+            "{told:?}"
+        );
         drop(held);
-        acquire(dir.path(), Duration::from_millis(300)).unwrap();
+        acquire(dir.path(), Duration::from_millis(300), &Recorded::default()).unwrap();
     }
 
     #[test]
@@ -203,7 +217,7 @@ mod tests {
         let root = dir.path().join("backups");
         std::fs::create_dir(&root).unwrap();
         std::os::unix::fs::symlink(&victim, root.join(LOCK_FILE)).unwrap();
-        let err = acquire(&root, Duration::from_millis(300)).unwrap_err();
+        let err = acquire(&root, Duration::from_millis(300), &Recorded::default()).unwrap_err();
         assert!(matches!(err, LockError::Unsafe { .. }), "{err}");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
@@ -218,7 +232,7 @@ mod tests {
         let root = dir.path().join("backups");
         std::fs::create_dir(&root).unwrap();
         std::fs::hard_link(&victim, root.join(LOCK_FILE)).unwrap();
-        let held = acquire(&root, Duration::from_millis(300)).unwrap();
+        let held = acquire(&root, Duration::from_millis(300), &Recorded::default()).unwrap();
         drop(held);
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
@@ -226,14 +240,14 @@ mod tests {
     #[test]
     fn our_own_lock_file_is_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        drop(acquire(dir.path(), Duration::from_millis(300)).unwrap());
+        drop(acquire(dir.path(), Duration::from_millis(300), &Recorded::default()).unwrap());
         let first = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(
             first.starts_with(&format!("pid {} since ", std::process::id())),
             "{first}"
         );
         std::thread::sleep(Duration::from_millis(5));
-        drop(acquire(dir.path(), Duration::from_millis(300)).unwrap());
+        drop(acquire(dir.path(), Duration::from_millis(300), &Recorded::default()).unwrap());
         let second = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(second.starts_with("pid ") && second != first, "{second}");
         assert_eq!(second.lines().count(), 1);

@@ -66,7 +66,8 @@ fn main() -> ExitCode {
         }
         None => {
             // The job was cancelled: put back what we stopped before the runner kills us.
-            let failed = runtime.block_on(predeploy_backup::docker::restart_stopped());
+            let failed =
+                runtime.block_on(predeploy_backup::docker::restart_stopped(wf::reporter()));
             let msg = if failed.is_empty() {
                 "cancelled; containers stopped for the backup were started again".to_string()
             } else {

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::report::Reporter;
+
 use crate::docker::{ContainerInfo, Engine};
 
 /// Version checks of a dump's header live with the SQL scanner; named here too.
@@ -191,6 +193,7 @@ impl Server {
         creds: &Credentials,
         db: &str,
         stdin: mpsc::Receiver<Bytes>,
+        report: &dyn Reporter,
     ) -> Result<(), PgError> {
         let mut args = vec![
             "-X".to_string(),
@@ -227,7 +230,7 @@ impl Server {
             });
             rx
         } else {
-            crate::actions::commands::log(
+            report.info(
                 "psql here has no \\restrict (PostgreSQL before 17.6/16.10/15.14/14.19/13.22): the dump was checked for meta-commands, and loads without a restrict key",
             );
             stdin
@@ -426,7 +429,7 @@ impl Server {
     pub fn describe(&self) -> String {
         match self {
             Server::Container { info, .. } => format!("container {}", info.name),
-            Server::Url { url, .. } => crate::actions::commands::redact(url),
+            Server::Url { url, .. } => crate::secrets::redact(url),
         }
     }
 }
@@ -494,7 +497,7 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
     if out.code == 0 {
         return Ok(());
     }
-    let stderr = crate::actions::commands::redact(&out.stderr);
+    let stderr = crate::secrets::redact(&out.stderr);
     if stderr.contains("password authentication failed") || stderr.contains("no password supplied")
     {
         return Err(PgError::Auth {

@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::actions::commands as wf;
-use crate::actions::summary::Summary;
 use crate::lock::LOCK_FILE;
 use crate::manifest::{self, Manifest, ManifestError, Pointer, DIR_PREFIX, POINTER_FILE};
+use crate::report::Reporter;
 
 /// Written into a folder before its files are deleted; see the module documentation.
 pub const PRUNING_MARKER: &str = ".predeploy-backup-pruning";
@@ -95,7 +94,7 @@ pub struct PruneReport {
 }
 
 /// `2024-11-20 14:30 UTC`.
-fn when(t: DateTime<Utc>) -> String {
+pub fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -457,7 +456,8 @@ impl PruneReport {
         self.failed.is_empty()
     }
 
-    fn failure(&self, dir: &Path) -> Option<&str> {
+    /// Why `dir` could not be deleted, if it could not.
+    pub fn failure(&self, dir: &Path) -> Option<&str> {
         self.failed
             .iter()
             .find(|(d, _)| d == dir)
@@ -465,7 +465,7 @@ impl PruneReport {
     }
 
     /// What happened to one decision: `deleted`, `would delete`, `FAILED`, `kept`.
-    fn action(&self, d: &Decision) -> &'static str {
+    pub fn action(&self, d: &Decision) -> &'static str {
         match d.verdict {
             Verdict::Keep => "kept",
             Verdict::Delete if self.dry_run => "would delete",
@@ -511,63 +511,25 @@ impl PruneReport {
         s
     }
 
-    /// Writes the log lines, and a warning annotation per folder that could not be deleted.
-    pub fn log(&self) {
+    /// Reports the log lines, and a warning per folder that could not be deleted.
+    pub fn log(&self, report: &dyn Reporter) {
         for line in self.log_lines() {
-            wf::log(&line);
+            report.info(&line);
         }
         for (dir, msg) in &self.failed {
-            wf::warning(
+            report.warning(
                 "Old backup not deleted",
                 Some(&dir.display().to_string()),
                 msg,
             );
         }
     }
-
-    /// The summary's section: a headline and one table row per entry.
-    pub fn write_summary(&self, summary: &mut Summary) {
-        summary.heading(3, "Retention").paragraph(&self.headline());
-        if self.decisions.is_empty() {
-            summary.paragraph("The backup root holds nothing yet.");
-            return;
-        }
-        let rows: Vec<Vec<String>> = self
-            .decisions
-            .iter()
-            .map(|d| {
-                let name = d
-                    .dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| d.dir.display().to_string());
-                let mut why = d.reason.clone();
-                if let Some(msg) = self.failure(&d.dir) {
-                    why.push_str(&format!(": {msg}"));
-                }
-                let why = crate::actions::summary::text(&why);
-                vec![
-                    crate::actions::summary::code(&name),
-                    d.created_at.map(when).unwrap_or_else(|| "-".into()),
-                    self.action(d).to_string(),
-                    why,
-                ]
-            })
-            .collect();
-        summary.table(&["Folder", "Created", "Action", "Why"], &rows);
-    }
-
-    /// The summary section as Markdown.
-    pub fn markdown(&self) -> String {
-        let mut s = Summary::new();
-        self.write_summary(&mut s);
-        s.render()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::summary::RetentionSummary;
     use crate::manifest::Git;
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -10,7 +10,8 @@
 
 use std::sync::Mutex;
 
-static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+use crate::report::Reporter;
+
 static IN_ACTIONS: Mutex<Option<bool>> = Mutex::new(None);
 
 /// Whether workflow commands go to stdout (inside Actions) or plain lines to stderr.
@@ -70,78 +71,49 @@ pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// Registers a secret: masked in the Actions log from now on, and removed by [`redact`].
-/// Also registers the password part of a URL with credentials.
+/// Registers a secret: masked in the Actions log from now on, and removed by [`redact`]
+/// ([`crate::secrets::register`]). Also registers the password part of a URL with
+/// credentials.
 pub fn mask(secret: &str) {
-    let secret = secret.trim();
-    if secret.len() < 3 {
-        // Masking 1-2 characters would blank out half the log; such a secret is no secret.
-        return;
-    }
-    let mut parts = vec![secret.to_string()];
-    if let Ok(u) = url::Url::parse(secret) {
-        if let Some(p) = u.password() {
-            parts.push(p.to_string());
-            if let Ok(decoded) = urlencoding_decode(p) {
-                parts.push(decoded);
+    let new = crate::secrets::register(secret);
+    if in_actions() {
+        for p in new {
+            for line in p.lines() {
+                println!("::add-mask::{}", escape_data(line));
             }
         }
     }
-    let mut all = SECRETS.lock().unwrap();
-    for p in parts {
-        if p.len() >= 3 && !all.contains(&p) {
-            if in_actions() {
-                for line in p.lines() {
-                    println!("::add-mask::{}", escape_data(line));
-                }
-            }
-            all.push(p);
-        }
-    }
-    // Longest first, so that a secret containing another is replaced whole.
-    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-fn urlencoding_decode(s: &str) -> Result<String, ()> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())
-        .ok_or(())?;
-    String::from_utf8(bytes).map_err(|_| ())
+pub use crate::secrets::redact;
+
+/// The reporter of this process: workflow commands inside GitHub Actions, plain lines on a
+/// terminal ([`crate::report::Terminal`]).
+pub fn reporter() -> &'static dyn Reporter {
+    if in_actions() {
+        &Workflow
+    } else {
+        &crate::report::Terminal
+    }
 }
 
-/// Replaces every registered secret, and the password of any URL, with `***`.
-pub fn redact(s: &str) -> String {
-    let mut out = s.to_string();
-    for secret in SECRETS.lock().unwrap().iter() {
-        out = out.replace(secret.as_str(), "***");
-    }
-    redact_url_passwords(&out)
-}
+/// What the engine reports, as workflow commands: log lines, `::warning` / `::error`
+/// annotations, `::add-mask`.
+pub struct Workflow;
 
-/// `scheme://user:password@host` → `scheme://user:***@host`, wherever it appears in text.
-fn redact_url_passwords(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
+impl Reporter for Workflow {
+    fn info(&self, message: &str) {
+        log(message)
     }
-    out.push_str(rest);
-    out
+    fn warning(&self, title: &str, file: Option<&str>, message: &str) {
+        warning(title, file, message)
+    }
+    fn error(&self, title: &str, file: Option<&str>, message: &str) {
+        error(title, file, message)
+    }
+    fn mask(&self, secret: &str) {
+        mask(secret)
+    }
 }
 
 /// An `::error` annotation naming the file and the failed check (or `error:` on stderr).

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::commands::redact;
+use crate::retention::{when, PruneReport};
 
 /// Summaries larger than this are cut (the runner's hard limit is 1 MiB).
 pub const MAX_BYTES: usize = 900 * 1024;
@@ -155,6 +156,52 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The summary's rendering of a retention report (the engine returns the report; this
+/// layer writes it).
+pub trait RetentionSummary {
+    /// The summary's section: a headline and one table row per entry.
+    fn write_summary(&self, summary: &mut Summary);
+
+    /// The summary section as Markdown.
+    fn markdown(&self) -> String {
+        let mut s = Summary::new();
+        self.write_summary(&mut s);
+        s.render()
+    }
+}
+
+impl RetentionSummary for PruneReport {
+    fn write_summary(&self, summary: &mut Summary) {
+        summary.heading(3, "Retention").paragraph(&self.headline());
+        if self.decisions.is_empty() {
+            summary.paragraph("The backup root holds nothing yet.");
+            return;
+        }
+        let rows: Vec<Vec<String>> = self
+            .decisions
+            .iter()
+            .map(|d| {
+                let name = d
+                    .dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| d.dir.display().to_string());
+                let mut why = d.reason.clone();
+                if let Some(msg) = self.failure(&d.dir) {
+                    why.push_str(&format!(": {msg}"));
+                }
+                vec![
+                    code(&name),
+                    d.created_at.map(when).unwrap_or_else(|| "-".into()),
+                    self.action(d).to_string(),
+                    text(&why),
+                ]
+            })
+            .collect();
+        summary.table(&["Folder", "Created", "Action", "Why"], &rows);
     }
 }
 

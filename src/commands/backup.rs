@@ -403,7 +403,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
 
     // 2. The lock, and a fresh timestamped folder.
     let root = ctx.backup_root(spec.backup_root)?;
-    let lock = crate::lock::acquire(&root, LOCK_WAIT)?;
+    let lock = crate::lock::acquire(&root, LOCK_WAIT, ctx.report)?;
     ctx.give_to_workspace_owner(&root.join(crate::lock::LOCK_FILE));
     remove_stale_partials(&root);
     let (created_at, ts, final_dir) = loop {
@@ -633,7 +633,7 @@ async fn make(
         let started = Instant::now();
         let mut stopped = vec![];
         if let (Some(e), false) = (engine, stop.is_empty()) {
-            stopped = e.stop(stop).await?;
+            stopped = e.stop(stop, ctx.report).await?;
         }
         let archived = archive_all(
             work,
@@ -647,7 +647,7 @@ async fn make(
         )
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
-        let not_restarted = crate::docker::restart(&stopped).await;
+        let not_restarted = crate::docker::restart(&stopped, ctx.report).await;
         (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(
@@ -875,7 +875,7 @@ async fn verify_restore(
         })?;
     let outcome = async {
         let (rx, reader) = pipe::decode_file(&report.path, report.codec);
-        let loaded = d.server.load(&d.creds, &scratch, rx).await;
+        let loaded = d.server.load(&d.creds, &scratch, rx, ctx.report).await;
         let read = reader.await?;
         loaded.context("verify-restore: the dump does not load into a fresh database")?;
         read?;

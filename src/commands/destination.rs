@@ -36,6 +36,12 @@ pub async fn open(args: &DestinationArgs) -> Result<Option<Store>> {
         return Ok(None);
     };
     let dest = Destination::parse(url)?;
+    // The credentials the S3 client reads from the environment are secrets.
+    for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(v) = std::env::var(k) {
+            crate::actions::commands::mask(&v);
+        }
+    }
     let opts = s3::Options {
         endpoint: args.s3_endpoint.clone(),
         region: args.s3_region.clone(),

@@ -43,6 +43,8 @@ pub struct Context {
     pub engine: crate::transport::Settings,
     /// Engine warnings already shown (a rollback connects twice).
     engine_warned: Vec<String>,
+    /// Where the engine reports progress ([`wf::reporter`]).
+    pub report: &'static dyn crate::report::Reporter,
 }
 
 impl Context {
@@ -69,6 +71,7 @@ impl Context {
             degraded: None,
             engine: Default::default(),
             engine_warned: vec![],
+            report: wf::reporter(),
         })
     }
 
@@ -196,6 +199,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         alerts.alert_email.as_deref(),
         alerts.smtp_url.as_deref(),
         &alerts.alert_on,
+        wf::reporter(),
     );
     let mut ctx = Context::new(runtime, workspace_arg.as_deref())?;
     if let Mode::Backup(crate::cli::BackupArgs { engine, .. })
@@ -220,7 +224,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
 
     // Whatever happened: containers we stopped are started again.
-    let not_restarted = crate::docker::restart_stopped().await;
+    let not_restarted = crate::docker::restart_stopped(ctx.report).await;
     let result = match (result, not_restarted.is_empty()) {
         (Ok(()), false) => Err(anyhow::anyhow!(
             "containers could not be started again: {}; start them by hand with `docker start`",
@@ -259,7 +263,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
     };
     let deliveries = crate::alert::send(&alert_config, &alert).await;
-    for line in crate::alert::log_deliveries(&deliveries) {
+    for line in crate::alert::log_deliveries(&deliveries, ctx.report) {
         ctx.summary
             .paragraph(&format!("⚠️ {}", crate::actions::summary::text(&line)));
     }

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::Context;
 use crate::actions::commands as wf;
+use crate::actions::summary::RetentionSummary;
 use crate::cli::{Keep, PruneArgs};
 use crate::retention::{prune, Policy};
 
@@ -16,9 +17,9 @@ pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
         keep_last: args.keep.keep_last,
         dry_run: args.dry_run,
     };
-    let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600))?;
+    let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600), ctx.report)?;
     let report = prune(&root, &ctx.workspace, &policy, chrono::Utc::now())?;
-    report.log();
+    report.log(ctx.report);
     report.write_summary(&mut ctx.summary);
     if !report.failed.is_empty() {
         ctx.failed_check = Some("prune".into());
@@ -37,7 +38,7 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
     };
     match prune(root, &ctx.workspace, &policy, chrono::Utc::now()) {
         Ok(report) => {
-            report.log();
+            report.log(ctx.report);
             report.write_summary(&mut ctx.summary);
             if !report.failed.is_empty() {
                 ctx.failed_check.get_or_insert_with(|| "prune".into());

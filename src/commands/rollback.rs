@@ -217,7 +217,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             .filter(|s| Some(*s) != db_container.as_ref())
             .cloned()
             .collect();
-        stopped = e.stop(&to_stop).await?;
+        stopped = e.stop(&to_stop, ctx.report).await?;
     }
     // A safety backup of the current state (the same machinery as `backup`).
     wf::group("Safety backup of the current state");
@@ -343,7 +343,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 d.server.create_database(&d.creds, &scratch).await?;
                 let loaded = async {
                     let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
-                    let loaded = d.server.load(&d.creds, &scratch, rx).await;
+                    let loaded = d.server.load(&d.creds, &scratch, rx, ctx.report).await;
                     let read = reader.await?;
                     loaded?;
                     read.with_context(|| format!("reading {}", path.display()))?;
@@ -381,7 +381,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let not_restarted = crate::docker::restart(&stopped).await;
+    let not_restarted = crate::docker::restart(&stopped, ctx.report).await;
     drop(safety.lock);
     restored.with_context(|| format!("the rollback failed part way; {undo}"))?;
     if !not_restarted.is_empty() {

@@ -61,11 +61,6 @@ pub fn open(bucket: &str, prefix: &str, o: &Options) -> Result<Store, StoreError
         .or_else(|| env("AWS_REGION"))
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".into());
-    for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
-        if let Some(v) = env(k) {
-            crate::actions::commands::mask(&v);
-        }
-    }
     let key = env("AWS_ACCESS_KEY_ID");
     let secret = env("AWS_SECRET_ACCESS_KEY");
     if key.is_some() != secret.is_some() {

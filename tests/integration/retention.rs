@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
+use predeploy_backup::actions::summary::RetentionSummary;
 use predeploy_backup::manifest::{self, Git, Manifest, Pointer, DIR_PREFIX};
 use predeploy_backup::retention::{prune, Policy, PruneReport, Verdict, PRUNING_MARKER};
 
