@@ -77,6 +77,9 @@ fn wipe(ws: &Workspace) {
     assert!(ws.pointer().is_none());
 }
 
+/// One object's bytes, by key.
+type ReadObject<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
+
 /// A durable destination as a round trip sees it.
 struct Dest<'a> {
     /// Sets the destination inputs of a step.
@@ -86,7 +89,7 @@ struct Dest<'a> {
     /// Every object's key, relative to `url`, read with a tool of our own (not the product).
     keys: Box<dyn Fn() -> Vec<String> + 'a>,
     /// One object's bytes, by key relative to `url`.
-    object: Box<dyn Fn(&str) -> Vec<u8> + 'a>,
+    object: ReadObject<'a>,
 }
 
 impl Dest<'_> {
