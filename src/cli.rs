@@ -77,8 +77,10 @@ pub struct Location {
 #[derive(Debug, Args, Clone, Default)]
 pub struct DestinationArgs {
     /// Where backups live durably: s3://BUCKET/PREFIX (keys from AWS_ACCESS_KEY_ID /
-    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN) or an absolute folder (volume://NAME and
-    /// host:///ABS/PATH are not supported yet) [default: none, the local backup-root only].
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN), volume://NAME[/PREFIX] (a named Docker
+    /// volume), host:///ABS/PATH (a folder on the Docker host; both through a helper container
+    /// from a local image with /bin/sh) or an absolute folder [default: none, the local
+    /// backup-root only].
     #[arg(long, value_name = "URL")]
     pub destination: Option<String>,
     /// S3 endpoint for S3-compatible services [default: env AWS_ENDPOINT_URL, else AWS].

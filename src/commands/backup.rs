@@ -296,7 +296,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         encrypt,
     };
     // The destination answers (and the keys work) before anything is made.
-    let store = super::destination::open(&args.location.destination).await?;
+    let store = super::destination::open(ctx, &args.location.destination).await?;
     // Two runs on one destination never interleave.
     let lease = match (&store, args.location.destination.lock.as_str()) {
         (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),

@@ -25,8 +25,9 @@ use crate::store::lease::Lease;
 use crate::store::{s3, Destination, Store};
 
 /// Parses and opens the `destination` input, and proves it answers (one listing) before
-/// anything is made. `None` without a destination.
-pub async fn open(args: &DestinationArgs) -> Result<Option<Store>> {
+/// anything is made. `None` without a destination. `volume://` and `host://` connect to the
+/// Docker engine with the run's transport settings.
+pub async fn open(ctx: &mut Context, args: &DestinationArgs) -> Result<Option<Store>> {
     let Some(url) = args
         .destination
         .as_deref()
@@ -47,7 +48,12 @@ pub async fn open(args: &DestinationArgs) -> Result<Option<Store>> {
         region: args.s3_region.clone(),
         path_style: args.s3_path_style,
     };
-    let store = dest.open(&opts)?;
+    let engine = if dest.needs_engine() {
+        Some(ctx.connect_engine().await?)
+    } else {
+        None
+    };
+    let store = dest.open(&opts, engine.as_ref()).await?;
     store.check().await.with_context(|| {
         format!(
             "the destination {} cannot be used, so nothing was backed up or changed",
@@ -218,7 +224,7 @@ pub fn warn_no_destination(ctx: &mut Context) {
         return;
     }
     ctx.summary.paragraph(
-        "⚠️ This backup lives only in the workspace (`backup-root`): the next `actions/checkout` (`git clean -ffdx`) deletes it on a self-hosted runner, and a hosted runner's disk is gone when the job ends. Set the `destination` input (`s3://bucket/prefix` with AWS_* keys) to keep backups that outlive the job.",
+        "⚠️ This backup lives only in the workspace (`backup-root`): the next `actions/checkout` (`git clean -ffdx`) deletes it on a self-hosted runner, and a hosted runner's disk is gone when the job ends. Set the `destination` input (`s3://bucket/prefix` with AWS_* keys, `volume://name` or `host:///abs/path`) to keep backups that outlive the job.",
     );
 }
 

@@ -11,7 +11,7 @@ use crate::error::usage;
 use crate::manifest::{Manifest, Pointer, POINTER_FILE};
 
 pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
-    if let Some(store) = super::destination::open(&args.location.destination).await? {
+    if let Some(store) = super::destination::open(ctx, &args.location.destination).await? {
         return from_destination(ctx, &store).await;
     }
     let Some(p) =

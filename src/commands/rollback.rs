@@ -400,7 +400,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 /// Finds the manifest: `manifest`, else the artifact of `run-id`, else the pointer.
 async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     let root = ctx.backup_root(&args.location.backup_root)?;
-    // `manifest: s3://bucket/prefix/pre-deployment-…/manifest.yml` names its destination.
+    // `manifest: s3://bucket/prefix/pre-deployment-…/manifest.yml` (or volume://, host://)
+    // names its destination.
     let mut dest_args = args.location.destination.clone();
     if dest_args
         .destination
@@ -411,11 +412,15 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
             .manifest
             .as_ref()
             .and_then(|p| p.to_str())
-            .filter(|s| s.starts_with("s3://"))
+            .filter(|s| {
+                ["s3://", "volume://", "host://"]
+                    .iter()
+                    .any(|p| s.starts_with(p))
+            })
             .and_then(|u| u.rsplitn(3, '/').nth(2))
             .map(String::from);
     }
-    if let Some(store) = super::destination::open(&dest_args).await? {
+    if let Some(store) = super::destination::open(ctx, &dest_args).await? {
         if let Some(chosen) = choose_in_destination(ctx, args, &root, store).await? {
             return Ok(chosen);
         }

@@ -6,15 +6,16 @@
 //! [`Store::replace_if`]) — over a backend:
 //!
 //! - [`s3`]: any S3-compatible service through `object_store` (ring, no second TLS stack);
+//! - [`engine`]: `volume://NAME[/PREFIX]` and `host:///ABS/PATH` through a helper container
+//!   on the Docker engine (no host path needs to be visible to this process);
 //! - [`local`]: a folder on this machine;
 //! - [`mem`]: in memory, for unit tests.
 //!
-//! Every backend is an `object_store::ObjectStore`; `volume://` and `host://` (a helper
-//! container on the Docker engine) plug in as one more implementation of that trait behind
-//! [`Destination::open`]. Keys are `/`-separated and relative to the destination's prefix, e.g.
+//! Every backend is an `object_store::ObjectStore` behind [`Destination::open`]. Keys are `/`-separated and relative to the destination's prefix, e.g.
 //! `pre-deployment-20241130_143022/manifest.yml`. The store never prints and never sees a
 //! secret in its URL: [`Destination::parse`] refuses a URL with credentials in it.
 
+pub mod engine;
 pub mod lease;
 pub mod local;
 pub mod mem;
@@ -159,15 +160,28 @@ impl Destination {
         }
     }
 
-    /// Connects to it (no request is made yet: see [`Store::check`]).
-    pub fn open(&self, s3_options: &s3::Options) -> Result<Store, StoreError> {
+    /// Whether it is reached through the Docker engine (`volume://`, `host://`).
+    pub fn needs_engine(&self) -> bool {
+        matches!(self, Destination::Volume { .. } | Destination::Host { .. })
+    }
+
+    /// Connects to it (for S3 no request is made yet: see [`Store::check`]; `volume://` and
+    /// `host://` start their helper container on `engine`).
+    pub async fn open(
+        &self,
+        s3_options: &s3::Options,
+        engine: Option<&crate::docker::Engine>,
+    ) -> Result<Store, StoreError> {
         match self {
             Destination::S3 { bucket, prefix } => s3::open(bucket, prefix, s3_options),
             Destination::Local { path } => local::open(path),
             Destination::Mem => Ok(mem::open()),
-            Destination::Volume { .. } | Destination::Host { .. } => Err(StoreError::BadInput(
-                "destination volume:// and host:// are not available in this version yet: use s3://bucket/prefix (any S3-compatible service, e.g. a MinIO or Garage on the deploy host)".into(),
-            )),
+            Destination::Volume { .. } | Destination::Host { .. } => match engine {
+                Some(e) => engine::open(e, self).await,
+                None => Err(StoreError::BadInput(
+                    "destination volume:// and host:// need the Docker engine".into(),
+                )),
+            },
         }
     }
 }

@@ -1,9 +1,14 @@
 //! Durable destinations (issue 10) against a real S3-compatible server (SeaweedFS, started
-//! per test on 127.0.0.1), a real PostgreSQL and real Docker volumes, checked the way a user
+//! per test on 127.0.0.1), a real Docker volume and a real host folder (through the engine),
+//! a real PostgreSQL and real Docker volumes, checked the way a user
 //! checks them: what the bucket holds, the step's exit code, outputs and messages, and after
 //! a rollback from the bucket alone the database's content checksums and the volume tree.
 //!
-//! - [`s3_round_trip_survives_a_wiped_workspace`]
+//! - [`s3_round_trip_survives_a_wiped_workspace`], and the same through `volume://`
+//!   ([`volume_round_trip_survives_a_wiped_workspace`]) and `host://`
+//!   ([`host_folder_round_trip_survives_a_wiped_workspace`])
+//! - [`missing_destination_volume_is_exit_2_naming_the_command_that_creates_it`]
+//! - [`tampered_object_in_a_volume_is_refused_before_anything_changes`]
 //! - [`wrong_secret_fails_with_exit_3_naming_the_variable_never_the_secret`]
 //! - [`missing_bucket_is_a_clear_error_and_nothing_is_made`]
 //! - [`url_with_credentials_is_refused`]
@@ -72,10 +77,112 @@ fn wipe(ws: &Workspace) {
     assert!(ws.pointer().is_none());
 }
 
-#[test]
-fn s3_round_trip_survives_a_wiped_workspace() {
-    let test = "dest-roundtrip";
-    let s3 = Seaweed::start(BUCKET);
+/// One object's bytes, by key.
+type ReadObject<'a> = Box<dyn Fn(&str) -> Vec<u8> + 'a>;
+
+/// A durable destination as a round trip sees it.
+struct Dest<'a> {
+    /// Sets the destination inputs of a step.
+    apply: Box<dyn Fn(Action) -> Action + 'a>,
+    /// Its URL, as the outputs name it (`s3://BUCKET/PREFIX`, `volume://NAME/PREFIX`, ...).
+    url: String,
+    /// Every object's key, relative to `url`, read with a tool of our own (not the product).
+    keys: Box<dyn Fn() -> Vec<String> + 'a>,
+    /// One object's bytes, by key relative to `url`.
+    object: ReadObject<'a>,
+}
+
+impl Dest<'_> {
+    fn manifests(&self) -> Vec<String> {
+        (self.keys)()
+            .into_iter()
+            .filter(|k| k.ends_with(FILE_NAME))
+            .collect()
+    }
+}
+
+fn s3_dest(s3: &Seaweed) -> Dest<'_> {
+    let in_prefix = |k: String| k.strip_prefix(&format!("{PREFIX}/")).map(String::from);
+    Dest {
+        apply: Box::new(move |a| with_s3(a, s3)),
+        url: format!("s3://{}/{PREFIX}", s3.bucket),
+        keys: Box::new(move || s3.keys().into_iter().filter_map(in_prefix).collect()),
+        object: Box::new(move |k| s3.object(&format!("{PREFIX}/{k}"))),
+    }
+}
+
+/// Every file under `dir` of a Docker volume, relative to it, listed by busybox `find`.
+fn volume_keys(volume: &str, dir: &str) -> Vec<String> {
+    let out = crate::support::docker::busybox_run(
+        &[format!("{volume}:/data:ro")],
+        &format!("cd /data/{dir} 2>/dev/null || exit 0; find . -type f"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn volume_object(volume: &str, path: &str) -> Vec<u8> {
+    let out = crate::support::docker::busybox_run(
+        &[format!("{volume}:/data:ro")],
+        &format!("cat '/data/{path}'"),
+    );
+    assert!(out.status.success(), "cat {path} in {volume}: {out:?}");
+    out.stdout
+}
+
+fn volume_dest(volume: &str) -> Dest<'_> {
+    let url = format!("volume://{volume}/{PREFIX}");
+    Dest {
+        apply: Box::new({
+            let url = url.clone();
+            move |a| a.input("destination", url.clone())
+        }),
+        url,
+        keys: Box::new(move || volume_keys(volume, PREFIX)),
+        object: Box::new(move |k| volume_object(volume, &format!("{PREFIX}/{k}"))),
+    }
+}
+
+/// A folder on the Docker host (this machine: the tests talk to a local engine), read
+/// directly from the host's file system.
+fn host_dest(dir: &std::path::Path) -> Dest<'_> {
+    let url = format!("host://{}", dir.display());
+    let walk = move || {
+        let mut keys = vec![];
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    keys.push(p.strip_prefix(dir).unwrap().to_string_lossy().to_string());
+                }
+            }
+        }
+        keys.sort();
+        keys
+    };
+    Dest {
+        apply: Box::new({
+            let url = url.clone();
+            move |a| a.input("destination", url.clone())
+        }),
+        url,
+        keys: Box::new(walk),
+        object: Box::new(move |k| std::fs::read(dir.join(k)).unwrap()),
+    }
+}
+
+/// Backup to `d` → the workspace wiped as checkout would → a bad deploy → rollback by run
+/// id from the destination alone → tables (content checksums) and the volume tree (owners,
+/// modes, links) identical; then `info` from the destination alone.
+fn round_trip(test: &str, d: &Dest) {
     let (pg, vol) = std::thread::scope(|s| {
         let pg = s.spawn(|| Pg::seeded(test));
         let vol = Volume::with_tree(test, &TreeSpec::awkward());
@@ -90,7 +197,7 @@ fn s3_round_trip_survives_a_wiped_workspace() {
     let vol_before = vol.fingerprint();
     let ws = Workspace::new();
 
-    let o = with_s3(ws.action("backup"), &s3)
+    let o = (d.apply)(ws.action("backup"))
         .input("postgres-container", pg.name())
         .input("postgres-db", &pg.db)
         .input("postgres-user", &pg.user)
@@ -102,29 +209,35 @@ fn s3_round_trip_survives_a_wiped_workspace() {
     assert_eq!(o.out("verified"), "true", "{o}");
     assert_no_secret(&o);
     let folder_url = o.out("destination-url").to_string();
-    let prefix = format!("s3://{BUCKET}/{PREFIX}/pre-deployment-");
+    let prefix = format!("{}/pre-deployment-", d.url);
     assert!(folder_url.starts_with(&prefix), "{folder_url}");
     let folder = folder_url.rsplit('/').next().unwrap().to_string();
     assert!(o.out("db-backup-url").starts_with(&folder_url), "{o}");
     assert!(o.out("volume-backup-urls").starts_with(&folder_url), "{o}");
-    // The bucket holds the files, byte for byte the local ones, and the manifest.
-    let keys = s3.keys();
+    // The destination holds the files, byte for byte the local ones, and the manifest.
+    let keys = (d.keys)();
     let local = ws.join(o.out("backup-dir"));
     let m = Manifest::load(&local.join(FILE_NAME)).unwrap();
     assert_eq!(m.destination.as_deref(), Some(folder_url.as_str()));
     for f in m.files() {
-        let key = format!("{PREFIX}/{folder}/{}", f.path);
+        let key = format!("{folder}/{}", f.path);
         assert!(keys.contains(&key), "{key} not in {keys:?}");
         assert_eq!(
-            predeploy_backup::archive::hash::sha256_hex(&s3.object(&key)),
+            predeploy_backup::archive::hash::sha256_hex(&(d.object)(&key)),
             f.sha256
         );
     }
-    let stored = s3.object(&format!("{PREFIX}/{folder}/{FILE_NAME}"));
+    let stored = (d.object)(&format!("{folder}/{FILE_NAME}"));
     let stored = String::from_utf8(stored).unwrap();
     assert!(!stored.contains(SECRET_KEY) && !stored.contains(ACCESS_KEY));
     assert!(stored.contains(&folder_url));
     assert!(o.summary_text().contains(&folder_url), "{o}");
+    // Nothing but the backup is left there: no temporary file, no lease.
+    assert_eq!(
+        keys.len(),
+        m.files().len() + 1,
+        "more than the backup's files and its manifest: {keys:?}"
+    );
 
     // The next checkout wipes the workspace; a bad deploy changes everything.
     wipe(&ws);
@@ -135,8 +248,8 @@ fn s3_round_trip_survives_a_wiped_workspace() {
     assert!(out.status.success());
     assert_ne!(rollback_db::fingerprint(&pg), db_before);
 
-    // Rollback from the bucket alone, by run id.
-    let r = with_s3(ws.action("rollback"), &s3)
+    // Rollback from the destination alone, by run id.
+    let r = (d.apply)(ws.action("rollback"))
         .input("run-id", "4242")
         .input("postgres-container", pg.name())
         .input("postgres-password", &pg.password)
@@ -147,17 +260,86 @@ fn s3_round_trip_survives_a_wiped_workspace() {
     r.assert_code(0);
     assert_eq!(r.out("restored"), "true", "{r}");
     assert_no_secret(&r);
-    rollback_db::fingerprint(&pg).assert_same(&db_before, "after the rollback from S3");
+    rollback_db::fingerprint(&pg)
+        .assert_same(&db_before, "after the rollback from the destination");
     vol.fingerprint()
-        .assert_same(&vol_before, "after the rollback from S3");
-    // The safety backup went to the same bucket: two complete backups now.
-    assert_eq!(manifests(&s3).len(), 2, "{:?}", s3.keys());
+        .assert_same(&vol_before, "after the rollback from the destination");
+    // The safety backup went to the same destination: two complete backups now.
+    assert_eq!(d.manifests().len(), 2, "{:?}", (d.keys)());
 
-    // info lists them from the bucket alone, with a ready-to-run rollback command.
+    // info lists them from the destination alone, with a ready-to-run rollback command.
     wipe(&ws);
-    let i = with_s3(ws.action("info"), &s3).run();
+    let i = (d.apply)(ws.action("info")).run();
     i.assert_code(0);
     i.assert_mentions(&folder).assert_mentions("--run-id 4242");
+}
+
+#[test]
+fn s3_round_trip_survives_a_wiped_workspace() {
+    let s3 = Seaweed::start(BUCKET);
+    round_trip("dest-roundtrip", &s3_dest(&s3));
+}
+
+/// Helper containers of the engine store that mount `source` (none once a run has ended:
+/// the engine removes them when the run's process goes away).
+fn store_helpers(source: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = crate::support::docker::docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            "label=org.predeploy-backup.helper",
+            "--filter",
+            &format!("volume={source}"),
+        ]);
+        let ids: Vec<String> = out.split_whitespace().map(String::from).collect();
+        if ids.is_empty() || Instant::now() > deadline {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn volume_round_trip_survives_a_wiped_workspace() {
+    let store = Volume::create("dest-vol-store");
+    round_trip("dest-vol-roundtrip", &volume_dest(&store.name));
+    assert!(
+        store_helpers(&store.name).is_empty(),
+        "a helper container was left behind"
+    );
+}
+
+#[test]
+fn host_folder_round_trip_survives_a_wiped_workspace() {
+    let dir = tempfile::Builder::new()
+        .prefix("pbt-host-dest-")
+        .tempdir()
+        .unwrap();
+    // A folder that does not exist yet: the engine store creates it.
+    let root = dir.path().join("srv/backups");
+    round_trip("dest-host-roundtrip", &host_dest(&root));
+}
+
+#[test]
+fn missing_destination_volume_is_exit_2_naming_the_command_that_creates_it() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.join("site")).unwrap();
+    std::fs::write(ws.join("site/index.html"), vec![b'x'; 4096]).unwrap();
+    let name = crate::support::docker::unique_name("dest-no-vol");
+    let o = ws
+        .action("backup")
+        .input("destination", format!("volume://{name}/app"))
+        .input("paths", "site")
+        .run();
+    o.assert_code(2);
+    o.assert_mentions(&format!("docker volume create {name}"));
+    assert_eq!(o.out("verified"), "false", "{o}");
+    // Nothing was made: no backup, and no volume created behind the user's back.
+    assert!(ws.backup_folders("backups").is_empty(), "{o}");
+    let inspect = crate::support::docker::docker(&["volume", "inspect", &name]);
+    assert!(!inspect.status.success(), "the volume {name} was created");
 }
 
 #[test]
@@ -249,6 +431,45 @@ fn tampered_object_is_refused_before_anything_changes() {
         .assert_same(&changed, "after a refused rollback");
     // Nothing was added to the bucket (no safety backup: nothing was going to change).
     assert_eq!(manifests(&s3).len(), 1);
+}
+
+#[test]
+fn tampered_object_in_a_volume_is_refused_before_anything_changes() {
+    let test = "dest-vol-tamper";
+    let store = Volume::create("dest-vol-tamper-store");
+    let d = volume_dest(&store.name);
+    let vol = Volume::with_tree(test, &TreeSpec::awkward());
+    let ws = Workspace::new();
+    let o = (d.apply)(ws.action("backup"))
+        .input("volumes", &vol.name)
+        .run();
+    o.assert_code(0);
+    let url = o.out("volume-backup-urls").to_string();
+    let key = url
+        .strip_prefix(&format!("volume://{}/", store.name))
+        .unwrap();
+    // Eight bytes overwritten in the middle of the archive, in the destination volume.
+    let out = store.busybox(
+        &format!(
+            "f='/data/{key}'; n=$(stat -c %s \"$f\"); printf 'ZZZZZZZZ' | dd of=\"$f\" bs=1 seek=$((n / 2)) conv=notrunc"
+        ),
+        &[],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    vol.busybox("echo after > /data/after.txt", &[], false);
+    let changed = vol.fingerprint();
+    wipe(&ws);
+    let r = (d.apply)(ws.action("rollback"))
+        .input("run-id", "4242")
+        .input("volumes", &vol.name)
+        .run();
+    r.assert_code(1);
+    r.assert_mentions("sha256");
+    assert_eq!(r.out("restored"), "false");
+    vol.fingerprint()
+        .assert_same(&changed, "after a refused rollback");
+    assert_eq!(d.manifests().len(), 1, "{:?}", (d.keys)());
 }
 
 #[test]
