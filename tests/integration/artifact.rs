@@ -946,6 +946,7 @@ async fn rollback_by_run_id_fetches_the_files_from_the_destination_the_manifest_
             .input("run-id", "98")
             .input("github-token", GH_TOKEN)
             .input("volumes", vol_name)
+            .input("restore-special-bits", "true")
             .env("RUNNER_ENVIRONMENT", "github-hosted")
             .env("GITHUB_API_URL", api)
             .env("GITHUB_REPOSITORY", REPO)
