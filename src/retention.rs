@@ -106,17 +106,93 @@ fn days(n: u32) -> String {
     }
 }
 
-/// One of our backup folders.
-struct Ours {
-    dir: PathBuf,
-    created_at: DateTime<Utc>,
-    verified: bool,
-    /// Carries [`PRUNING_MARKER`]: an earlier prune started deleting it.
-    interrupted: bool,
-    protected: bool,
+/// One of our backups as retention judges it, wherever it lives (a folder of `backup-root`
+/// or of a durable destination): [`decide`] is the one set of rules for both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The manifest's `created_at` (never an mtime).
+    pub created_at: DateTime<Utc>,
+    pub verified: bool,
+    /// An earlier prune started deleting it: never a restore point, finished now.
+    pub interrupted: bool,
+    /// Never deleted, for this reason: the backup `.last-deployment-backup` names, or the
+    /// one this run just made.
+    pub protected: Option<String>,
     /// A rollback's safety backup (`mode: safety`): kept for `retention-days` like any
     /// backup, but it never takes one of the `keep-last` places of the deploy backups.
-    safety: bool,
+    pub safety: bool,
+}
+
+/// The verdicts of the rules (module documentation) on `ours`, which must be sorted newest
+/// first; one `(verdict, reason)` per candidate, in the same order.
+pub fn decide(ours: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Vec<(Verdict, String)> {
+    let limit = now - Duration::days(i64::from(policy.retention_days));
+    let mut decisions: Vec<(Verdict, String)> = vec![];
+    let mut verified_seen = 0usize;
+    for o in ours {
+        let created = when(o.created_at);
+        let decision = if let Some(why) = &o.protected {
+            (Verdict::Keep, why.clone())
+        } else if o.verified && !o.safety && verified_seen < policy.keep_last {
+            (
+                Verdict::Keep,
+                format!("one of the newest {} verified backups", policy.keep_last),
+            )
+        } else if o.interrupted {
+            (
+                Verdict::Delete,
+                "an earlier prune was interrupted while deleting it".to_string(),
+            )
+        } else if o.created_at >= limit {
+            (
+                Verdict::Keep,
+                format!("within {}", days(policy.retention_days)),
+            )
+        } else if !o.verified {
+            (
+                Verdict::Delete,
+                format!(
+                    "unverified (manifest says verified: false), not a restore point, and older than {} (created {created})",
+                    days(policy.retention_days)
+                ),
+            )
+        } else {
+            (
+                Verdict::Delete,
+                format!(
+                    "older than {} (created {created})",
+                    days(policy.retention_days)
+                ),
+            )
+        };
+        if o.verified && !o.safety {
+            verified_seen += 1;
+        }
+        decisions.push(decision);
+    }
+
+    // Never all of them: the newest verified backup stays if nothing verified would; with
+    // none verified, the newest of ours stays.
+    let kept_verified = ours
+        .iter()
+        .zip(&decisions)
+        .any(|(o, d)| o.verified && d.0 == Verdict::Keep);
+    if !kept_verified {
+        if let Some(i) = ours.iter().position(|o| o.verified) {
+            decisions[i] = (
+                Verdict::Keep,
+                "would leave no verified backup: the newest is kept".into(),
+            );
+        } else if !decisions.iter().any(|d| d.0 == Verdict::Keep) {
+            if let Some(i) = ours.iter().position(|o| !o.interrupted) {
+                decisions[i] = (
+                    Verdict::Keep,
+                    "would leave no backup at all: the newest is kept".into(),
+                );
+            }
+        }
+    }
+    decisions
 }
 
 /// Applies `policy` to `backup_root` at time `now`. `workspace` is where
@@ -145,7 +221,7 @@ pub fn prune(
     };
     let protected = pointed_to(workspace)?;
 
-    let mut ours: Vec<Ours> = vec![];
+    let mut ours: Vec<(PathBuf, Candidate)> = vec![];
     let mut others: Vec<Decision> = vec![];
     for entry in entries {
         let entry = entry.map_err(|e| {
@@ -198,30 +274,37 @@ pub fn prune(
         }
         let interrupted = dir.join(PRUNING_MARKER).is_file();
         let manifest_path = dir.join(manifest::FILE_NAME);
-        let is_protected = protected.iter().any(|p| same_dir(p, &dir));
+        let is_protected = protected
+            .iter()
+            .any(|p| same_dir(p, &dir))
+            .then(|| format!("named by {POINTER_FILE}"));
         match Manifest::load(&manifest_path) {
-            Ok(m) => ours.push(Ours {
+            Ok(m) => ours.push((
                 dir,
-                created_at: m.created_at,
-                verified: m.verified && !interrupted,
-                interrupted,
-                protected: is_protected,
-                safety: m.mode == "safety",
-            }),
+                Candidate {
+                    created_at: m.created_at,
+                    verified: m.verified && !interrupted,
+                    interrupted,
+                    protected: is_protected,
+                    safety: m.mode == "safety",
+                },
+            )),
             // Only a folder whose marker we wrote ourselves, and whose manifest went
             // already: the rest of an interrupted prune.
             Err(ManifestError::Read { source, .. })
                 if interrupted && source.kind() == std::io::ErrorKind::NotFound =>
             {
                 match manifest::parse_dir_timestamp(&name) {
-                    Some(created_at) => ours.push(Ours {
+                    Some(created_at) => ours.push((
                         dir,
-                        created_at,
-                        verified: false,
-                        interrupted,
-                        protected: is_protected,
-                        safety: false,
-                    }),
+                        Candidate {
+                            created_at,
+                            verified: false,
+                            interrupted,
+                            protected: is_protected,
+                            safety: false,
+                        },
+                    )),
                     None => others.push(keep(
                         "an earlier prune was interrupted here, but the name carries no timestamp: delete it by hand".into(),
                     )),
@@ -254,74 +337,18 @@ pub fn prune(
     }
 
     // Newest first (ties: by name, newest name first).
-    ours.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.dir.cmp(&a.dir)));
-    let limit = now - Duration::days(i64::from(policy.retention_days));
-    let mut decisions: Vec<Decision> = vec![];
-    let mut verified_seen = 0usize;
-    for o in &ours {
-        let created = when(o.created_at);
-        let (verdict, reason) = if o.protected {
-            (Verdict::Keep, format!("named by {POINTER_FILE}"))
-        } else if o.verified && !o.safety && verified_seen < policy.keep_last {
-            (
-                Verdict::Keep,
-                format!("one of the newest {} verified backups", policy.keep_last),
-            )
-        } else if o.interrupted {
-            (
-                Verdict::Delete,
-                "an earlier prune was interrupted while deleting it".to_string(),
-            )
-        } else if o.created_at >= limit {
-            (
-                Verdict::Keep,
-                format!("within {}", days(policy.retention_days)),
-            )
-        } else if !o.verified {
-            (
-                Verdict::Delete,
-                format!(
-                    "unverified (manifest says verified: false), not a restore point, and older than {} (created {created})",
-                    days(policy.retention_days)
-                ),
-            )
-        } else {
-            (
-                Verdict::Delete,
-                format!(
-                    "older than {} (created {created})",
-                    days(policy.retention_days)
-                ),
-            )
-        };
-        if o.verified && !o.safety {
-            verified_seen += 1;
-        }
-        decisions.push(Decision {
-            dir: o.dir.clone(),
+    ours.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at).then(b.0.cmp(&a.0)));
+    let candidates: Vec<Candidate> = ours.iter().map(|(_, c)| c.clone()).collect();
+    let mut decisions: Vec<Decision> = ours
+        .iter()
+        .zip(decide(&candidates, policy, now))
+        .map(|((dir, c), (verdict, reason))| Decision {
+            dir: dir.clone(),
             verdict,
             reason,
-            created_at: Some(o.created_at),
-        });
-    }
-
-    // Never all of them: the newest verified backup stays if nothing verified would; with
-    // none verified, the newest of ours stays.
-    let kept_verified = ours
-        .iter()
-        .zip(&decisions)
-        .any(|(o, d)| o.verified && d.verdict == Verdict::Keep);
-    if !kept_verified {
-        if let Some(i) = ours.iter().position(|o| o.verified) {
-            decisions[i].verdict = Verdict::Keep;
-            decisions[i].reason = "would leave no verified backup: the newest is kept".into();
-        } else if !decisions.iter().any(|d| d.verdict == Verdict::Keep) {
-            if let Some(i) = ours.iter().position(|o| !o.interrupted) {
-                decisions[i].verdict = Verdict::Keep;
-                decisions[i].reason = "would leave no backup at all: the newest is kept".into();
-            }
-        }
-    }
+            created_at: Some(c.created_at),
+        })
+        .collect();
 
     if !policy.dry_run {
         for d in decisions.iter().filter(|d| d.verdict == Verdict::Delete) {

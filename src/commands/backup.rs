@@ -332,7 +332,12 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     }
     super::prune::after_backup(ctx, &taken.root, &args.keep).await;
     if let Some(store) = &store {
-        super::destination::prune_after_backup(ctx, store, &args.keep).await;
+        let own = taken
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        super::destination::prune_after_backup(ctx, store, &args.keep, &own).await;
     }
     if let Some(l) = lease {
         l.release().await;

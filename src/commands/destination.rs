@@ -21,6 +21,7 @@ use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
 use crate::cli::DestinationArgs;
 use crate::manifest::{Manifest, DIR_PREFIX, FILE_NAME};
+use crate::retention::{decide, Candidate, Policy, Verdict};
 use crate::store::lease::Lease;
 use crate::store::{s3, Destination, Store};
 
@@ -342,77 +343,210 @@ pub async fn download(store: &Store, found: &Found, into: &Path) -> Result<PathB
     Ok(dir)
 }
 
-/// Retention in the destination, with the local rules: only folders that carry our manifest,
-/// age from the manifest (not object times), never the newest `keep-last` verified ones,
-/// never all. Folders without a manifest (a run that died before its commit marker) are
-/// removed once they are an hour old (the caller holds the lease, so no run is writing them).
-/// Returns the folders deleted.
+/// How old an incomplete backup in the destination (a folder without its manifest, or a
+/// multipart upload never completed or aborted: what a run killed mid-upload leaves) must be
+/// before retention clears it: 24 hours, far beyond any run (the lease serializes runs, and
+/// this margin also covers a run with `lock: none`). `PREDEPLOY_BACKUP_TEST_STALE_SECONDS`
+/// lowers it, for tests only (a test server cannot back-date an upload).
+fn stale_after() -> chrono::Duration {
+    std::env::var("PREDEPLOY_BACKUP_TEST_STALE_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(chrono::Duration::seconds)
+        .unwrap_or_else(|| chrono::Duration::hours(24))
+}
+
+/// What retention decided and did in the destination.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Every complete backup there, newest first: folder, verdict, why.
+    pub decisions: Vec<(String, Verdict, String)>,
+    /// Backups deleted (none in a dry run).
+    pub deleted: Vec<String>,
+    /// Incomplete folders (no manifest) removed, and incomplete uploads aborted (keys).
+    pub cleared: Vec<String>,
+    /// What could not be cleared (warnings: the backups' retention is done).
+    pub problems: Vec<String>,
+}
+
+/// Retention in the destination, by the local rules ([`crate::retention::decide`]): only
+/// folders that carry our manifest, age from the manifest (not object times), never the
+/// newest `keep-last` verified ones, never all, never `own` (the backup this run made).
+/// Incomplete backups (a folder without manifest, an incomplete multipart upload under a
+/// `pre-deployment-*` key) are cleared once older than [`stale_after`]. The caller holds the
+/// lease, so no other run is writing.
 pub async fn prune(
     store: &Store,
-    keep: &crate::cli::Keep,
+    policy: &Policy,
+    own: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<String>> {
-    let all = backups(store).await?;
-    let complete: std::collections::HashSet<String> =
-        all.iter().map(|f| f.folder.clone()).collect();
-    let cutoff = now - chrono::Duration::days(i64::from(keep.retention_days));
-    // Newest first: the newest `keep_last` verified ones are kept whatever their age.
-    let mut protected = std::collections::HashSet::new();
-    for f in all.iter().rev().filter(|f| f.manifest.verified) {
-        if protected.len() >= keep.keep_last.max(1) {
-            break;
-        }
-        protected.insert(f.folder.clone());
-    }
-    let mut doomed: Vec<&Found> = all
+) -> Result<Pruned> {
+    let mut all = backups(store).await?;
+    all.sort_by(|a, b| {
+        b.manifest
+            .created_at
+            .cmp(&a.manifest.created_at)
+            .then(b.folder.cmp(&a.folder))
+    });
+    let candidates: Vec<Candidate> = all
         .iter()
-        .filter(|f| !protected.contains(&f.folder) && f.manifest.created_at < cutoff)
+        .map(|f| Candidate {
+            created_at: f.manifest.created_at,
+            verified: f.manifest.verified,
+            interrupted: false,
+            protected: (own == Some(f.folder.as_str())).then(|| "made by this run".to_string()),
+            safety: f.manifest.mode == "safety",
+        })
         .collect();
-    if doomed.len() >= all.len() {
-        // Never all (cannot happen with keep-last >= 1 and a verified backup, but an all
-        // unverified destination keeps its newest).
-        doomed.pop();
+    let mut out = Pruned::default();
+    for (f, (verdict, why)) in all.iter().zip(decide(&candidates, policy, now)) {
+        if verdict == Verdict::Delete && !policy.dry_run {
+            // The manifest first: a half-deleted folder never looks like a backup.
+            store.remove(&format!("{}/{FILE_NAME}", f.folder)).await?;
+            store.remove_all(&f.folder).await?;
+            out.deleted.push(f.folder.clone());
+        }
+        out.decisions.push((f.folder.clone(), verdict, why));
     }
-    let mut deleted = vec![];
-    for f in doomed {
-        // The manifest first: a half-deleted folder never looks like a backup.
-        store.remove(&format!("{}/{FILE_NAME}", f.folder)).await?;
-        store.remove_all(&f.folder).await?;
-        deleted.push(f.folder.clone());
-    }
-    let stale = now - chrono::Duration::hours(1);
+    let stale = now - stale_after();
+    let complete: std::collections::HashSet<&str> = all.iter().map(|f| f.folder.as_str()).collect();
     for folder in store.folders().await? {
-        if !folder.starts_with(DIR_PREFIX) || complete.contains(&folder) {
+        if !folder.starts_with(DIR_PREFIX) || complete.contains(folder.as_str()) {
             continue;
         }
         let objects = store.list(&format!("{folder}/")).await?;
-        if !objects.is_empty() && objects.iter().all(|o| o.modified < stale) {
-            store.remove_all(&folder).await?;
-            deleted.push(folder);
+        // A manifest that is there but not readable as ours (a newer schema, say) is not an
+        // incomplete backup: left alone, as locally.
+        let has_manifest = objects
+            .iter()
+            .any(|o| o.key == format!("{folder}/{FILE_NAME}"));
+        if !has_manifest && !objects.is_empty() && objects.iter().all(|o| o.modified < stale) {
+            if !policy.dry_run {
+                store.remove_all(&folder).await?;
+            }
+            out.cleared.push(store.url_of(&folder));
         }
     }
-    Ok(deleted)
+    // A key without the rights to list or abort uploads costs their storage, not a backup:
+    // a warning, and retention's work stands.
+    let uploads = match store.incomplete_uploads(DIR_PREFIX).await {
+        Ok(u) => u,
+        Err(e) => {
+            out.problems.push(format!(
+                "incomplete uploads could not be listed (the key needs s3:ListBucketMultipartUploads and s3:AbortMultipartUpload to clear those of killed runs): {e}"
+            ));
+            vec![]
+        }
+    };
+    for u in uploads {
+        if u.initiated < stale && own.is_none_or(|o| !u.key.starts_with(&format!("{o}/"))) {
+            if !policy.dry_run {
+                if let Err(e) = store.abort_upload(&u).await {
+                    out.problems.push(e.to_string());
+                    continue;
+                }
+            }
+            out.cleared.push(format!(
+                "{} (incomplete upload started {})",
+                store.url_of(&u.key),
+                u.initiated.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+    }
+    Ok(out)
 }
 
-/// [`prune`] after a backup: a problem is a warning (the new backup is good).
-pub async fn prune_after_backup(ctx: &mut Context, store: &Store, keep: &crate::cli::Keep) {
-    match prune(store, keep, chrono::Utc::now()).await {
-        Ok(deleted) if deleted.is_empty() => {}
-        Ok(deleted) => {
-            wf::log(&format!(
-                "Retention in {}: deleted {}",
-                store.url(),
-                deleted.join(", ")
-            ));
-            ctx.summary.paragraph(&format!(
-                "Retention in the destination deleted {}.",
-                deleted
-                    .iter()
+/// Logs what [`prune`] decided and says in the summary what it deleted.
+fn report_pruned(ctx: &mut Context, store: &Store, p: &Pruned, dry_run: bool) {
+    let (deleted, cleared) = if dry_run {
+        ("would delete", "would clear")
+    } else {
+        ("deleted", "cleared")
+    };
+    for (folder, verdict, why) in &p.decisions {
+        let what = match verdict {
+            Verdict::Keep => "kept",
+            Verdict::Delete => deleted,
+        };
+        wf::log(&format!(
+            "Retention in {}: {folder}: {what} ({why})",
+            store.url()
+        ));
+    }
+    for c in &p.cleared {
+        wf::log(&format!(
+            "Retention in {}: {cleared} the incomplete {c}",
+            store.url()
+        ));
+    }
+    for e in &p.problems {
+        wf::warning("Retention in the destination", None, e);
+    }
+    let gone: Vec<&String> = p
+        .decisions
+        .iter()
+        .filter(|d| d.1 == Verdict::Delete)
+        .map(|d| &d.0)
+        .collect();
+    if !gone.is_empty() || !p.cleared.is_empty() {
+        ctx.summary.paragraph(&format!(
+            "Retention in the destination {deleted} {}{}.",
+            if gone.is_empty() {
+                "no backup".to_string()
+            } else {
+                gone.iter()
                     .map(|d| md::code(d))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
-        }
+            },
+            if p.cleared.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and {cleared} {} incomplete upload(s) of killed runs",
+                    p.cleared.len()
+                )
+            }
+        ));
+    }
+}
+
+/// `prune` mode with a destination: retention there, under its lease.
+pub async fn prune_mode(
+    ctx: &mut Context,
+    store: &Store,
+    policy: &Policy,
+    lock: bool,
+) -> Result<()> {
+    let lease = if lock {
+        Some(self::lock(ctx, store).await?)
+    } else {
+        None
+    };
+    let result = prune(store, policy, None, chrono::Utc::now()).await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    let p = result.with_context(|| format!("retention in {} failed", store.url()))?;
+    report_pruned(ctx, store, &p, policy.dry_run);
+    Ok(())
+}
+
+/// [`prune`] after a backup (`own` is the folder it made): a problem is a warning (the new
+/// backup is good).
+pub async fn prune_after_backup(
+    ctx: &mut Context,
+    store: &Store,
+    keep: &crate::cli::Keep,
+    own: &str,
+) {
+    let policy = Policy {
+        retention_days: keep.retention_days,
+        keep_last: keep.keep_last,
+        dry_run: false,
+    };
+    match prune(store, &policy, Some(own), chrono::Utc::now()).await {
+        Ok(p) => report_pruned(ctx, store, &p, false),
         Err(e) => {
             wf::warning(
                 "Retention in the destination skipped",
@@ -455,22 +589,45 @@ mod tests {
         let fresh = put_backup(&s, 0, false).await;
         // Not ours: never touched.
         s.save_bytes("other/file", b"y".to_vec()).await.unwrap();
-        let keep = crate::cli::Keep {
+        let keep = Policy {
             retention_days: 7,
             keep_last: 2,
+            dry_run: false,
         };
-        let deleted = prune(&s, &keep, chrono::Utc::now()).await.unwrap();
+        let deleted = prune(&s, &keep, None, chrono::Utc::now())
+            .await
+            .unwrap()
+            .deleted;
         assert_eq!(deleted, vec![old1.clone()]);
         let left = s.folders().await.unwrap();
         assert!(left.contains(&old2) && left.contains(&old3) && left.contains(&fresh));
         assert!(left.contains(&"other".to_string()));
         // keep-last 1: the newest *verified* one stays, even though it is old.
-        let keep = crate::cli::Keep {
+        let keep = Policy {
             retention_days: 7,
             keep_last: 1,
+            dry_run: false,
         };
-        let deleted = prune(&s, &keep, chrono::Utc::now()).await.unwrap();
+        let deleted = prune(&s, &keep, None, chrono::Utc::now())
+            .await
+            .unwrap()
+            .deleted;
         assert_eq!(deleted, vec![old2]);
         assert!(s.folders().await.unwrap().contains(&old3));
+        // keep-last 0, everything old: never all, and never the run's own backup even when
+        // another manifest claims to be newer.
+        let future = put_backup(&s, -2, true).await;
+        let keep = Policy {
+            retention_days: 0,
+            keep_last: 0,
+            dry_run: false,
+        };
+        let p = prune(&s, &keep, Some(&old3), chrono::Utc::now())
+            .await
+            .unwrap();
+        let left = s.folders().await.unwrap();
+        assert!(left.contains(&old3), "{p:?}");
+        assert!(left.contains(&future), "{p:?}");
+        assert!(!left.contains(&fresh), "{p:?}");
     }
 }

@@ -17,6 +17,10 @@ pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
         keep_last: args.keep.keep_last,
         dry_run: args.dry_run,
     };
+    let dest = &args.location.destination;
+    if let Some(store) = super::destination::open(ctx, dest).await? {
+        super::destination::prune_mode(ctx, &store, &policy, dest.lock == "auto").await?;
+    }
     let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600), ctx.report)?;
     let report = prune(&root, &ctx.workspace, &policy, chrono::Utc::now())?;
     report.log(ctx.report);

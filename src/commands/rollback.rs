@@ -397,8 +397,50 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     Ok(())
 }
 
-/// Finds the manifest: `manifest`, else the artifact of `run-id`, else the pointer.
+/// Finds the manifest: `manifest`, else the artifact of `run-id`, else the pointer. When
+/// its files are not on this machine, no `destination` is given and the manifest records the
+/// destination its backup was stored in, the files come from there (checked against this
+/// manifest like any others): a rollback job needs only the run id.
 async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
+    let chosen = choose_source(ctx, args).await?;
+    let given = args
+        .location
+        .destination
+        .destination
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty());
+    let here = chosen
+        .manifest
+        .files()
+        .iter()
+        .all(|f| chosen.dir.join(&f.path).is_file());
+    let recorded = chosen.manifest.destination.clone();
+    let (Some(url), None, false, false) = (recorded, &chosen.store, given, here) else {
+        return Ok(chosen);
+    };
+    let Some((parent, folder)) = url.rsplit_once('/') else {
+        return Ok(chosen);
+    };
+    let mut dest_args = args.location.destination.clone();
+    dest_args.destination = Some(parent.to_string());
+    wf::log(&format!(
+        "The files of {} are not on this machine; no destination input is set, so they are fetched from the destination its manifest records: {parent}",
+        chosen.source
+    ));
+    let Some(store) = super::destination::open(ctx, &dest_args).await? else {
+        return Ok(chosen);
+    };
+    let found = super::destination::Found {
+        folder: folder.to_string(),
+        manifest: chosen.manifest,
+    };
+    let root = ctx.backup_root(&args.location.backup_root)?;
+    let mut fetched = fetch(&root, store, found).await?;
+    fetched.source = format!("{} (files from {url})", chosen.source);
+    Ok(fetched)
+}
+
+async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     let root = ctx.backup_root(&args.location.backup_root)?;
     // `manifest: s3://bucket/prefix/pre-deployment-…/manifest.yml` (or volume://, host://)
     // names its destination.
@@ -526,7 +568,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
         } else {
             root.join(&folder)
         };
-        if !has_files && !dir.is_dir() {
+        if !has_files && !dir.is_dir() && manifest.destination.is_none() {
             return Err(usage(format!(
                 "the artifact `{}` of run {run_id} holds only the manifest (that backup ran with include-backups-in-artifact: false), and its files are not on this machine ({} does not exist): on a GitHub-hosted runner they were deleted when that job ended. Nothing was changed. Back up with include-backups-in-artifact: true (or a durable destination) so that a rollback from another job can fetch them, or roll back on the machine that holds the folder",
                 args.artifact_name,
@@ -594,6 +636,15 @@ async fn choose_in_destination(
                 ))
             })?
     };
+    fetch(root, store, found).await.map(Some)
+}
+
+/// Downloads the backup `found` names from `store` into a staging folder in `root`.
+async fn fetch(
+    root: &Path,
+    store: crate::store::Store,
+    found: super::destination::Found,
+) -> Result<Chosen> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".predeploy-download-")
@@ -603,16 +654,16 @@ async fn choose_in_destination(
         "Downloading {} from the destination",
         store.url_of(&found.folder)
     ));
-    let dir = dest::download(&store, &found, tmp.path()).await;
+    let dir = super::destination::download(&store, &found, tmp.path()).await;
     wf::end_group();
     let dir = dir?;
-    Ok(Some(Chosen {
+    Ok(Chosen {
         source: store.url_of(&found.folder),
         manifest: found.manifest,
         dir,
         _download: Some(tmp),
         store: Some(store),
-    }))
+    })
 }
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the

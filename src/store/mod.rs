@@ -218,6 +218,17 @@ pub struct Store {
     prefix: String,
     /// The URL shown and recorded (never with credentials), without a trailing slash.
     url: String,
+    /// Listing and aborting incomplete multipart uploads (S3 only).
+    uploads: Option<Arc<s3::Uploads>>,
+}
+
+/// An incomplete multipart upload under the destination's prefix (a run killed mid-upload).
+#[derive(Clone, Debug)]
+pub struct Incomplete {
+    /// Relative to the destination's prefix, like [`Entry::key`].
+    pub key: String,
+    pub initiated: DateTime<Utc>,
+    pending: s3::Pending,
 }
 
 impl Store {
@@ -226,7 +237,14 @@ impl Store {
             inner,
             prefix: prefix.trim_matches('/').to_string(),
             url: url.trim_end_matches('/').to_string(),
+            uploads: None,
         }
+    }
+
+    /// With a way to list and abort incomplete multipart uploads.
+    pub fn with_uploads(mut self, uploads: Arc<s3::Uploads>) -> Store {
+        self.uploads = Some(uploads);
+        self
     }
 
     /// The destination's URL (no credentials).
@@ -253,7 +271,11 @@ impl Store {
     }
 
     fn key_of(&self, p: &ObjPath) -> String {
-        let s = p.as_ref();
+        self.relative(p.as_ref())
+    }
+
+    /// A key of the backend, relative to the prefix.
+    fn relative(&self, s: &str) -> String {
         if self.prefix.is_empty() {
             s.to_string()
         } else {
@@ -479,6 +501,43 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.fail("deleting", key, e)),
         }
+    }
+
+    /// The incomplete multipart uploads whose key starts with `prefix` (relative to the
+    /// destination's prefix). None on a backend without multipart uploads that outlive a
+    /// process (a folder, memory).
+    pub async fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<Incomplete>, StoreError> {
+        let Some(u) = &self.uploads else {
+            return Ok(vec![]);
+        };
+        let full = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let listed = u
+            .list(&full)
+            .await
+            .map_err(|e| self.fail("listing the incomplete uploads in", prefix, e))?;
+        Ok(listed
+            .into_iter()
+            .filter(|p| p.key.starts_with(&full))
+            .map(|p| Incomplete {
+                key: self.relative(&p.key),
+                initiated: p.initiated,
+                pending: p,
+            })
+            .collect())
+    }
+
+    /// Aborts an incomplete upload (its parts are freed).
+    pub async fn abort_upload(&self, i: &Incomplete) -> Result<(), StoreError> {
+        let Some(u) = &self.uploads else {
+            return Ok(());
+        };
+        u.abort(&i.pending)
+            .await
+            .map_err(|e| self.fail("aborting the incomplete upload of", &i.key, e))
     }
 
     /// Removes every object under `prefix/`.

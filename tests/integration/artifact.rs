@@ -887,3 +887,78 @@ async fn rollback_by_run_id_of_a_manifest_only_artifact_says_how_to_fix_it() {
     assert_ne!(o.out("restored"), "true", "{o}");
     assert_eq!(fake.blob.requests().len(), 1, "the zip was fetched once");
 }
+
+/// The rollback job of a hosted runner needs only the run id: the backup went to a bucket
+/// (`destination`), its manifest artifact records where, and a later job with the AWS
+/// settings in its environment but no `destination` input fetches the files from there,
+/// checks them against the artifact's manifest and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_by_run_id_fetches_the_files_from_the_destination_the_manifest_records() {
+    use crate::support::docker::{TreeSpec, Volume};
+    use crate::support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
+    use crate::support::Workspace;
+    use artifact_rest_server::Run;
+    let s3 = Seaweed::start("deploy-backups");
+    let endpoint = s3.endpoint();
+    let vol = Volume::with_tree("art-dest", &TreeSpec::awkward());
+    let vol_name = vol.name.clone();
+    let before = vol.fingerprint();
+    let results = TwirpServer::start(Some(&token())).await;
+    let results_url = results.url();
+    let aws = move |a: crate::support::action::Action| {
+        a.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", endpoint.clone())
+    };
+    let aws2 = aws.clone();
+    let name = vol_name.clone();
+    let backup = tokio::task::spawn_blocking(move || {
+        let ws = Workspace::new();
+        aws(ws.action("backup"))
+            .input("destination", "s3://deploy-backups/prod")
+            .input("volumes", name)
+            .input("upload-artifact", "true")
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("ACTIONS_RESULTS_URL", results_url)
+            .env("ACTIONS_RUNTIME_TOKEN", token())
+            .run()
+        // The workspace (the hosted runner's disk) is dropped here.
+    })
+    .await
+    .unwrap();
+    backup.assert_code(0);
+    let stored = results
+        .stored("predeploy-backup")
+        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
+    let out = vol.busybox("rm -rf /data/deep && echo new > /data/new.txt", &[], false);
+    assert!(out.status.success());
+
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add(Artifact::new(
+        51,
+        98,
+        "predeploy-backup",
+        stored.data.clone(),
+    ));
+    fake.add_run(Run::push(98));
+    let api = fake.api.url();
+    let o = tokio::task::spawn_blocking(move || {
+        aws2(Workspace::new().action("rollback"))
+            .input("run-id", "98")
+            .input("github-token", GH_TOKEN)
+            .input("volumes", vol_name)
+            .input("restore-special-bits", "true")
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("GITHUB_API_URL", api)
+            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_RUN_ID", "99")
+            .run()
+    })
+    .await
+    .unwrap();
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true", "{o}");
+    o.assert_mentions("the destination its manifest records: s3://deploy-backups/prod");
+    vol.fingerprint()
+        .assert_same(&before, "after the rollback from the recorded destination");
+}

@@ -882,6 +882,32 @@ impl Volume {
         );
     }
 
+    /// Every entry as one line that any name survives (newlines included): the name and
+    /// the symlink target in hex, type and mode, owner, group, size, and the content's MD5;
+    /// sorted. For trees whose names [`tree_fingerprint`]'s line format cannot hold.
+    pub fn exact_listing(&self) -> String {
+        let script = r#"cd /data
+find . -exec sh -c '
+hex() { od -An -tx1 | tr -d " \n"; }
+for f do
+  n=$(printf %s "$f" | hex)
+  t=$(stat -c "%f|%u|%g|%s" "$f")
+  if [ -L "$f" ]; then c=$(readlink "$f" | hex)
+  elif [ -f "$f" ]; then c=$(md5sum < "$f" | cut -d" " -f1)
+  else c=-; fi
+  echo "$n|$t|$c"
+done' sh {} + | sort
+"#;
+        let out = self.busybox(script, &[], true);
+        assert!(
+            out.status.success(),
+            "listing {} failed:\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// See [`tree_fingerprint`].
     pub fn fingerprint(&self) -> TreeFingerprint {
         tree_fingerprint(&self.name)

@@ -216,6 +216,41 @@ impl Seaweed {
         out
     }
 
+    /// Writes an object behind the S3 API (through the filer).
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        self.tamper(key, bytes);
+    }
+
+    /// Deletes an object behind the S3 API (through the filer).
+    pub fn delete(&self, key: &str) {
+        let (code, body) = self
+            .curl(&[
+                "-X",
+                "DELETE",
+                &format!(
+                    "http://127.0.0.1:{}/buckets/{}/{key}",
+                    self.filer_port, self.bucket
+                ),
+            ])
+            .unwrap();
+        assert!(
+            code < 300,
+            "delete {key}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// The incomplete multipart uploads the server keeps (its `.uploads` folder).
+    pub fn incomplete_uploads(&self) -> usize {
+        match self.filer_get(&format!("/buckets/{}/.uploads/", self.bucket)) {
+            Some((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["Entries"].as_array().map(Vec::len))
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// Overwrites an object behind the S3 API (through the filer).
     pub fn tamper(&self, key: &str, bytes: &[u8]) {
         let f = self.dir.path().join("tampered.bin");
