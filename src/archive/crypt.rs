@@ -172,8 +172,12 @@ fn ssh_fingerprint(line: &str) -> Option<String> {
 /// The secret key(s) of `decrypt-identity`.
 pub struct Identity {
     keys: Vec<Box<dyn age::Identity + Send + Sync>>,
-    /// Public keys of the x25519 identities (for messages and the manifest).
+    /// What identifies them in messages and the manifest: an x25519 identity's public key
+    /// (`age1…`), an ssh key's fingerprint (`ssh-ed25519 SHA256:…`).
     pub public: Vec<String>,
+    /// Their public keys as [`Recipients::parse`] takes them (`age1…`, `ssh-ed25519 AAAA…`):
+    /// what a rollback encrypts its safety backup to.
+    pub recipients: Vec<String>,
 }
 
 impl fmt::Debug for Identity {
@@ -191,10 +195,14 @@ impl Identity {
                 "decrypt-identity looks like an OpenSSH private key but does not parse: paste the whole file, BEGIN and END lines included".to_string()
             })?;
             return match id {
-                age::ssh::Identity::Unencrypted(_) => Ok(Identity {
-                    keys: vec![Box::new(id)],
-                    public: vec![],
-                }),
+                age::ssh::Identity::Unencrypted(_) => {
+                    let line = openssh_public(text);
+                    Ok(Identity {
+                        keys: vec![Box::new(id)],
+                        public: line.iter().filter_map(|l| ssh_fingerprint(l)).collect(),
+                        recipients: line.into_iter().collect(),
+                    })
+                }
                 age::ssh::Identity::Encrypted(_) => Err("decrypt-identity is a passphrase-protected ssh key, which cannot be used unattended: use an age identity (age-keygen) or an unprotected ssh-ed25519 key kept in a secret".into()),
                 age::ssh::Identity::Unsupported(_) => Err("decrypt-identity is an ssh key of a type age cannot use: use an ssh-ed25519 key or an age identity (age-keygen)".into()),
             };
@@ -202,6 +210,7 @@ impl Identity {
         let mut id = Identity {
             keys: vec![],
             public: vec![],
+            recipients: vec![],
         };
         for (i, line) in text
             .lines()
@@ -226,7 +235,9 @@ impl Identity {
                     i + 1
                 )
             })?;
-            id.public.push(k.to_public().to_string());
+            let public = k.to_public().to_string();
+            id.recipients.push(public.clone());
+            id.public.push(public);
             id.keys.push(Box::new(k));
         }
         if id.keys.is_empty() {
@@ -257,6 +268,41 @@ impl Identity {
                 .and_then(|d| d.decrypt(self.iter()).ok())
                 .is_some()
     }
+}
+
+/// The public key line (`ssh-ed25519 AAAA…`) of an unencrypted OpenSSH ed25519 private key:
+/// the `openssh-key-v1` container keeps it in clear before the private section.
+fn openssh_public(pem: &str) -> Option<String> {
+    fn string(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let n = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let end = n.checked_add(4)?;
+        Some((b.get(4..end)?, b.get(end..)?))
+    }
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let rest = bytes.strip_prefix(b"openssh-key-v1\0")?;
+    let (_cipher, rest) = string(rest)?;
+    let (_kdf, rest) = string(rest)?;
+    let (_kdf_options, rest) = string(rest)?;
+    if rest.get(..4)? != 1u32.to_be_bytes() {
+        return None;
+    }
+    let (blob, _) = string(&rest[4..])?;
+    let (kind, _) = string(blob)?;
+    (kind == b"ssh-ed25519").then(|| {
+        format!(
+            "ssh-ed25519 {}",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
+    })
 }
 
 static IDENTITY: OnceLock<Identity> = OnceLock::new();

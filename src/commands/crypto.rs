@@ -105,6 +105,34 @@ fn mask_all(v: &str) {
     }
 }
 
+/// What a rollback of `m` encrypts its safety backup to: nothing when the backup is in clear
+/// text; else the backup's own age recipients and the identity's public key, so that the
+/// safety backup (production data, stored where the backup came from, a bucket say) is no
+/// less protected than the backup and opens with the identity that restored it. An ssh
+/// recipient is recorded by its fingerprint only, so it is kept only when it is the
+/// identity's own key.
+pub fn safety_recipients(m: &Manifest) -> Result<Option<Arc<Recipients>>> {
+    let files = m.files();
+    if files.iter().all(|f| f.encrypted.is_none()) {
+        return Ok(None);
+    }
+    let mut keys: Vec<String> = files
+        .iter()
+        .flat_map(|f| f.recipients.iter())
+        .filter(|r| r.starts_with("age1") && Recipients::parse(r).is_ok())
+        .cloned()
+        .collect();
+    if let Some(id) = crypt::identity() {
+        keys.extend(id.recipients.iter().cloned());
+    }
+    let r = Recipients::parse(&keys.join("\n")).map_err(|_| {
+        usage(
+            "the backup is encrypted but no public key to encrypt the safety backup to is known (the manifest records none and the identity shows none): pass an age identity (AGE-SECRET-KEY-1…) or an unprotected ssh-ed25519 key in decrypt-identity; nothing was changed",
+        )
+    })?;
+    Ok(Some(Arc::new(r)))
+}
+
 /// Who `files` are encrypted to, for messages.
 fn recipients_of(m: &Manifest) -> String {
     let mut all: Vec<&str> = vec![];

@@ -69,6 +69,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     //    before anything is touched.
     let given = super::crypto::identity(&args.decrypt)?;
     super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given)?;
+    let safety_encrypt = super::crypto::safety_recipients(m)?;
     check_files(ctx, &chosen).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
@@ -246,8 +247,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         compression_level: 1,
         verify_restore: false,
         revision: super::revision(ctx, &Default::default()),
-        // The safety backup stays on this host, in clear text like the live data it holds.
-        encrypt: None,
+        // Encrypted like the backup it replaces (it may go to the same destination).
+        encrypt: safety_encrypt,
     };
     let mut safety = take(ctx, &spec)
         .await

@@ -962,3 +962,125 @@ async fn rollback_by_run_id_fetches_the_files_from_the_destination_the_manifest_
     vol.fingerprint()
         .assert_same(&before, "after the rollback from the recorded destination");
 }
+
+/// Encrypted backups (issue 14) through the artifact store: a backup job on a hosted runner
+/// uploads `include-backups-in-artifact: true` with `encrypt-recipients`; the artifact holds
+/// the encrypted files (the reference `age -d` opens them) and the clear-text manifest,
+/// nothing in clear; a later job fetches it by run id and rolls back with the identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backup_in_the_artifact_restores_with_the_identity() {
+    use crate::support::age::{assert_secret_nowhere, keygen, sh};
+    use crate::support::docker::{TreeSpec, Volume};
+    use crate::support::Workspace;
+    use artifact_rest_server::Run;
+    let key = keygen("ops");
+    let public = key.public.clone();
+    let results = TwirpServer::start(Some(&token())).await;
+    let results_url = results.url();
+    let (vol, before, backup) = tokio::task::spawn_blocking(move || {
+        let vol = Volume::with_tree("art-encrypted", &TreeSpec::awkward());
+        let before = vol.fingerprint();
+        let ws = Workspace::new();
+        let o = ws
+            .action("backup")
+            .input("volumes", &vol.name)
+            .input("encrypt-recipients", public)
+            .input("upload-artifact", "true")
+            .input("include-backups-in-artifact", "true")
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("ACTIONS_RESULTS_URL", results_url)
+            .env("ACTIONS_RUNTIME_TOKEN", token())
+            .run();
+        // The workspace (the hosted runner's disk) is dropped here.
+        (vol, before, o)
+    })
+    .await
+    .unwrap();
+    backup.assert_code(0);
+    assert_eq!(backup.out("verified"), "true", "{backup}");
+    let stored = results
+        .stored("predeploy-backup")
+        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
+    assert!(stored.finalized, "{backup}");
+
+    // What the artifact holds: the manifest in clear, the backup file encrypted.
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(stored.data.clone())).unwrap();
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|n| n.expect("a file name").to_string())
+        .collect();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let mut sealed = vec![];
+    for name in &names {
+        let mut data = vec![];
+        zip.by_name(name).unwrap().read_to_end(&mut data).unwrap();
+        if name.ends_with("manifest.yml") {
+            let text = String::from_utf8(data).unwrap();
+            assert!(text.contains("encrypted: age"), "{text}");
+            continue;
+        }
+        assert!(name.ends_with(".tar.gz.age"), "{names:?}");
+        assert!(data.starts_with(b"age-encryption.org/v1\n"), "{name}");
+        let p = keys_dir.path().join(format!("{}.age", sealed.len()));
+        std::fs::write(&p, &data).unwrap();
+        sealed.push(p);
+    }
+    assert_eq!(sealed.len(), 1, "{names:?}");
+    let listed = sh(&format!(
+        "age -d -i '{}' '{}' | tar tz",
+        key.file.display(),
+        sealed[0].display()
+    ));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "README.txt"),
+        "{listed}"
+    );
+
+    // A bad deploy; a later job fetches the artifact of run 88 and rolls back.
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add(Artifact::new(
+        41,
+        88,
+        "predeploy-backup",
+        stored.data.clone(),
+    ));
+    fake.add_run(Run::push(88));
+    let api = fake.api.url();
+    let secret = key.secret.clone();
+    let (vol, before, ws, o) = tokio::task::spawn_blocking(move || {
+        let out = vol.busybox(
+            "rm -f /data/README.txt && echo x > /data/new.txt",
+            &[],
+            false,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let ws = Workspace::new();
+        let o = ws
+            .action("rollback")
+            .input("run-id", "88")
+            .input("github-token", GH_TOKEN)
+            .input("volumes", &vol.name)
+            .input("restore-special-bits", "true")
+            .input("decrypt-identity", secret)
+            .without_env("PREDEPLOY_AGE_IDENTITY")
+            .env("RUNNER_ENVIRONMENT", "github-hosted")
+            .env("GITHUB_API_URL", api)
+            .env("GITHUB_REPOSITORY", REPO)
+            .env("GITHUB_RUN_ID", "89")
+            .run();
+        (vol, before, ws, o)
+    })
+    .await
+    .unwrap();
+    o.assert_code(0);
+    assert_eq!(o.out("restored"), "true", "{o}");
+    tokio::task::spawn_blocking(move || {
+        vol.fingerprint()
+            .assert_same(&before, "after the rollback from the artifact");
+    })
+    .await
+    .unwrap();
+    assert_secret_nowhere(&key.secret, &[&backup, &o], &ws);
+}

@@ -9,6 +9,7 @@
 //!   ([`host_folder_round_trip_survives_a_wiped_workspace`])
 //! - [`missing_destination_volume_is_exit_2_naming_the_command_that_creates_it`]
 //! - [`tampered_object_in_a_volume_is_refused_before_anything_changes`]
+//! - [`s3_encrypted_backup_is_verifiable_without_the_identity_and_restores_only_with_it`]
 //! - [`wrong_secret_fails_with_exit_3_naming_the_variable_never_the_secret`]
 //! - [`missing_bucket_is_a_clear_error_and_nothing_is_made`]
 //! - [`url_with_credentials_is_refused`]
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 use predeploy_backup::manifest::{Manifest, FILE_NAME, POINTER_FILE};
 
 use crate::support::action::Action;
+use crate::support::age::{age_decrypt_bytes, assert_secret_nowhere, keygen};
 use crate::support::docker::{Container, Pg, TreeSpec, Volume};
+use crate::support::fixtures::gunzip;
 use crate::support::rollback_db;
 use crate::support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
 use crate::support::{Outcome, Workspace};
@@ -275,6 +278,149 @@ fn round_trip(test: &str, d: &Dest) {
     let i = (d.apply)(ws.action("info")).run();
     i.assert_code(0);
     i.assert_mentions(&folder).assert_mentions("--run-id 4242");
+}
+
+/// Encrypted backups (issue 14) through S3: the bucket holds only `….age` objects, which the
+/// reference `age -d` opens; their SHA-256 (the read-back's, and `verify`'s on a copy of the
+/// bucket) needs no key; a rollback from the bucket alone is refused without the identity
+/// (exit 2, nothing touched, nothing stored) and restores identical tables and tree with it.
+#[test]
+fn s3_encrypted_backup_is_verifiable_without_the_identity_and_restores_only_with_it() {
+    let test = "dest-encrypted";
+    let s3 = Seaweed::start(BUCKET);
+    let (pg, vol) = std::thread::scope(|s| {
+        let pg = s.spawn(|| Pg::seeded(test));
+        let vol = Volume::with_tree(test, &TreeSpec::awkward());
+        (pg.join().unwrap(), vol)
+    });
+    let key = keygen("ops");
+    let db_before = rollback_db::fingerprint(&pg);
+    let vol_before = vol.fingerprint();
+    let ws = Workspace::new();
+
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("postgres-container", pg.name())
+        .input("postgres-db", &pg.db)
+        .input("postgres-user", &pg.user)
+        .input("postgres-password", &pg.password)
+        .input("volumes", &vol.name)
+        .input("encrypt-recipients", &key.public)
+        .run();
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    assert_no_secret(&o);
+    let folder_url = o.out("destination-url").to_string();
+    let folder = folder_url.rsplit('/').next().unwrap().to_string();
+    assert!(o.out("db-backup-url").ends_with(".sql.gz.age"), "{o}");
+    assert!(o.out("volume-backup-urls").ends_with(".tar.gz.age"), "{o}");
+
+    // The bucket holds the encrypted files only, byte for byte what the manifest records.
+    let local = ws.join(o.out("backup-dir"));
+    let m = Manifest::load(&local.join(FILE_NAME)).unwrap();
+    let in_folder: Vec<String> = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{PREFIX}/{folder}/")) && !k.ends_with(FILE_NAME))
+        .collect();
+    assert_eq!(in_folder.len(), 2, "{in_folder:?}");
+    for f in m.files() {
+        let k = format!("{PREFIX}/{folder}/{}", f.path);
+        assert!(
+            k.ends_with(".age") && in_folder.contains(&k),
+            "{k} {in_folder:?}"
+        );
+        let bytes = s3.object(&k);
+        assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "{k}");
+        assert_eq!(
+            predeploy_backup::archive::hash::sha256_hex(&bytes),
+            f.sha256
+        );
+    }
+    // One downloaded object opens with the reference CLI: a complete dump.
+    let db_key = format!(
+        "{PREFIX}/{folder}/{}",
+        m.database.as_ref().unwrap().file.path
+    );
+    let sql = gunzip(&age_decrypt_bytes(&key, &s3.object(&db_key)));
+    assert!(String::from_utf8_lossy(&sql).contains("PostgreSQL database dump complete"));
+    let stored = String::from_utf8(s3.object(&format!("{PREFIX}/{folder}/{FILE_NAME}"))).unwrap();
+    assert!(
+        stored.contains("encrypted: age") && stored.contains(&key.public),
+        "{stored}"
+    );
+
+    // The workspace is wiped. Whoever holds a copy of the bucket but not the key can verify
+    // it: `verify` without the identity checks each object's age header, size and SHA-256.
+    wipe(&ws);
+    let copy = ws.join("from-bucket").join(&folder);
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in m.files() {
+        let k = format!("{PREFIX}/{folder}/{}", f.path);
+        std::fs::write(copy.join(&f.path), s3.object(&k)).unwrap();
+    }
+    let manifest_bytes = s3.object(&format!("{PREFIX}/{folder}/{FILE_NAME}"));
+    std::fs::write(copy.join(FILE_NAME), manifest_bytes).unwrap();
+    let db_name = &m.database.as_ref().unwrap().file.path;
+    let vol_name = &m.volumes[0].file.path;
+    let v = ws
+        .action("verify")
+        .input("db-backup", copy.join(db_name).display().to_string())
+        .input("volume-backups", copy.join(vol_name).display().to_string())
+        .without_env("PREDEPLOY_AGE_IDENTITY")
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    v.assert_mentions("not their content");
+    wipe(&ws);
+
+    // A bad deploy; a rollback from the bucket alone without the identity: exit 2, the
+    // recipient named, nothing touched, nothing stored (no safety backup).
+    pg.psql(
+        "DELETE FROM public.events WHERE id > 100; UPDATE public.customers SET name = 'changed'",
+    );
+    let out = vol.busybox("rm -rf /data/deep && echo new > /data/new.txt", &[], false);
+    assert!(out.status.success(), "{out:?}");
+    let db_changed = rollback_db::fingerprint(&pg);
+    let vol_changed = vol.fingerprint();
+    assert_ne!(db_changed, db_before);
+    let rollback = || {
+        with_s3(ws.action("rollback"), &s3)
+            .input("run-id", "4242")
+            .input("postgres-container", pg.name())
+            .input("postgres-password", &pg.password)
+            .input("volumes", &vol.name)
+            .input("restore-special-bits", "true")
+            .without_env("PREDEPLOY_AGE_IDENTITY")
+    };
+    let no_key = rollback().run();
+    no_key.assert_code(2);
+    no_key
+        .assert_mentions(&key.public)
+        .assert_mentions("pass the matching identity in decrypt-identity");
+    assert_eq!(no_key.out("restored"), "false");
+    rollback_db::fingerprint(&pg).assert_same(&db_changed, "after a refused rollback");
+    vol.fingerprint()
+        .assert_same(&vol_changed, "after a refused rollback");
+    assert_eq!(manifests(&s3).len(), 1, "{:?}", s3.keys());
+
+    // With the identity: restored from the bucket alone.
+    let r = rollback().input("decrypt-identity", &key.secret).run();
+    r.assert_code(0);
+    assert_eq!(r.out("restored"), "true", "{r}");
+    assert_no_secret(&r);
+    rollback_db::fingerprint(&pg).assert_same(&db_before, "after the rollback from S3");
+    vol.fingerprint()
+        .assert_same(&vol_before, "after the rollback from S3");
+    // The safety backup went to the bucket encrypted too: no backup file in clear there.
+    assert_eq!(manifests(&s3).len(), 2, "{:?}", s3.keys());
+    let files: Vec<String> = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains("/pre-deployment-") && !k.ends_with(FILE_NAME))
+        .collect();
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert!(files.iter().all(|k| k.ends_with(".age")), "{files:?}");
+    assert_secret_nowhere(&key.secret, &[&r], &ws);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //!   without the key (SHA-256 against the manifest); a truncated dump encrypted with the
 //!   reference CLI (and a manifest forged with its right SHA-256) is caught with the key and
 //!   not restored; an identity given for a backup in clear text is refused (exit 2).
+//! - [`ssh_ed25519_key_works_end_to_end`]: a key from `ssh-keygen -t ed25519 -N ''`, its
+//!   `.pub` line as the recipient, the OpenSSH private key as the identity: verify-restore,
+//!   `age -d -i id_ed25519` (reference CLI), verify and rollback; the manifest records the
+//!   key's fingerprint, never the key; the safety backup is encrypted to the same key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,73 +23,16 @@ use std::sync::Arc;
 use predeploy_backup::manifest::{Manifest, FILE_NAME};
 
 use crate::support::action::Action;
+use crate::support::age::{
+    age_decrypt, assert_secret_nowhere, keygen, sh, ssh_fingerprint, ssh_keygen,
+};
 use crate::support::docker::{Pg, TreeSpec, Volume};
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::gzip;
 use crate::support::rollback_db;
-use crate::support::{file_size, random_hex, sha256sum, target_tmp, Outcome, Workspace};
+use crate::support::{file_size, sha256sum, Workspace};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// An age key pair made by the reference `age-keygen`, kept outside the workspace.
-struct Key {
-    file: PathBuf,
-    secret: String,
-    public: String,
-}
-
-fn keygen(name: &str) -> Key {
-    let dir = target_tmp().join(format!("age-keys-{}", random_hex(8)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{name}.txt"));
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&file)
-        .output()
-        .expect("age-keygen runs (Debian package `age`, installed by scripts/test)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&file).unwrap();
-    let secret = text
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .expect("an identity line")
-        .to_string();
-    let out = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(public.starts_with("age1"), "{public}");
-    Key {
-        file,
-        secret,
-        public,
-    }
-}
-
-/// `age -d -i KEY FILE` (the reference CLI).
-fn age_decrypt(key: &Key, file: &Path) -> Vec<u8> {
-    let out = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&key.file)
-        .arg(file)
-        .output()
-        .expect("age runs");
-    assert!(
-        out.status.success(),
-        "age -d {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// `age -r PUBLIC -o OUT` with `data` on stdin (the reference CLI).
 fn age_encrypt(public: &str, data: &[u8], out: &Path) {
@@ -100,20 +47,6 @@ fn age_encrypt(public: &str, data: &[u8], out: &Path) {
         .expect("age runs");
     child.stdin.take().unwrap().write_all(data).unwrap();
     assert!(child.wait().unwrap().success(), "age -r failed");
-}
-
-/// `bash -o pipefail -c script`, its stdout.
-fn sh(script: &str) -> String {
-    let out = Command::new("bash")
-        .args(["-o", "pipefail", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 struct Stack {
@@ -204,69 +137,6 @@ impl Stack {
 
     fn backup_folders(&self) -> Vec<String> {
         self.ws.backup_folders("backups")
-    }
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                todo.push(e.path());
-            } else if ft.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
-
-/// The identity appears nowhere a user or a log reader can see it: not in stdout (but the
-/// runner's `::add-mask::` command, which the runner consumes), stderr, outputs, summary,
-/// nor in any file of the workspace (manifests, pointer, backups).
-fn assert_secret_nowhere(secret: &str, outcomes: &[&Outcome], ws: &Workspace) {
-    let mut masked = false;
-    for o in outcomes {
-        let stdout: String = o
-            .stdout
-            .lines()
-            .filter(|l| {
-                let m = l.starts_with("::add-mask::");
-                masked |= m && l.contains(secret);
-                !m
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        for (what, text) in [
-            ("stdout", stdout.as_str()),
-            ("stderr", o.stderr.as_str()),
-            ("$GITHUB_OUTPUT", o.raw_output.as_str()),
-            ("summary", o.summary.as_str()),
-        ] {
-            assert!(
-                !text.contains(secret),
-                "the identity appears in {what}\n{o}"
-            );
-            assert!(
-                !text.contains(&secret[16..40]),
-                "part of the identity appears in {what}\n{o}"
-            );
-        }
-    }
-    assert!(masked, "the identity was never masked with ::add-mask::");
-    for f in files_under(ws.path()) {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "the identity is written in {}",
-            f.display()
-        );
     }
 }
 
@@ -557,4 +427,82 @@ fn reference_cli_files_are_accepted_and_faults_are_caught() {
     r.assert_code(0);
     assert_eq!(r.out("restored"), "true", "{r}");
     assert_secret_nowhere(&key.secret, &[&v, &r], &s.ws);
+}
+
+#[test]
+fn ssh_ed25519_key_works_end_to_end() {
+    let s = Stack::new("enc-ssh");
+    let key = ssh_keygen("id_ed25519");
+    let before = s.state();
+
+    // The `.pub` line as the recipient; verify-restore reads the dump back with the
+    // OpenSSH private key as the identity.
+    let b = s
+        .backup()
+        .input("encrypt-recipients", &key.public)
+        .input("verify-restore", "true")
+        .input("decrypt-identity", &key.secret)
+        .run();
+    b.assert_code(0);
+    assert_eq!(b.out("verified"), "true", "{b}");
+    let db_path = b.path(b.out("db-backup-path"));
+    let vol_path = b.path(b.out("volume-backup-paths"));
+    assert!(
+        db_path.to_string_lossy().ends_with(".sql.gz.age"),
+        "{}",
+        db_path.display()
+    );
+    // The manifest records the key's fingerprint as `ssh-keygen -l` shows it, never the key.
+    let manifest = b.path(b.out("manifest-path"));
+    let m = Manifest::load(&manifest).unwrap();
+    assert!(m.restore_check.as_ref().is_some_and(|r| r.passed), "{b}");
+    let fp = format!("ssh-ed25519 {}", ssh_fingerprint(&key));
+    for f in m.files() {
+        assert_eq!(f.encrypted.as_deref(), Some("age"), "{f:?}");
+        assert_eq!(f.recipients, vec![fp.clone()], "{f:?}");
+    }
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let blob = key.public.split_whitespace().nth(1).unwrap();
+    assert!(
+        !text.contains(blob),
+        "the public key itself is in the manifest\n{text}"
+    );
+
+    // The reference CLI opens the dump with the private key (`age -d -i id_ed25519`).
+    let sql = gunzip(&age_decrypt(&key, &db_path));
+    let sql = String::from_utf8_lossy(&sql);
+    assert!(sql.contains("PostgreSQL database dump complete"), "{sql}");
+
+    // verify with the ssh identity checks the content.
+    let v = s
+        .verify(&db_path, &vol_path)
+        .input("decrypt-identity", &key.secret)
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    assert!(!v.all_text().contains("not their content"), "{v}");
+
+    // Rollback with the OpenSSH private key restores tables and tree.
+    s.change("deploy");
+    let ok = s.rollback().input("decrypt-identity", &key.secret).run();
+    ok.assert_code(0);
+    assert_eq!(ok.out("restored"), "true", "{ok}");
+    s.assert_state(&before, "after the rollback with the ssh key");
+
+    // The safety backup (the changed state) is encrypted to the same key, and opens with it.
+    let safety = ok.path(ok.out("safety-backup-dir"));
+    let sm = Manifest::load(&safety.join(FILE_NAME)).unwrap();
+    for f in sm.files() {
+        assert!(f.path.ends_with(".age"), "{f:?}");
+        assert_eq!(f.encrypted.as_deref(), Some("age"), "{f:?}");
+        assert_eq!(f.recipients, vec![fp.clone()], "{f:?}");
+    }
+    let safety_db = safety.join(&sm.database.as_ref().unwrap().file.path);
+    let sql = gunzip(&age_decrypt(&key, &safety_db));
+    assert!(
+        String::from_utf8_lossy(&sql).contains("changed deploy"),
+        "the safety backup holds the state before the rollback"
+    );
+
+    assert_secret_nowhere(&key.secret, &[&b, &v, &ok], &s.ws);
 }

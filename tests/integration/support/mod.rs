@@ -6,6 +6,8 @@
 //!   `action.yml`, empty unless given), [`Cli`], [`Outcome`], [`Workspace`].
 //! - [`gh_output`]: a strict parser of `$GITHUB_OUTPUT` (the runner's file-command rules) and
 //!   of workflow-command annotations (`::error file=...::...`).
+//! - [`age`]: keys made by `age-keygen` and `ssh-keygen`, the reference `age -d`, and
+//!   [`age::assert_secret_nowhere`] (an identity appears in no output and no file).
 //! - [`docker`]: images, PostgreSQL containers, volumes with an awkward tree, networks,
 //!   content fingerprints of a database and of a volume, all removed on drop.
 //! - [`docker_proxy`]: a proxy in front of the engine's socket (`DOCKER_HOST=tcp://...`) that
@@ -16,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod action;
+pub mod age;
 pub mod docker;
 pub mod docker_proxy;
 pub mod fixtures;
