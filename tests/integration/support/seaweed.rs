@@ -3,6 +3,11 @@
 //! ports, with an identities file that gives the access key and secret. Killed by PID on drop.
 //! Objects can be read and written behind the S3 API through the filer
 //! (`/buckets/<bucket>/<key>`), which is how tests tamper with a stored object.
+//!
+//! [`Seaweed::in_container`] runs the same server in a container (the `weed` binary alone,
+//! `scripts/images.sh seaweedfs`) on a Docker network, where other containers (act's job and
+//! action containers) reach it by name; its filer and S3 ports are published on the host's
+//! 127.0.0.1 for the test's own checks.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -11,6 +16,14 @@ use std::time::{Duration, Instant};
 
 pub const ACCESS_KEY: &str = "PBTESTKEY0001";
 pub const SECRET_KEY: &str = "pbtest-secret-0123456789abcdefSECRET";
+pub const IMAGE: &str = "predeploy-test/seaweedfs:4.48";
+
+/// The identities file: one user with [`ACCESS_KEY`] and [`SECRET_KEY`].
+fn identities() -> String {
+    format!(
+        r#"{{"identities":[{{"name":"ci","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+    )
+}
 
 /// A running `weed mini`.
 pub struct Seaweed {
@@ -22,6 +35,8 @@ pub struct Seaweed {
     ports: Vec<u16>,
     args: Vec<String>,
     with_bucket: bool,
+    /// Set for [`Seaweed::in_container`]: the container's name.
+    container: Option<String>,
 }
 
 /// A port the kernel just handed out (free at that moment). `weed` also binds each port +
@@ -49,13 +64,7 @@ impl Seaweed {
             .prefix("pbt-seaweed-")
             .tempdir()
             .unwrap();
-        std::fs::write(
-            dir.path().join("s3.json"),
-            format!(
-                r#"{{"identities":[{{"name":"ci","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("s3.json"), identities()).unwrap();
         let mut ports = vec![];
         let master = free_port(&mut ports);
         let filer = free_port(&mut ports);
@@ -99,9 +108,79 @@ impl Seaweed {
             ports,
             args,
             with_bucket,
+            container: None,
         };
         s.spawn();
         s
+    }
+
+    /// A server with `bucket` created, in container `name` on Docker `network`, where it
+    /// answers S3 at [`Seaweed::network_endpoint`]. Removed (by name) on drop.
+    pub fn in_container(bucket: &str, network: &str, name: &str) -> Seaweed {
+        use super::docker::{build_images_unless, docker, docker_ok};
+        let have = || docker(&["image", "inspect", IMAGE]).status.success();
+        build_images_unless(have, &["seaweedfs"]);
+        let dir = tempfile::Builder::new()
+            .prefix("pbt-seaweed-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(dir.path().join("s3.json"), identities()).unwrap();
+        let data = format!("{}:/data", dir.path().display());
+        let mut s = Seaweed {
+            child: None,
+            dir,
+            s3_port: 0,
+            filer_port: 0,
+            bucket: bucket.into(),
+            ports: vec![],
+            args: vec![],
+            with_bucket: true,
+            container: Some(name.into()),
+        };
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.into()];
+        args.extend(super::docker::label_args());
+        args.extend(
+            [
+                "--network",
+                network,
+                "-v",
+                &data,
+                "-p",
+                "127.0.0.1::8888",
+                "-p",
+                "127.0.0.1::8333",
+                IMAGE,
+                "mini",
+                "-dir=/data",
+                &format!("-ip={name}"),
+                "-ip.bind=0.0.0.0",
+                "-s3.config=/data/s3.json",
+                &format!("-bucket={bucket}"),
+                "-webdav=false",
+                "-admin.ui=false",
+                "-master.telemetry=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ]
+            .map(String::from),
+        );
+        docker_ok(&args);
+        let port = |p: &str| -> u16 {
+            let out = docker_ok(&["port", name, p]);
+            out.lines()
+                .find_map(|l| l.trim().rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+                .unwrap_or_else(|| panic!("no published port for {p}: {out}"))
+        };
+        s.filer_port = port("8888");
+        s.s3_port = port("8333");
+        s.wait_ready(true);
+        s
+    }
+
+    /// The S3 endpoint for containers on the network ([`Seaweed::in_container`]).
+    pub fn network_endpoint(&self) -> String {
+        let name = self.container.as_deref().expect("a server in a container");
+        format!("http://{name}:8333")
     }
 
     fn spawn(&mut self) {
@@ -123,6 +202,10 @@ impl Seaweed {
 
     /// Starts a killed server again on the same data and ports.
     pub fn restart(mut s: Seaweed) -> Seaweed {
+        assert!(
+            s.container.is_none(),
+            "restart: not for a server in a container"
+        );
         s.kill();
         s.spawn();
         s
@@ -157,6 +240,10 @@ impl Seaweed {
     }
 
     pub fn log(&self) -> String {
+        if let Some(name) = &self.container {
+            let out = super::docker::docker(&["logs", "--tail", "50", name]);
+            return String::from_utf8_lossy(&out.stderr).into_owned();
+        }
         std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
     }
 
@@ -288,6 +375,9 @@ impl Seaweed {
 
     /// Kills the server (SIGKILL, by PID) now.
     pub fn kill(&mut self) {
+        if let Some(name) = self.container.take() {
+            let _ = super::docker::docker(&["rm", "-f", "-v", &name]);
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
