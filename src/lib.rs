@@ -10,7 +10,7 @@
 //! - [`manifest`]: the record of a backup, and `.last-deployment-backup`.
 //! - [`retention`], [`alert`], [`lock`]: what keeps backups safe around a run.
 //! - [`report`]: how the engine reports progress (passed in; implemented by `actions`).
-//! - [`secrets`]: what is redacted from every text we write.
+//! - [`secrets`]: what is redacted from every text we write; `http`: the one HTTP client setup.
 
 pub mod actions;
 pub mod alert;
@@ -19,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod docker;
 pub mod error;
+mod http;
 pub mod lock;
 pub mod manifest;
 pub mod names;

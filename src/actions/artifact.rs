@@ -222,37 +222,7 @@ pub(crate) fn is_retryable(status: reqwest::StatusCode) -> bool {
     status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// An HTTP client with our user agent. `follow` redirects only for blob downloads (reqwest
-/// would drop credentials across hosts, and we never give it any for blobs anyway).
-pub(crate) fn http_client(follow: bool) -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("predeploy-backup/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
-        .redirect(if follow {
-            reqwest::redirect::Policy::limited(5)
-        } else {
-            reqwest::redirect::Policy::none()
-        })
-        .build()
-        .map_err(|e| format!("could not set up the HTTP client: {}", error_chain(&e)))
-}
-
-/// An error and its sources on one line (reqwest's own message is terse).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_txt = s.to_string();
-        if !out.contains(&s_txt) {
-            out.push_str(": ");
-            out.push_str(&s_txt);
-        }
-        cur = s.source();
-    }
-    commands::redact(&out)
-}
+pub(crate) use crate::http::{error_chain, http_client};
 
 /// A reqwest error without the URL it carries (a signed URL must never be printed).
 pub(crate) fn req_error(e: reqwest::Error) -> String {

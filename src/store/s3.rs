@@ -156,7 +156,7 @@ impl Uploads {
             .parse()
             .map_err(|e| fail(format!("{url} is not a valid request URI: {e}")))?;
         AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut req, None)?;
-        let client = crate::actions::artifact::http_client(false).map_err(fail)?;
+        let client = crate::http::http_client(false).map_err(fail)?;
         let res = client
             .request(method, url.clone())
             .headers(req.headers().clone())
@@ -165,7 +165,7 @@ impl Uploads {
             .map_err(|e| {
                 fail(format!(
                     "error sending request to {url}: {}",
-                    crate::actions::artifact::error_chain(&e)
+                    crate::http::error_chain(&e)
                 ))
             })?;
         let status = res.status();
