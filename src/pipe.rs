@@ -87,6 +87,9 @@ pub fn write_backup_file(
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let file = File::create(&path)?;
+        // The ciphertext reaches the disk while it is written, as a clear file does; the
+        // sealing writer hashes it on the way, so nothing reads it behind.
+        let file = EarlySync::new(file, Arc::new(Progress::default()));
         let mut w = crypt::SealingWriter::new(
             BufWriter::with_capacity(1 << 20, file),
             codec,
@@ -98,7 +101,7 @@ pub fn write_backup_file(
             w.write_all(&chunk)?;
         }
         let (file, sealed) = w.finish()?;
-        file.into_inner().map_err(|e| e.into_error())?;
+        file.into_inner().map_err(|e| e.into_error())?.finish()?;
         Ok((sealed.raw, Written::Sealed(sealed)))
     });
     (tx, task)
