@@ -60,13 +60,56 @@ impl crate::error::Classify for ManifestError {
     }
 }
 
+/// Who made a backup's files (the manifest's `mode`). The names on disk are the
+/// lower-case variant names; a manifest with another value is not one this tool wrote.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The `backup` mode.
+    Backup,
+    /// The `verify` mode, recording files another step made.
+    Verify,
+    /// The backup `rollback` takes of the current state before it restores (never a
+    /// rollback target by default, never counted as the last good backup).
+    Safety,
+}
+
+/// What a [`VolumeRecord`]'s archive holds (its `kind`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A named Docker volume (`name` is the volume).
+    Volume,
+    /// A folder of the host (`name` is its path).
+    Path,
+    /// An archive `verify` was given by file only (`name` is its file name).
+    File,
+}
+
+impl SourceKind {
+    /// The name written in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Volume => "volume",
+            SourceKind::Path => "path",
+            SourceKind::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The full record of one backup.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub schema_version: u32,
     pub tool: Tool,
-    /// `backup` or `verify`: who made the files.
-    pub mode: String,
+    /// Who made the files: `backup`, `verify`, or `safety` (a rollback's own backup first).
+    pub mode: Origin,
     /// True only when every file passed every check.
     pub verified: bool,
     pub created_at: DateTime<Utc>,
@@ -183,8 +226,8 @@ pub struct VolumeRecord {
     pub file: FileRecord,
     /// Docker volume name, or host path.
     pub name: String,
-    /// `volume` or `path`.
-    pub kind: String,
+    /// What was archived: `volume`, `path` or `file`.
+    pub kind: SourceKind,
     pub entries: u64,
     pub total_bytes: u64,
 }
@@ -201,11 +244,11 @@ pub struct RestoreCheck {
 
 impl Manifest {
     /// A fresh manifest for a backup made now.
-    pub fn new(mode: &str, created_at: DateTime<Utc>, backup_dir: String, git: Git) -> Self {
+    pub fn new(mode: Origin, created_at: DateTime<Utc>, backup_dir: String, git: Git) -> Self {
         Manifest {
             schema_version: SCHEMA_VERSION,
             tool: Tool::default(),
-            mode: mode.into(),
+            mode,
             verified: false,
             created_at,
             timestamp: timestamp(created_at),
@@ -440,7 +483,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let mut m = Manifest::new(
-            "backup",
+            Origin::Backup,
             t,
             "backups/pre-deployment-20241130_143022".into(),
             Git {
@@ -491,6 +534,61 @@ mod tests {
             Err(ManifestError::TooNew { found: 99, .. })
         ));
         assert!(Manifest::parse("a: 1\n", Path::new("m")).is_err());
+    }
+
+    /// Manifests as release 0.1.0 wrote them (tests/fixtures/manifests, written by that
+    /// release's code, every mode and volume kind it records): read with today's types, and
+    /// written back the same, so the names on disk have not changed.
+    #[test]
+    fn reads_manifests_written_by_the_current_release() {
+        use SourceKind::*;
+        let fixtures: [(&str, &str, Origin, &[SourceKind]); 3] = [
+            (
+                "backup.yml",
+                include_str!("../tests/fixtures/manifests/backup.yml"),
+                Origin::Backup,
+                &[Volume, Path],
+            ),
+            (
+                "verify.yml",
+                include_str!("../tests/fixtures/manifests/verify.yml"),
+                Origin::Verify,
+                &[Volume, File],
+            ),
+            (
+                "safety.yml",
+                include_str!("../tests/fixtures/manifests/safety.yml"),
+                Origin::Safety,
+                &[Volume],
+            ),
+        ];
+        for (name, text, mode, kinds) in fixtures {
+            let m = Manifest::parse(text, std::path::Path::new(name)).unwrap();
+            assert_eq!(m.mode, mode, "{name}");
+            let read: Vec<SourceKind> = m.volumes.iter().map(|v| v.kind).collect();
+            assert_eq!(read, kinds, "{name}");
+            assert!(m.verified, "{name}");
+            assert_eq!(m.to_yaml(), text, "{name} is not written back as it was");
+        }
+        let backup = fixtures[0].1;
+        let m = Manifest::parse(backup, std::path::Path::new("backup.yml")).unwrap();
+        assert_eq!(m.database.unwrap().tables["public.customers"], 8);
+        assert_eq!(m.restore_check.unwrap().tables["public.customers"], (8, 8));
+        // What messages print is what the manifest says.
+        for k in [Volume, Path, File] {
+            let written = serde_saphyr::to_string(&k).unwrap();
+            assert_eq!(written.trim(), k.to_string());
+        }
+        // A value this tool never wrote is not guessed at.
+        for (from, to) in [
+            ("mode: backup", "mode: restore"),
+            ("kind: path", "kind: bucket"),
+        ] {
+            assert!(matches!(
+                Manifest::parse(&backup.replace(from, to), std::path::Path::new("m")),
+                Err(ManifestError::Parse { .. })
+            ));
+        }
     }
 
     #[test]

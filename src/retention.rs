@@ -286,7 +286,7 @@ pub fn prune(
                     verified: m.verified && !interrupted,
                     interrupted,
                     protected: is_protected,
-                    safety: m.mode == "safety",
+                    safety: m.mode == crate::manifest::Origin::Safety,
                 },
             )),
             // Only a folder whose marker we wrote ourselves, and whose manifest went
@@ -567,7 +567,12 @@ mod tests {
         let dir = root.join(format!("{DIR_PREFIX}{}", manifest::timestamp(created)));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("db.sql.gz"), b"x").unwrap();
-        let mut m = Manifest::new("backup", created, dir.display().to_string(), Git::default());
+        let mut m = Manifest::new(
+            crate::manifest::Origin::Backup,
+            created,
+            dir.display().to_string(),
+            Git::default(),
+        );
         m.verified = verified;
         m.write(&dir).unwrap();
         dir

@@ -28,7 +28,7 @@ use crate::archive::verify::{verify_written, Expect, FileReport};
 use crate::cli::{split_list, BackupArgs, Target, Thresholds};
 use crate::docker::{ContainerInfo, Engine};
 use crate::error::{usage, VerificationFailed};
-use crate::manifest::{self, Git, Manifest, RestoreCheck};
+use crate::manifest::{self, Git, Manifest, Origin, RestoreCheck, SourceKind};
 use crate::pipe;
 use crate::postgres::{Credentials, Server};
 
@@ -217,7 +217,7 @@ impl FileNames {
 /// What to back up, from `backup`'s inputs or from `rollback` (its safety backup).
 pub struct Spec<'a> {
     /// Recorded as the manifest's `mode`: `backup`, or `safety` before a rollback.
-    pub mode: &'static str,
+    pub mode: Origin,
     pub backup_root: &'a Path,
     pub target: &'a Target,
     pub thresholds: &'a Thresholds,
@@ -285,7 +285,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
     let spec = Spec {
-        mode: "backup",
+        mode: Origin::Backup,
         backup_root: &args.location.backup_root,
         target: &args.target,
         thresholds: &args.thresholds,
@@ -823,7 +823,7 @@ async fn archive_all(
             path,
             VolMeta {
                 name: v.clone(),
-                kind: "volume".into(),
+                kind: SourceKind::Volume,
             },
             checked,
         ));
@@ -847,7 +847,7 @@ async fn archive_all(
             path,
             VolMeta {
                 name: p.display().to_string(),
-                kind: "path".into(),
+                kind: SourceKind::Path,
             },
             checked,
         ));

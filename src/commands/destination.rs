@@ -265,7 +265,7 @@ pub async fn find_run(store: &Store, run_id: u64) -> Result<Found> {
     all.into_iter()
         .rev()
         .find(|f| {
-            f.manifest.mode != "safety"
+            f.manifest.mode != crate::manifest::Origin::Safety
                 && f
                     .manifest
                     .run
@@ -395,7 +395,7 @@ pub async fn prune(
             verified: f.manifest.verified,
             interrupted: false,
             protected: (own == Some(f.folder.as_str())).then(|| "made by this run".to_string()),
-            safety: f.manifest.mode == "safety",
+            safety: f.manifest.mode == crate::manifest::Origin::Safety,
         })
         .collect();
     let mut out = Pruned::default();
@@ -566,7 +566,12 @@ mod tests {
 
     async fn put_backup(store: &Store, days_ago: i64, verified: bool) -> String {
         let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
-        let mut m = Manifest::new("backup", at, String::new(), Git::default());
+        let mut m = Manifest::new(
+            crate::manifest::Origin::Backup,
+            at,
+            String::new(),
+            Git::default(),
+        );
         m.verified = verified;
         let folder = format!("{DIR_PREFIX}{}", m.timestamp);
         store

@@ -8,7 +8,7 @@ use super::Context;
 use crate::actions::summary::human_size;
 use crate::cli::InfoArgs;
 use crate::error::usage;
-use crate::manifest::{Manifest, Pointer, POINTER_FILE};
+use crate::manifest::{Manifest, Origin, Pointer, SourceKind, POINTER_FILE};
 
 pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
     if let Some(store) = super::destination::open(ctx, &args.location.destination).await? {
@@ -80,7 +80,7 @@ pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
 /// verified) and the commands that restore the newest one, from the destination alone.
 async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Result<()> {
     let all = super::destination::backups(store).await?;
-    let Some(last) = all.iter().rev().find(|f| f.manifest.mode != "safety") else {
+    let Some(last) = all.iter().rev().find(|f| f.manifest.mode != Origin::Safety) else {
         return Err(usage(format!(
             "no complete backup in {}: run `predeploy-backup backup --destination {}` first",
             store.url(),
@@ -103,7 +103,7 @@ async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Res
             m.git.branch.as_deref().unwrap_or("-"),
             human_size(size),
             m.verified,
-            if m.mode == "safety" {
+            if m.mode == Origin::Safety {
                 "  (safety backup)"
             } else {
                 ""
@@ -124,7 +124,7 @@ async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Res
         store.url(),
         m.volumes
             .iter()
-            .filter(|v| v.kind == "volume")
+            .filter(|v| v.kind == SourceKind::Volume)
             .map(|v| v.name.as_str())
             .collect::<Vec<_>>()
             .join(","),

@@ -15,7 +15,7 @@ use crate::archive::codec::Codec;
 use crate::archive::verify::FileReport;
 use crate::cli::Publish;
 use crate::error::VerificationFailed;
-use crate::manifest::{DatabaseRecord, FileRecord, Manifest, Pointer, VolumeRecord};
+use crate::manifest::{DatabaseRecord, FileRecord, Manifest, Pointer, SourceKind, VolumeRecord};
 
 /// What we know about the database besides its file.
 #[derive(Clone, Debug, Default)]
@@ -32,8 +32,7 @@ pub struct DbMeta {
 #[derive(Clone, Debug)]
 pub struct VolMeta {
     pub name: String,
-    /// `volume` or `path`.
-    pub kind: String,
+    pub kind: SourceKind,
 }
 
 /// The files of one backup and their verification reports.
@@ -265,7 +264,7 @@ impl Verified {
                 VolumeRecord {
                     file: record(r),
                     name: meta.name.clone(),
-                    kind: meta.kind.clone(),
+                    kind: meta.kind,
                     entries: t.entries,
                     total_bytes: t.total_bytes,
                 }
@@ -508,13 +507,13 @@ pub fn rollback_instructions(
         ));
     }
     for v in &m.volumes {
-        let (what, target) = match v.kind.as_str() {
-            "volume" => (format!("volume {}", v.name), format!("-v {}:/data", v.name)),
-            "path" => (
+        let (what, target) = match v.kind {
+            SourceKind::Volume => (format!("volume {}", v.name), format!("-v {}:/data", v.name)),
+            SourceKind::Path => (
                 format!("folder {}", v.name),
                 format!("-v \"{}\":/data", v.name),
             ),
-            _ => (
+            SourceKind::File => (
                 format!("{} (into its volume)", v.name),
                 "-v <volume>:/data".to_string(),
             ),

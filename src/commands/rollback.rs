@@ -24,7 +24,7 @@ use crate::archive::verify::{verify_file_as, Expect};
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
-use crate::manifest::{Manifest, Pointer, FILE_NAME, POINTER_FILE};
+use crate::manifest::{Manifest, Origin, Pointer, SourceKind, FILE_NAME, POINTER_FILE};
 use crate::pipe;
 
 /// The backup to restore: its trusted manifest and where its files are.
@@ -150,7 +150,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     for v in m
         .volumes
         .iter()
-        .filter(|v| v.kind == "volume" && volumes.contains(&v.name))
+        .filter(|v| v.kind == SourceKind::Volume && volumes.contains(&v.name))
     {
         plan.push(format!(
             "volume `{}`: emptied and refilled from {} ({} entries, {})",
@@ -239,7 +239,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         check_free_space: true,
     };
     let spec = Spec {
-        mode: "safety",
+        mode: Origin::Safety,
         backup_root: &args.location.backup_root,
         target: &safety_target,
         thresholds: &thresholds,
@@ -308,7 +308,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             for v in m
                 .volumes
                 .iter()
-                .filter(|v| v.kind == "volume" && volumes.contains(&v.name))
+                .filter(|v| v.kind == SourceKind::Volume && volumes.contains(&v.name))
             {
                 let archive = chosen.dir.join(&v.file.path);
                 match stage_volume(
@@ -629,7 +629,7 @@ async fn choose_in_destination(
             .await?
             .into_iter()
             .rev()
-            .find(|f| f.manifest.mode != "safety" && f.manifest.verified)
+            .find(|f| f.manifest.mode != Origin::Safety && f.manifest.verified)
             .ok_or_else(|| {
                 usage(format!(
                     "nothing to roll back to: {} holds no complete backup and the workspace has no {POINTER_FILE}",
@@ -766,7 +766,7 @@ fn select(m: &Manifest, named: &[String], restore_db: bool) -> Result<Selection>
     let held: Vec<&str> = m
         .volumes
         .iter()
-        .filter(|v| v.kind == "volume")
+        .filter(|v| v.kind == SourceKind::Volume)
         .map(|v| v.name.as_str())
         .collect();
     if let Some(n) = named.iter().find(|n| !held.contains(&n.as_str())) {
@@ -804,7 +804,7 @@ fn select(m: &Manifest, named: &[String], restore_db: bool) -> Result<Selection>
         ));
     }
     for v in &m.volumes {
-        if v.kind != "volume" {
+        if v.kind != SourceKind::Volume {
             skipped.push(format!(
                 "{} ({}): not restored (host folders are restored by hand: tar xzf … -C <folder>)",
                 v.name, v.kind
@@ -846,7 +846,7 @@ fn check_values(m: &Manifest, source: &str) -> Result<()> {
             }
         }
     }
-    for v in m.volumes.iter().filter(|v| v.kind == "volume") {
+    for v in m.volumes.iter().filter(|v| v.kind == SourceKind::Volume) {
         if !is_docker_name(&v.name) {
             bad.push(format!("volume name `{}`", shown(&v.name)));
         }

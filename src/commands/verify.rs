@@ -8,7 +8,7 @@ use super::{revision, Context};
 use crate::archive::verify::{verify_file, Expect};
 use crate::cli::{split_list, VerifyArgs};
 use crate::error::usage;
-use crate::manifest::{parse_dir_timestamp, Git, Manifest};
+use crate::manifest::{parse_dir_timestamp, Git, Manifest, Origin, SourceKind};
 
 pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     super::record::check_publish(ctx, &args.publish)?;
@@ -92,7 +92,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
                 let meta = match names.get(i) {
                     Some(v) => VolMeta {
                         name: v.clone(),
-                        kind: "volume".into(),
+                        kind: SourceKind::Volume,
                     },
                     None => VolMeta {
                         name: r
@@ -100,7 +100,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
                             .file_name()
                             .map(|n| n.to_string_lossy().to_string())
                             .unwrap_or_default(),
-                        kind: "file".into(),
+                        kind: SourceKind::File,
                     },
                 };
                 (r, meta)
@@ -115,7 +115,12 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         .unwrap_or_else(chrono::Utc::now);
     let mut m = verified.manifest(
         ctx,
-        Manifest::new("verify", created_at, String::new(), Git { commit, branch }),
+        Manifest::new(
+            Origin::Verify,
+            created_at,
+            String::new(),
+            Git { commit, branch },
+        ),
     );
     m.timings
         .insert("verify".into(), started.elapsed().as_secs_f64());

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
 use predeploy_backup::actions::summary::RetentionSummary;
-use predeploy_backup::manifest::{self, Git, Manifest, Pointer, DIR_PREFIX};
+use predeploy_backup::manifest::{self, Git, Manifest, Origin, Pointer, DIR_PREFIX};
 use predeploy_backup::retention::{prune, Policy, PruneReport, Verdict, PRUNING_MARKER};
 
 fn now() -> DateTime<Utc> {
@@ -48,7 +48,7 @@ impl Ws {
         fs::write(dir.join("db_x.sql.gz"), vec![7u8; 2048]).unwrap();
         fs::write(dir.join("sub/volume.tar.gz"), vec![8u8; 1024]).unwrap();
         let mut m = Manifest::new(
-            "backup",
+            Origin::Backup,
             created,
             format!("backups/{}", dir.file_name().unwrap().to_string_lossy()),
             Git {
@@ -186,7 +186,7 @@ fn foreign_folders_and_files_are_never_touched() {
     let outside = ws.path().join("elsewhere");
     fs::create_dir_all(&outside).unwrap();
     let mut m = Manifest::new(
-        "backup",
+        Origin::Backup,
         now() - Duration::days(99),
         "x".into(),
         Git::default(),

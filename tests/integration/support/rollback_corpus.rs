@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use predeploy_backup::archive::hash::sha256_file;
-use predeploy_backup::manifest::{FileRecord, Git, Manifest, VolumeRecord, FILE_NAME};
+use predeploy_backup::manifest::{
+    FileRecord, Git, Manifest, Origin, SourceKind, VolumeRecord, FILE_NAME,
+};
 
 /// An uncompressed tar archive, written header by header.
 #[derive(Default)]
@@ -219,7 +221,7 @@ pub fn volume_backup(dir: &Path, volume: &str, tar: &[u8]) -> PathBuf {
     let rel = format!("volume_{volume}_{ts}.tar.gz");
     std::fs::write(dir.join(&rel), gzip(tar)).unwrap();
     let mut m = Manifest::new(
-        "backup",
+        Origin::Backup,
         now,
         dir.display().to_string(),
         Git {
@@ -231,7 +233,7 @@ pub fn volume_backup(dir: &Path, volume: &str, tar: &[u8]) -> PathBuf {
     m.volumes.push(VolumeRecord {
         file: record(dir, &rel, &["exists", "size", "gzip", "tar"]),
         name: volume.to_string(),
-        kind: "volume".into(),
+        kind: SourceKind::Volume,
         entries: 0,
         total_bytes: 0,
     });
