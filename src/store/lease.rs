@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, Version};
+use super::{Condition, Store, StoreError, Version};
 
 /// The lease object's key, relative to the destination's prefix.
 pub const KEY: &str = "predeploy-backup.lock";
@@ -85,7 +85,7 @@ impl Lease {
         };
         let mut told = false;
         loop {
-            let created = match store.create_new(KEY, body(&owner)).await {
+            let created = match store.put_if(KEY, body(&owner), Condition::Absent).await {
                 Ok(c) => c,
                 Err(e) if is_unsupported(&e) => {
                     return Err(LeaseError::Unsupported {
@@ -108,7 +108,10 @@ impl Lease {
                 .unwrap_or((DateTime::<Utc>::MIN_UTC, "unreadable lease".into()));
             if until < Utc::now() {
                 // Expired (its run was killed): take it over, conditionally.
-                if store.replace_if(KEY, body(&owner), &version).await? {
+                if store
+                    .put_if(KEY, body(&owner), Condition::At(&version))
+                    .await?
+                {
                     break;
                 }
                 continue;
@@ -155,7 +158,7 @@ impl Lease {
                         })
                         .ok()?;
                         store
-                            .replace_if(KEY, next, &version)
+                            .put_if(KEY, next, Condition::At(&version))
                             .await
                             .ok()?
                             .then_some(())

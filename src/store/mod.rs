@@ -2,8 +2,8 @@
 //!
 //! One small interface — [`Store::save`] (streamed from any `AsyncRead`; multipart above one
 //! chunk, so memory stays flat at any size), [`Store::load`] (a stream), [`Store::list`],
-//! [`Store::remove`], and the conditional writes a lease needs ([`Store::create_new`],
-//! [`Store::replace_if`]) — over a backend:
+//! [`Store::remove`], and the conditional write a lease needs ([`Store::put_if`]) — over a
+//! backend:
 //!
 //! - [`s3`]: any S3-compatible service through `object_store` (ring, no second TLS stack);
 //! - [`engine`]: `volume://NAME[/PREFIX]` and `host:///ABS/PATH` through a helper container
@@ -206,7 +206,7 @@ pub struct Entry {
     pub modified: DateTime<Utc>,
 }
 
-/// An opaque version of an object, for [`Store::replace_if`].
+/// An opaque version of an object, for [`Condition::At`].
 #[derive(Clone, Debug)]
 pub struct Version(UpdateVersion);
 
@@ -405,7 +405,7 @@ impl Store {
         Ok(tokio_util::io::StreamReader::new(stream))
     }
 
-    /// The whole object, and its version (for [`Store::replace_if`]); `None` when absent.
+    /// The whole object, and its version (for [`Condition::At`]); `None` when absent.
     pub async fn get_small(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
         let path = self.path(key)?;
         let got = match self.inner.get(&path).await {
@@ -549,38 +549,18 @@ impl Store {
         Ok(())
     }
 
-    /// Creates `key` only if it does not exist (S3 `If-None-Match: *`): `Ok(false)` when
-    /// another writer has it. A backend without conditional writes is an error that says
-    /// so (never silently racing).
-    pub async fn create_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
-        let path = self.path(key)?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .put_opts(&path, Bytes::from(bytes).into(), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.fail("creating (conditionally)", key, e)),
-        }
-    }
-
-    /// Replaces `key` only if it is still at `version` (S3 `If-Match`): `Ok(false)` when
-    /// someone else changed it.
-    pub async fn replace_if(
+    /// Writes `key` only if `condition` holds: `Ok(false)` when another writer got there
+    /// first (the key exists, or is no longer at the version read). A backend without
+    /// conditional writes is an error that says so (never silently racing).
+    pub async fn put_if(
         &self,
         key: &str,
         bytes: Vec<u8>,
-        version: &Version,
+        condition: Condition<'_>,
     ) -> Result<bool, StoreError> {
         let path = self.path(key)?;
         let opts = PutOptions {
-            mode: PutMode::Update(version.0.clone()),
+            mode: condition.mode(),
             ..Default::default()
         };
         match self
@@ -589,9 +569,44 @@ impl Store {
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::Precondition { .. })
-            | Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.fail("replacing (conditionally)", key, e)),
+            Err(e) if condition.lost_to(&e) => Ok(false),
+            Err(e) => Err(self.fail(condition.op(), key, e)),
+        }
+    }
+}
+
+/// When a [`Store::put_if`] may write.
+#[derive(Clone, Copy, Debug)]
+pub enum Condition<'a> {
+    /// Only if the key does not exist (S3 `If-None-Match: *`).
+    Absent,
+    /// Only if the key is still at this version, read by [`Store::get_small`] (S3 `If-Match`).
+    At(&'a Version),
+}
+
+impl Condition<'_> {
+    fn mode(self) -> PutMode {
+        match self {
+            Condition::Absent => PutMode::Create,
+            Condition::At(v) => PutMode::Update(v.0.clone()),
+        }
+    }
+
+    /// What the write is called in an error.
+    fn op(self) -> &'static str {
+        match self {
+            Condition::Absent => "creating (conditionally)",
+            Condition::At(_) => "replacing (conditionally)",
+        }
+    }
+
+    /// Whether the backend's refusal means the condition did not hold (another writer was
+    /// first), not a failure.
+    fn lost_to(self, e: &object_store::Error) -> bool {
+        use object_store::Error::{AlreadyExists, NotFound, Precondition};
+        match self {
+            Condition::Absent => matches!(e, AlreadyExists { .. } | Precondition { .. }),
+            Condition::At(_) => matches!(e, Precondition { .. } | NotFound { .. }),
         }
     }
 }
@@ -704,12 +719,30 @@ mod tests {
         assert!(s.list("pre-deployment-1/").await.unwrap().is_empty());
         assert_eq!(s.size("pre-deployment-2/x").await.unwrap(), Some(1));
 
-        assert!(s.create_new("lock", b"a".to_vec()).await.unwrap());
-        assert!(!s.create_new("lock", b"b".to_vec()).await.unwrap());
+        assert!(s
+            .put_if("lock", b"a".to_vec(), Condition::Absent)
+            .await
+            .unwrap());
+        assert!(!s
+            .put_if("lock", b"b".to_vec(), Condition::Absent)
+            .await
+            .unwrap());
         let (body, v) = s.get_small("lock").await.unwrap().unwrap();
         assert_eq!(body, b"a");
-        assert!(s.replace_if("lock", b"c".to_vec(), &v).await.unwrap());
-        assert!(!s.replace_if("lock", b"d".to_vec(), &v).await.unwrap());
+        assert!(s
+            .put_if("lock", b"c".to_vec(), Condition::At(&v))
+            .await
+            .unwrap());
+        assert!(!s
+            .put_if("lock", b"d".to_vec(), Condition::At(&v))
+            .await
+            .unwrap());
+        assert_eq!(s.get_small("lock").await.unwrap().unwrap().0, b"c");
+        s.remove("lock").await.unwrap();
+        assert!(!s
+            .put_if("lock", b"e".to_vec(), Condition::At(&v))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
