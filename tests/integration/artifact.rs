@@ -819,6 +819,44 @@ async fn rollback_by_run_id_of_a_pull_request_is_refused_before_downloading() {
     assert!(fake.blob.requests().is_empty());
 }
 
+/// A backup job on a hosted runner that uploads its artifact to the results service at
+/// `results_url` (what every whole-chain test's backup job sets).
+fn hosted_backup(a: crate::support::Action, results_url: &str) -> crate::support::Action {
+    a.input("upload-artifact", "true")
+        .env("RUNNER_ENVIRONMENT", "github-hosted")
+        .env("ACTIONS_RESULTS_URL", results_url)
+        .env("ACTIONS_RUNTIME_TOKEN", token())
+}
+
+/// The finalized artifact `backup` uploaded to `results`.
+fn uploaded(results: &TwirpServer, backup: &crate::support::Outcome) -> Vec<u8> {
+    backup.assert_code(0);
+    let stored = results
+        .stored("predeploy-backup")
+        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
+    assert!(stored.finalized, "{backup}");
+    stored.data
+}
+
+/// GitHub's REST API as a later job sees it: the artifact `zip` (id `id`) of push run `run`.
+async fn rest_with_run(id: u64, run: u64, zip: Vec<u8>) -> RestFake {
+    let fake = RestFake::start(REPO, GH_TOKEN).await;
+    fake.add(Artifact::new(id, run, "predeploy-backup", zip));
+    fake.add_run(artifact_rest_server::Run::push(run));
+    fake
+}
+
+/// A rollback job on a hosted runner (run `run + 1`) that fetches run `run`'s artifact
+/// through the REST API at `api`.
+fn rollback_by_run_id(a: crate::support::Action, api: &str, run: u64) -> crate::support::Action {
+    a.input("run-id", run.to_string())
+        .input("github-token", GH_TOKEN)
+        .env("RUNNER_ENVIRONMENT", "github-hosted")
+        .env("GITHUB_API_URL", api)
+        .env("GITHUB_REPOSITORY", REPO)
+        .env("GITHUB_RUN_ID", (run + 1).to_string())
+}
+
 /// The whole chain on a hosted runner: a backup job uploads its artifact with
 /// `include-backups-in-artifact: false` (to the local results service), the job's disk is
 /// gone, and a later job rolls back by that run's id (through the REST API). The artifact
@@ -827,50 +865,24 @@ async fn rollback_by_run_id_of_a_pull_request_is_refused_before_downloading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_by_run_id_of_a_manifest_only_artifact_says_how_to_fix_it() {
     use crate::support::Workspace;
-    use artifact_rest_server::Run;
     let results = TwirpServer::start(Some(&token())).await;
     let results_url = results.url();
     let backup = tokio::task::spawn_blocking(move || {
         let ws = Workspace::new();
         std::fs::create_dir_all(ws.join("srv")).unwrap();
         std::fs::write(ws.join("srv/data.bin"), noise(64 * 1024, 7)).unwrap();
-        ws.action("backup")
+        hosted_backup(ws.action("backup"), &results_url)
             .input("paths", "srv")
-            .input("upload-artifact", "true")
             .input("include-backups-in-artifact", "false")
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("ACTIONS_RESULTS_URL", results_url)
-            .env("ACTIONS_RUNTIME_TOKEN", token())
             .run()
         // The workspace (the hosted runner's disk) is dropped here.
     })
     .await
     .unwrap();
-    backup.assert_code(0);
-    let stored = results
-        .stored("predeploy-backup")
-        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
-    assert!(stored.finalized, "{backup}");
-
-    let fake = RestFake::start(REPO, GH_TOKEN).await;
-    fake.add(Artifact::new(
-        41,
-        88,
-        "predeploy-backup",
-        stored.data.clone(),
-    ));
-    fake.add_run(Run::push(88));
+    let fake = rest_with_run(41, 88, uploaded(&results, &backup)).await;
     let api = fake.api.url();
     let o = tokio::task::spawn_blocking(move || {
-        crate::support::Workspace::new()
-            .action("rollback")
-            .input("run-id", "88")
-            .input("github-token", GH_TOKEN)
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("GITHUB_API_URL", api)
-            .env("GITHUB_REPOSITORY", REPO)
-            .env("GITHUB_RUN_ID", "89")
-            .run()
+        rollback_by_run_id(Workspace::new().action("rollback"), &api, 88).run()
     })
     .await
     .unwrap();
@@ -897,7 +909,6 @@ async fn rollback_by_run_id_fetches_the_files_from_the_destination_the_manifest_
     use crate::support::docker::{TreeSpec, Volume};
     use crate::support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
     use crate::support::Workspace;
-    use artifact_rest_server::Run;
     let s3 = Seaweed::start("deploy-backups");
     let endpoint = s3.endpoint();
     let vol = Volume::with_tree("art-dest", &TreeSpec::awkward());
@@ -914,44 +925,24 @@ async fn rollback_by_run_id_fetches_the_files_from_the_destination_the_manifest_
     let name = vol_name.clone();
     let backup = tokio::task::spawn_blocking(move || {
         let ws = Workspace::new();
-        aws(ws.action("backup"))
+        hosted_backup(aws(ws.action("backup")), &results_url)
             .input("destination", "s3://deploy-backups/prod")
             .input("volumes", name)
-            .input("upload-artifact", "true")
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("ACTIONS_RESULTS_URL", results_url)
-            .env("ACTIONS_RUNTIME_TOKEN", token())
             .run()
         // The workspace (the hosted runner's disk) is dropped here.
     })
     .await
     .unwrap();
-    backup.assert_code(0);
-    let stored = results
-        .stored("predeploy-backup")
-        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
+    let zip = uploaded(&results, &backup);
     let out = vol.busybox("rm -rf /data/deep && echo new > /data/new.txt", &[], false);
     assert!(out.status.success());
 
-    let fake = RestFake::start(REPO, GH_TOKEN).await;
-    fake.add(Artifact::new(
-        51,
-        98,
-        "predeploy-backup",
-        stored.data.clone(),
-    ));
-    fake.add_run(Run::push(98));
+    let fake = rest_with_run(51, 98, zip).await;
     let api = fake.api.url();
     let o = tokio::task::spawn_blocking(move || {
-        aws2(Workspace::new().action("rollback"))
-            .input("run-id", "98")
-            .input("github-token", GH_TOKEN)
+        rollback_by_run_id(aws2(Workspace::new().action("rollback")), &api, 98)
             .input("volumes", vol_name)
             .input("restore-special-bits", "true")
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("GITHUB_API_URL", api)
-            .env("GITHUB_REPOSITORY", REPO)
-            .env("GITHUB_RUN_ID", "99")
             .run()
     })
     .await
@@ -972,7 +963,6 @@ async fn encrypted_backup_in_the_artifact_restores_with_the_identity() {
     use crate::support::age::{assert_secret_nowhere, keygen, sh};
     use crate::support::docker::{TreeSpec, Volume};
     use crate::support::Workspace;
-    use artifact_rest_server::Run;
     let key = keygen("ops");
     let public = key.public.clone();
     let results = TwirpServer::start(Some(&token())).await;
@@ -981,30 +971,21 @@ async fn encrypted_backup_in_the_artifact_restores_with_the_identity() {
         let vol = Volume::with_tree("art-encrypted", &TreeSpec::awkward());
         let before = vol.fingerprint();
         let ws = Workspace::new();
-        let o = ws
-            .action("backup")
+        let o = hosted_backup(ws.action("backup"), &results_url)
             .input("volumes", &vol.name)
             .input("encrypt-recipients", public)
-            .input("upload-artifact", "true")
             .input("include-backups-in-artifact", "true")
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("ACTIONS_RESULTS_URL", results_url)
-            .env("ACTIONS_RUNTIME_TOKEN", token())
             .run();
         // The workspace (the hosted runner's disk) is dropped here.
         (vol, before, o)
     })
     .await
     .unwrap();
-    backup.assert_code(0);
+    let data = uploaded(&results, &backup);
     assert_eq!(backup.out("verified"), "true", "{backup}");
-    let stored = results
-        .stored("predeploy-backup")
-        .unwrap_or_else(|| panic!("the artifact was uploaded\n{backup}"));
-    assert!(stored.finalized, "{backup}");
 
     // What the artifact holds: the manifest in clear, the backup file encrypted.
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(stored.data.clone())).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(data.clone())).unwrap();
     let names: Vec<String> = zip
         .file_names()
         .map(|n| n.expect("a file name").to_string())
@@ -1039,14 +1020,7 @@ async fn encrypted_backup_in_the_artifact_restores_with_the_identity() {
     );
 
     // A bad deploy; a later job fetches the artifact of run 88 and rolls back.
-    let fake = RestFake::start(REPO, GH_TOKEN).await;
-    fake.add(Artifact::new(
-        41,
-        88,
-        "predeploy-backup",
-        stored.data.clone(),
-    ));
-    fake.add_run(Run::push(88));
+    let fake = rest_with_run(41, 88, data).await;
     let api = fake.api.url();
     let secret = key.secret.clone();
     let (vol, before, ws, o) = tokio::task::spawn_blocking(move || {
@@ -1057,18 +1031,11 @@ async fn encrypted_backup_in_the_artifact_restores_with_the_identity() {
         );
         assert!(out.status.success(), "{out:?}");
         let ws = Workspace::new();
-        let o = ws
-            .action("rollback")
-            .input("run-id", "88")
-            .input("github-token", GH_TOKEN)
+        let o = rollback_by_run_id(ws.action("rollback"), &api, 88)
             .input("volumes", &vol.name)
             .input("restore-special-bits", "true")
             .input("decrypt-identity", secret)
             .without_env("PREDEPLOY_AGE_IDENTITY")
-            .env("RUNNER_ENVIRONMENT", "github-hosted")
-            .env("GITHUB_API_URL", api)
-            .env("GITHUB_REPOSITORY", REPO)
-            .env("GITHUB_RUN_ID", "89")
             .run();
         (vol, before, ws, o)
     })

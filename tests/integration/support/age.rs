@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{random_hex, target_tmp, Outcome, Workspace};
+use super::{random_hex, run_ok, ssh_keygen_into, target_tmp, Outcome, Workspace};
 
 /// A key pair kept outside the workspace: `file` is the identity file (`age-keygen -o`'s, or
 /// an OpenSSH private key), `secret` what goes into `decrypt-identity`, `public` what goes
@@ -20,18 +20,6 @@ fn key_dir() -> PathBuf {
     let dir = target_tmp().join(format!("age-keys-{}", random_hex(8)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} runs (installed by scripts/test): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// `age-keygen -o name.txt`: an x25519 identity and its `age1…` public key.
@@ -59,20 +47,7 @@ pub fn keygen(name: &str) -> Key {
 /// the `.pub` line.
 pub fn ssh_keygen(name: &str) -> Key {
     let file = key_dir().join(name);
-    run_ok(
-        Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "deploy@example",
-                "-f",
-            ])
-            .arg(&file),
-    );
+    ssh_keygen_into(&file, "deploy@example");
     let secret = std::fs::read_to_string(&file).unwrap();
     assert!(secret.contains("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let public = std::fs::read_to_string(file.with_extension("pub"))

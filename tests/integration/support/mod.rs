@@ -44,6 +44,30 @@ pub fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
+/// Runs `cmd`, which must succeed; its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} runs (installed by scripts/test): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `ssh-keygen -t ed25519 -N ''`: an unencrypted ed25519 key in `file`, its public key in
+/// `file.pub`.
+pub fn ssh_keygen_into(file: &Path, comment: &str) {
+    run_ok(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(file)
+            .stdout(std::process::Stdio::null()),
+    );
+}
+
 /// Hex SHA-256 of a file, as `sha256sum` prints it (computed by `sha256sum` itself, so the
 /// product is compared with an independent tool).
 pub fn sha256sum(path: &Path) -> String {

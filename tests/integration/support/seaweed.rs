@@ -303,6 +303,27 @@ impl Seaweed {
         out
     }
 
+    /// `curl ARGS… http://filer/buckets/BUCKET/KEY`: one request on an object behind the
+    /// S3 API (through the filer), which must succeed; its body. `what` names it in a
+    /// failure.
+    fn filer_request(&self, what: &str, key: &str, args: &[&str]) -> Vec<u8> {
+        let url = format!(
+            "http://127.0.0.1:{}/buckets/{}/{key}",
+            self.filer_port, self.bucket
+        );
+        let mut all = args.to_vec();
+        all.push(&url);
+        let (code, body) = self
+            .curl(&all)
+            .unwrap_or_else(|| panic!("{what} {key}: curl did not answer"));
+        assert!(
+            code < 300,
+            "{what} {key}: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+        body
+    }
+
     /// Writes an object behind the S3 API (through the filer).
     pub fn put(&self, key: &str, bytes: &[u8]) {
         self.tamper(key, bytes);
@@ -310,21 +331,7 @@ impl Seaweed {
 
     /// Deletes an object behind the S3 API (through the filer).
     pub fn delete(&self, key: &str) {
-        let (code, body) = self
-            .curl(&[
-                "-X",
-                "DELETE",
-                &format!(
-                    "http://127.0.0.1:{}/buckets/{}/{key}",
-                    self.filer_port, self.bucket
-                ),
-            ])
-            .unwrap();
-        assert!(
-            code < 300,
-            "delete {key}: {code} {}",
-            String::from_utf8_lossy(&body)
-        );
+        self.filer_request("delete", key, &["-X", "DELETE"]);
     }
 
     /// The incomplete multipart uploads the server keeps (its `.uploads` folder).
@@ -342,35 +349,13 @@ impl Seaweed {
     pub fn tamper(&self, key: &str, bytes: &[u8]) {
         let f = self.dir.path().join("tampered.bin");
         std::fs::write(&f, bytes).unwrap();
-        let (code, body) = self
-            .curl(&[
-                "-X",
-                "PUT",
-                "--data-binary",
-                &format!("@{}", f.display()),
-                &format!(
-                    "http://127.0.0.1:{}/buckets/{}/{key}",
-                    self.filer_port, self.bucket
-                ),
-            ])
-            .unwrap();
-        assert!(
-            code < 300,
-            "tamper {key}: {code} {}",
-            String::from_utf8_lossy(&body)
-        );
+        let data = format!("@{}", f.display());
+        self.filer_request("tamper", key, &["-X", "PUT", "--data-binary", &data]);
     }
 
     /// Reads an object behind the S3 API.
     pub fn object(&self, key: &str) -> Vec<u8> {
-        let (code, body) = self
-            .curl(&[&format!(
-                "http://127.0.0.1:{}/buckets/{}/{key}",
-                self.filer_port, self.bucket
-            )])
-            .unwrap();
-        assert_eq!(code, 200, "{key}");
-        body
+        self.filer_request("read", key, &[])
     }
 
     /// Kills the server (SIGKILL, by PID) now.

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio_rustls::rustls;
 
+use super::run_ok;
+
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -25,16 +27,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -91,11 +83,13 @@ mk_leaf other other-client clientAuth ""
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        run(Command::new("bash")
-            .arg("-c")
-            .arg(PKI_SCRIPT)
-            .current_dir(dir.path())
-            .stdout(Stdio::null()));
+        run_ok(
+            Command::new("bash")
+                .arg("-c")
+                .arg(PKI_SCRIPT)
+                .current_dir(dir.path())
+                .stdout(Stdio::null()),
+        );
         let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
         Pki {
             ca: read("good-ca.pem"),
@@ -222,19 +216,7 @@ pub struct Sshd {
 }
 
 fn keygen(path: &Path) {
-    run(Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "predeploy-test",
-            "-f",
-        ])
-        .arg(path)
-        .stdout(Stdio::null()));
+    super::ssh_keygen_into(path, "predeploy-test");
 }
 
 impl Sshd {
@@ -284,9 +266,11 @@ impl Sshd {
             fields.next().unwrap(),
             fields.next().unwrap()
         );
-        let fp = run(Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(d.join("host_key.pub")));
+        let fp = run_ok(
+            Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(d.join("host_key.pub")),
+        );
         let host_fingerprint = fp.split_whitespace().nth(1).unwrap().to_string();
         Sshd {
             port,
