@@ -56,7 +56,7 @@ impl Classify for UsageError {
 }
 
 /// A backup failed verification; the report has already been printed and annotated.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Default, thiserror::Error)]
 #[error("{0}")]
 pub struct VerificationFailed(pub String);
 

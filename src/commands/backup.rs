@@ -447,7 +447,8 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     )
     .await;
     let checked = result.and_then(|(verified, restore_check)| {
-        if let Err(e) = verified.failures(ctx) {
+        if let Some(rejected) = verified.failures(ctx) {
+            let e = super::record::reject(ctx, rejected);
             verified.report(ctx);
             return Err(e);
         }

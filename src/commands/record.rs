@@ -50,10 +50,13 @@ impl Verified {
             .chain(self.volumes.iter().map(|(r, _)| r))
     }
 
-    /// [`Self::report`], then [`Self::failures`].
+    /// [`Self::report`], then [`Self::failures`], refused through [`reject`].
     pub fn judge(&self, ctx: &mut Context) -> Result<()> {
         self.report(ctx);
-        self.failures(ctx)
+        match self.failures(ctx) {
+            Some(rejected) => Err(reject(ctx, rejected)),
+            None => Ok(()),
+        }
     }
 
     /// Sets the file outputs and the summary's file table.
@@ -79,39 +82,36 @@ impl Verified {
         self
     }
 
-    /// Annotates every failed file and errs unless every file is verified.
-    pub fn failures(&self, ctx: &mut Context) -> Result<()> {
-        let mut failures = vec![];
+    /// Why these files are not a restore point (`None` when every file is verified): what
+    /// failed, as values; [`reject`] tells the runner.
+    pub fn failures(&self, ctx: &Context) -> Option<Rejected> {
+        let mut rejected = Rejected::default();
+        let mut lines = vec![];
         for r in self.reports() {
             if let Some(f) = &r.failure {
                 let shown = self.shown(ctx, &r.path);
                 let message = self.message(&r.path, &f.message);
-                wf::error(
-                    &format!("Backup check `{}` failed", f.check.as_str()),
-                    Some(&shown),
-                    &format!("{shown}: {message}"),
-                );
-                failures.push(format!(
-                    "{shown}: {} check failed: {message}",
-                    f.check.as_str()
-                ));
-                ctx.failed_check
-                    .get_or_insert_with(|| f.check.as_str().to_string());
+                let check = f.check.as_str();
+                lines.push(format!("{shown}: {check} check failed: {message}"));
+                rejected.failed.push(FailedCheck {
+                    check: check.to_string(),
+                    message: format!("{shown}: {message}"),
+                    file: shown,
+                });
             } else if !r.verified() {
-                failures.push(format!("{}: not verified", self.shown(ctx, &r.path)));
+                lines.push(format!("{}: not verified", self.shown(ctx, &r.path)));
             }
         }
-        if failures.is_empty() {
-            return Ok(());
+        if lines.is_empty() {
+            return None;
         }
-        ctx.outputs.set("verified", "false");
         let total = self.reports().count();
-        Err(VerificationFailed(format!(
+        rejected.error = VerificationFailed(format!(
             "{} of {total} backup file(s) failed verification:\n{}\nThe backup is not a restore point; do not deploy. Take a new backup (check the disk and the source) and run again.",
-            failures.len(),
-            failures.join("\n")
-        ))
-        .into())
+            lines.len(),
+            lines.join("\n")
+        ));
+        Some(rejected)
     }
 
     /// Whether these files are in the hidden `.partial` folder of a backup being made
@@ -272,6 +272,42 @@ impl Verified {
             .collect();
         m
     }
+}
+
+/// One file's failed check, as its annotation shows it.
+#[derive(Debug)]
+pub struct FailedCheck {
+    /// The check's name (`gzip`, `sql-complete`, …).
+    pub check: String,
+    /// The file as the user reads it.
+    pub file: String,
+    pub message: String,
+}
+
+/// Files that are not a restore point ([`Verified::failures`]): each failed check, and the
+/// error the run ends with.
+#[derive(Debug, Default)]
+pub struct Rejected {
+    pub failed: Vec<FailedCheck>,
+    pub error: VerificationFailed,
+}
+
+/// Tells the runner that a backup is not a restore point: one `::error` annotation per failed
+/// check, the output `verified=false`, the first failed check kept for the alert. Returns
+/// the error the run ends with (exit 1).
+pub fn reject(ctx: &mut Context, rejected: Rejected) -> anyhow::Error {
+    for f in &rejected.failed {
+        wf::error(
+            &format!("Backup check `{}` failed", f.check),
+            Some(&f.file),
+            &f.message,
+        );
+    }
+    if let Some(f) = rejected.failed.first() {
+        ctx.failed_check.get_or_insert_with(|| f.check.clone());
+    }
+    ctx.outputs.set("verified", "false");
+    rejected.error.into()
 }
 
 /// Checks the artifact settings before any work is done, so that a bad artifact name or a
