@@ -73,6 +73,16 @@ impl crate::error::Classify for DockerError {
             _ => crate::error::ExitKind::Environment,
         }
     }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            DockerError::Transport(e) => crate::error::Classify::help(e),
+            DockerError::Api { .. } => Some(
+                "the Docker engine refused or failed the request (its answer is above): check the engine (`docker info`, its log, free disk space) and run again; containers stopped for a backup are started again".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 fn api(action: &str) -> impl Fn(bollard::errors::Error) -> DockerError + '_ {

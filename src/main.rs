@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => {
             let kind = exit::kind(&e);
-            fail(kind.title(), &format!("{e:#}"), kind)
+            fail(kind.title(), &exit::message(&e), kind)
         }
         None => {
             // The job was cancelled: put back what we stopped before the runner kills us.

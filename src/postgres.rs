@@ -57,6 +57,15 @@ impl crate::error::Classify for PgError {
             _ => crate::error::ExitKind::Environment,
         }
     }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            PgError::Failed { .. } | PgError::Other(_) => Some(
+                "the message above is PostgreSQL's: check that the server is up and that the user, password and database inputs name what it has (the same settings work with `psql`), then run again".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Who we connect as. The password is a registered secret; it travels only in `PGPASSWORD`.

@@ -105,6 +105,15 @@ impl crate::error::Classify for TransportError {
             _ => crate::error::ExitKind::Environment,
         }
     }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            TransportError::Unreachable { .. } => Some(
+                "check DOCKER_HOST (or the docker-host input) and that the engine answers there (`docker -H <host> info` from the runner)".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 fn bad(msg: impl Into<String>) -> TransportError {

@@ -1,7 +1,7 @@
 //! Which exit code an error of a run is (PRODUCT.md): every module's error type says its own
 //! kind ([`Classify`]); this edge, which knows all of them, lists them for the chain walk.
 
-use crate::error::{exit_kind_among, find, ExitKind, Finder};
+use crate::error::{classify_among, find, with_help, Classified, ExitKind, Finder};
 
 /// Every error type that implements [`crate::error::Classify`], once. The test
 /// `every_classified_type_is_listed` fails when an `impl Classify` exists in the source for
@@ -22,10 +22,21 @@ const CLASSIFIED: &[Finder] = &[
     find::<crate::transport::TransportError>,
 ];
 
-/// The exit kind of a run's error: the first classified cause in its chain decides; anything
-/// else is an environment failure.
+/// The exit kind and help of a run's error: the first classified cause in its chain decides;
+/// anything else is an environment failure.
+pub fn classify(err: &anyhow::Error) -> Classified {
+    classify_among(err, CLASSIFIED)
+}
+
+/// The exit kind of a run's error ([`classify`]).
 pub fn kind(err: &anyhow::Error) -> ExitKind {
-    exit_kind_among(err, CLASSIFIED)
+    classify(err).kind
+}
+
+/// What the user reads of a run's error (annotation, terminal, summary): the message and
+/// its causes, then `help: …` when its classified cause has help to give.
+pub fn message(err: &anyhow::Error) -> String {
+    with_help(err, &classify(err))
 }
 
 #[cfg(test)]
@@ -72,6 +83,29 @@ mod tests {
                 "{ty} ({file}) implements Classify but is not in CLASSIFIED (src/commands/exit.rs): its errors would exit 3"
             );
         }
+    }
+
+    #[test]
+    fn errors_without_advice_in_their_message_carry_help() {
+        let e: anyhow::Error = crate::postgres::PgError::Failed {
+            what: "pg_dump".into(),
+            code: 1,
+            stderr: "pg_dump: error: query failed: server closed the connection".into(),
+        }
+        .into();
+        let text = message(&e.context("dumping the database"));
+        assert!(
+            text.starts_with("dumping the database: pg_dump failed (exit code 1): pg_dump: error:"),
+            "{text}"
+        );
+        assert!(text.contains("\nhelp: "), "{text}");
+        // An error whose message already says what to do gets no help line.
+        let e: anyhow::Error = crate::manifest::ManifestError::TooNew {
+            path: "m.yml".into(),
+            found: 99,
+        }
+        .into();
+        assert!(!message(&e).contains("help:"), "{}", message(&e));
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         let title = exit::kind(e).title();
         ctx.summary
             .verdict(&format!("❌ predeploy-backup {mode_name} failed: {title}"))
-            .code("", &format!("{e:#}"));
+            .code("", &exit::message(e));
         if matches!(mode_name, "backup" | "verify") {
             ctx.summary
                 .paragraph("Nothing was deleted. The deploy should not proceed: no verified restore point was made.");

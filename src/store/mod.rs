@@ -69,6 +69,15 @@ impl crate::error::Classify for StoreError {
             _ => crate::error::ExitKind::Environment,
         }
     }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            StoreError::Source { .. } => Some(
+                "what was being uploaded could not be read (a local backup file, or the stream of the dump): check the disk of the backup root and run again; nothing incomplete is left at the destination".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// The kind of a backend failure that callers act on.

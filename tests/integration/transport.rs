@@ -390,12 +390,7 @@ fn docker_host_empty_is_unset_bad_scheme_is_usage_unreachable_names_the_host() {
     let key = {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k");
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&p)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        crate::support::ssh_keygen_into(&p, "predeploy-test");
         std::fs::read_to_string(&p).unwrap()
     };
     let o = volume_backup(&ws, &vol)
@@ -404,5 +399,12 @@ fn docker_host_empty_is_unset_bad_scheme_is_usage_unreachable_names_the_host() {
         .run();
     o.assert_code(3);
     o.assert_mentions(&format!("deploy@127.0.0.1:{port}"));
+    // The error's help (what to check) follows its message in the annotation.
+    assert!(
+        o.errors()
+            .iter()
+            .any(|a| a.message.contains("\nhelp: check DOCKER_HOST")),
+        "{o}"
+    );
     assert_secrets_only_masked(&o, &[&key]);
 }
