@@ -85,9 +85,17 @@ tag "$2""#;
 const STAT: &str = r#"[ -f "$1" ] || exit 44
 stat -c '%s %Y' "$1" && tag "$1""#;
 
-/// `$1` object: its bytes.
+/// `$1` object: its bytes (exit 44 when absent, also when it goes away between the test
+/// and the read: a lease released meanwhile).
 const CAT: &str = r#"[ -f "$1" ] || exit 44
-exec cat "$1""#;
+cat < "$1" && exit 0
+[ -e "$1" ] || exit 44
+exit 1"#;
+
+/// Objects up to this size are versioned by their content's SHA-256 (see `tag` in
+/// [`PRELUDE`]): the lease. They are read whole, with a version that is checked against
+/// the bytes read.
+const SMALL: u64 = 65536;
 
 /// `$1` folder: one `size mtime path` line per file under it (names with a newline skipped;
 /// [`parse_list`] skips the other names that cannot be keys).
@@ -281,6 +289,16 @@ impl Helper {
         script: &str,
         args: &[&str],
     ) -> Result<(i64, String, String), object_store::Error> {
+        let (code, out, err) = self.output_bytes(script, args).await?;
+        Ok((code, String::from_utf8_lossy(&out).into_owned(), err))
+    }
+
+    /// [`Helper::output`] as bytes.
+    async fn output_bytes(
+        &self,
+        script: &str,
+        args: &[&str],
+    ) -> Result<(i64, Vec<u8>, String), object_store::Error> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let collect = async move {
             let mut out = Vec::new();
@@ -291,11 +309,41 @@ impl Helper {
         };
         let (done, out) = tokio::join!(self.sh(script, args, None, Some(tx)), collect);
         let done = done?;
-        Ok((
-            done.exit_code,
-            String::from_utf8_lossy(&out).into_owned(),
-            done.stderr,
-        ))
+        Ok((done.exit_code, out, done.stderr))
+    }
+
+    /// A small object ([`SMALL`]) whole, with metadata whose version (`e_tag`, the SHA-256)
+    /// is the one of the bytes returned. The stat and the read are two execs: an object
+    /// replaced in between (a lease renewed by its holder) is read again, so that the
+    /// version given out is never another content's.
+    async fn read_small(
+        &self,
+        location: &Path,
+        mut meta: ObjectMeta,
+    ) -> Result<(ObjectMeta, Bytes), object_store::Error> {
+        use sha2::Digest;
+        let path = rel(location);
+        for _ in 0..8 {
+            let (code, out, err) = self.output_bytes(CAT, &[&path]).await?;
+            if code != 0 {
+                return Err(script_error(code, location, &err));
+            }
+            let sha = hex::encode(sha2::Sha256::digest(&out));
+            if out.len() as u64 == meta.size && meta.e_tag.as_deref() == Some(sha.as_str()) {
+                return Ok((meta, Bytes::from(out)));
+            }
+            let (code, out, err) = self.output(STAT, &[&path]).await?;
+            if code != 0 {
+                return Err(script_error(code, location, &err));
+            }
+            meta = parse_stat(location, &out)?;
+            if meta.size > SMALL {
+                break;
+            }
+        }
+        Err(generic(format!(
+            "{location} changed every time it was read; try again"
+        )))
     }
 }
 
@@ -631,6 +679,19 @@ impl object_store::ObjectStore for EngineStore {
             return Err(script_error(code, location, &err));
         }
         let meta = parse_stat(location, &out)?;
+        if !options.head && meta.size <= SMALL {
+            let (meta, bytes) = self.helper.read_small(location, meta).await?;
+            let size = meta.size;
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(
+                    futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+                ),
+                range: 0..size,
+                meta,
+                attributes: Default::default(),
+                extensions: Default::default(),
+            });
+        }
         let size = meta.size;
         let stream: BoxStream<'static, object_store::Result<Bytes>> = if options.head {
             futures_util::stream::empty().boxed()

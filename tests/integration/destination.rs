@@ -15,7 +15,10 @@
 //! - [`url_with_credentials_is_refused`]
 //! - [`tampered_object_is_refused_before_anything_changes`]
 //! - [`server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy`]
-//! - [`two_concurrent_backups_to_one_destination_never_interleave`]
+//! - [`two_concurrent_backups_to_one_destination_never_interleave`], and the same started at
+//!   one moment through `volume://` ([`two_backups_at_once_to_one_volume_never_interleave`])
+//!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
+//! - [`engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run`]
 //! - [`verify_checks_a_backup_in_the_bucket_and_changes_nothing`]
 //! - [`without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace`]
 //! - [`retention_in_the_bucket_follows_the_manifests_dates`]
@@ -1145,4 +1148,219 @@ fn verify_checks_a_backup_in_the_bucket_and_changes_nothing() {
     assert_eq!(v.out("verified"), "false", "{v}");
     v.assert_mentions(&vol_url);
     unchanged(&v, &before);
+}
+
+/// Two backups started at the same moment against one engine destination: one takes the
+/// lease, the other waits for it (and says so) and makes its backup only after the first
+/// committed its manifest; both complete, in two folders, and each is whole: `verify` with
+/// the destination reads every object of each back and checks it. No lease and no
+/// temporary object is left.
+fn concurrent_backups_never_interleave(test: &str, d: &Dest) {
+    let vol = Volume::with_tree(test, &TreeSpec::random(150));
+    let ws_a = Workspace::new();
+    let ws_b = Workspace::new();
+    let backup = |ws: &Arc<Workspace>| {
+        (d.apply)(ws.action("backup"))
+            .input("volumes", &vol.name)
+            .input("compression", "none")
+            .input("min-volume-size", "1")
+    };
+    let (a, b) = (backup(&ws_a).spawn(), backup(&ws_b).spawn());
+    let (oa, ob) = (a.wait(), b.wait());
+    oa.assert_code(0);
+    ob.assert_code(0);
+    let waited = |o: &Outcome| o.all_text().contains("Waiting for the lock");
+    assert!(
+        waited(&oa) != waited(&ob),
+        "exactly one run must have waited for the other's lock\n{oa}\n{ob}"
+    );
+    let ((first, ws_first), (second, ws_second)) = if waited(&ob) {
+        ((&oa, &ws_a), (&ob, &ws_b))
+    } else {
+        ((&ob, &ws_b), (&oa, &ws_a))
+    };
+    // The second began its backup only after the first had committed its manifest.
+    let local_manifest = |ws: &Workspace, o: &Outcome| ws.join(o.out("backup-dir")).join(FILE_NAME);
+    let committed = std::fs::metadata(local_manifest(ws_first, first))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let second_created = Manifest::load(&local_manifest(ws_second, second))
+        .unwrap()
+        .created_at;
+    assert!(
+        chrono::DateTime::<chrono::Utc>::from(committed)
+            <= second_created + chrono::Duration::seconds(1),
+        "the second run made its backup before the first had committed\n{first}\n{second}"
+    );
+    let urls = [first.out("destination-url"), second.out("destination-url")];
+    assert_ne!(urls[0], urls[1]);
+    // Exactly the two backups' files and manifests: no lease, no temporary object.
+    let mut expected = 0;
+    for (o, ws) in [(first, ws_first), (second, ws_second)] {
+        expected += Manifest::load(&local_manifest(ws, o))
+            .unwrap()
+            .files()
+            .len()
+            + 1;
+    }
+    let keys = (d.keys)();
+    assert_eq!(keys.len(), expected, "{keys:?}");
+    assert_eq!(d.manifests().len(), 2, "{keys:?}");
+    // Each is whole, read back from the destination alone.
+    for url in urls {
+        let ws = Workspace::new();
+        let v = (d.apply)(ws.action("verify"))
+            .input("manifest", format!("{url}/{FILE_NAME}"))
+            .input("min-volume-size", "1")
+            .run();
+        v.assert_code(0);
+        assert_eq!(v.out("verified"), "true", "{v}");
+        assert_eq!(v.out("destination-url"), url, "{v}");
+    }
+}
+
+#[test]
+fn two_backups_at_once_to_one_volume_never_interleave() {
+    let store = Volume::create("dest-vol-concurrent-store");
+    concurrent_backups_never_interleave("dest-vol-concurrent", &volume_dest(&store.name));
+}
+
+#[test]
+fn two_backups_at_once_to_one_host_folder_never_interleave() {
+    let dir = tempfile::Builder::new()
+        .prefix("pbt-host-concurrent-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path().join("backups");
+    concurrent_backups_never_interleave("dest-host-concurrent", &host_dest(&root));
+}
+
+/// The lease through the engine store (its conditional writes: create-if-absent is `ln`,
+/// replace-if-unchanged a `mkdir` mutex), on a real volume through the real engine, with
+/// short lease times: a held lease is renewed past its first expiry (another run that does
+/// not wait is refused, naming the holder); a killed holder's lease is taken over once it
+/// has expired; and of several runs that find an expired lease at the same moment exactly
+/// one takes it over.
+#[test]
+fn engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run() {
+    use predeploy_backup::store::lease::{Lease, LeaseError, KEY};
+    use predeploy_backup::store::Destination;
+    let vol = Volume::create("dest-lease-store");
+    let lease_file = format!("{PREFIX}/{KEY}");
+    let holder_in_file = |name: &str| -> (String, chrono::DateTime<chrono::Utc>) {
+        let body: serde_json::Value =
+            serde_json::from_slice(&volume_object(name, &lease_file)).unwrap();
+        (
+            body["holder"].as_str().unwrap().to_string(),
+            body["expires_at"].as_str().unwrap().parse().unwrap(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = predeploy_backup::docker::Engine::connect(&Default::default())
+            .await
+            .unwrap();
+        let dest = Destination::parse(&format!("volume://{}/{PREFIX}", vol.name)).unwrap();
+        let store = dest.open(&Default::default(), Some(&engine)).await.unwrap();
+        // Renewed every 2 s: long enough for the helper's execs on a loaded machine.
+        let ttl = Duration::from_secs(6);
+
+        // Held for more than twice its lifetime: renewed.
+        let a = Lease::acquire(&store, "run A", ttl, Duration::ZERO, |_| {})
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert!(a.held(), "A's renewal failed");
+        let (who, until) = holder_in_file(&vol.name);
+        assert_eq!(who, "run A");
+        assert!(until > chrono::Utc::now(), "A's lease was not renewed");
+        let e = Lease::acquire(&store, "run B", ttl, Duration::ZERO, |_| {})
+            .await
+            .err()
+            .expect("B must not get A's lease");
+        assert!(matches!(e, LeaseError::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("run A"), "{e}");
+
+        // A is killed: its renewal stops and its lease stays behind. B waits for it to
+        // expire, says so, and takes it over.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, until) = holder_in_file(&vol.name);
+        let mut told = vec![];
+        let b = Lease::acquire(&store, "run B", ttl, Duration::from_secs(30), |m| {
+            told.push(m.to_string())
+        })
+        .await
+        .unwrap();
+        assert!(
+            chrono::Utc::now() >= until,
+            "B took the lease before A's expired"
+        );
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("run A"), "{told:?}");
+        assert_eq!(holder_in_file(&vol.name).0, "run B");
+        b.release().await;
+        assert!(
+            !volume_keys(&vol.name, PREFIX).contains(&KEY.to_string()),
+            "the released lease is still there"
+        );
+
+        // A lease a killed run left long ago, and four runs at the same moment.
+        let expired = serde_json::json!({
+            "owner": "0000",
+            "holder": "a killed run",
+            "expires_at": "2020-01-01T00:00:00Z",
+        });
+        store
+            .save_bytes(KEY, serde_json::to_vec(&expired).unwrap())
+            .await
+            .unwrap();
+        let runs = (0..4).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("racer {i}");
+                let r = Lease::acquire(
+                    &store,
+                    &name,
+                    Duration::from_secs(60),
+                    Duration::ZERO,
+                    |_| {},
+                )
+                .await;
+                (name, r)
+            })
+        });
+        let mut winners = vec![];
+        let mut held = vec![];
+        for r in futures_util::future::join_all(runs).await {
+            let (name, r) = r.unwrap();
+            match r {
+                Ok(l) => {
+                    winners.push(name);
+                    held.push(l);
+                }
+                Err(e) => assert!(matches!(e, LeaseError::Busy { .. }), "{name}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one run takes the lease over: {winners:?}"
+        );
+        assert_eq!(holder_in_file(&vol.name).0, winners[0]);
+        for l in held {
+            l.release().await;
+        }
+        // Nothing is left: no lease, no mutex folder, no temporary file.
+        let out = crate::support::docker::busybox_run(
+            &[format!("{}:/data:ro", vol.name)],
+            "find /data -mindepth 1 ! -type d -o -name '*.predeploy-cas'",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "left behind");
+    });
 }
