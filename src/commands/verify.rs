@@ -295,6 +295,7 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
                 None => "❌ not verified".into(),
             },
         ]);
+        super::record::warn_restore_refusal(ctx, &r, &object);
         if r.expect == Expect::SqlDump {
             ctx.outputs.set("db-backup-url", object.clone());
             ctx.outputs.set("db-backup-size", r.size.to_string());

@@ -20,6 +20,7 @@
 //!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
 //! - [`engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run`]
 //! - [`verify_checks_a_backup_in_the_bucket_and_changes_nothing`]
+//! - [`link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback`]
 //! - [`without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace`]
 //! - [`retention_in_the_bucket_follows_the_manifests_dates`]
 //! - [`retention_clears_the_incomplete_upload_of_a_killed_run`]
@@ -1148,6 +1149,85 @@ fn verify_checks_a_backup_in_the_bucket_and_changes_nothing() {
     assert_eq!(v.out("verified"), "false", "{v}");
     v.assert_mentions(&vol_url);
     unchanged(&v, &before);
+}
+
+/// A link that leaves the volume by an absolute path with `..` above the volume root
+/// (`/../../../etc/shadow`) is stored and verified like any entry, but rollback's
+/// restore-safety check refuses it, and with it the whole rollback. The user learns it
+/// when the backup is made, not when it is needed: backup warns naming the entry (and so do
+/// `verify` of the local copy and `verify` in the bucket); rollback refuses before changing
+/// anything.
+#[test]
+fn link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback() {
+    let test = "dest-escaping-link";
+    let s3 = Seaweed::start(BUCKET);
+    let vol = Volume::create(test);
+    let out = vol.busybox(
+        "set -eu; cd /data; echo keep > keep.txt; ln -s /../../../etc/shadow evil; ln -s /etc/passwd inside",
+        &[],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let warned = |o: &Outcome| {
+        let w: Vec<_> = o
+            .commands()
+            .into_iter()
+            .filter(|a| a.command == "warning" && a.message.contains("/evil`"))
+            .collect();
+        assert_eq!(w.len(), 1, "one warning naming the entry\n{o}");
+        assert!(
+            w[0].message.contains("refused by rollback") && w[0].message.contains("outside"),
+            "{o}"
+        );
+        assert!(o.summary_text().contains("/evil`"), "{o}");
+        // A link that stays inside (the volume's own /etc) is not named.
+        assert!(!o.all_text().contains("/inside`"), "{o}");
+    };
+    let ws = Workspace::new();
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("volumes", &vol.name)
+        .input("min-volume-size", "1")
+        .run();
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    warned(&o);
+
+    // verify of a copy of the archive, and verify of the backup in the bucket.
+    let archive = ws.join(o.out("volume-backup-paths"));
+    let copy = ws.join("copy").join(archive.file_name().unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&archive, &copy).unwrap();
+    let v = ws
+        .action("verify")
+        .input("volume-backups", copy.display().to_string())
+        .input("min-volume-size", "1")
+        .run();
+    v.assert_code(0);
+    warned(&v);
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("min-volume-size", "1")
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    warned(&v);
+
+    // As warned: rollback from the bucket refuses, and nothing changes.
+    let out = vol.busybox("echo after > /data/after.txt", &[], false);
+    assert!(out.status.success(), "{out:?}");
+    let before = vol.exact_listing();
+    wipe(&ws);
+    let r = with_s3(ws.action("rollback"), &s3)
+        .input("run-id", "4242")
+        .input("volumes", &vol.name)
+        .run();
+    r.assert_code(1);
+    r.assert_mentions("evil");
+    assert_eq!(r.out("restored"), "false", "{r}");
+    assert_eq!(
+        vol.exact_listing(),
+        before,
+        "a refused rollback changed the volume"
+    );
 }
 
 /// Two backups started at the same moment against one engine destination: one takes the
