@@ -28,10 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, RemoveContainerOptions,
-};
+use bollard::query_parameters::{AttachContainerOptions, RemoveContainerOptions};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::stream::BoxStream;
@@ -179,47 +176,20 @@ impl Helper {
                 detail: e.to_string(),
             }
         };
-        let created = d
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(format!(
-                        "predeploy-backup-store-{}",
-                        &uuid::Uuid::new_v4().simple().to_string()[..12]
-                    )),
-                    ..Default::default()
-                }),
-                ContainerCreateBody {
-                    image: Some(image.to_string()),
-                    // Root: it must write what other containers own.
-                    user: Some("0:0".into()),
-                    entrypoint: Some(vec![]),
-                    cmd: Some(vec!["/bin/sh".into()]),
-                    open_stdin: Some(true),
-                    stdin_once: Some(true),
-                    attach_stdin: Some(true),
-                    network_disabled: Some(true),
-                    labels: Some(
-                        [(
-                            "org.predeploy-backup.helper".to_string(),
-                            "true".to_string(),
-                        )]
-                        .into(),
-                    ),
-                    host_config: Some(HostConfig {
-                        binds: Some(vec![format!("{source}:{ROOT}")]),
-                        network_mode: Some("none".into()),
-                        auto_remove: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(api("create helper container"))?;
+        let id = engine
+            .create_helper(&crate::docker::HelperSpec {
+                name_prefix: "predeploy-backup-store",
+                image,
+                bind: format!("{source}:{ROOT}"),
+                cmd: vec!["/bin/sh".into()],
+                // `sh` waits on the stdin we hold; the engine removes it when it ends.
+                interactive: true,
+            })
+            .await?;
         let remove = || async {
             let _ = d
                 .remove_container(
-                    &created.id,
+                    &id,
                     Some(RemoveContainerOptions {
                         force: true,
                         ..Default::default()
@@ -229,7 +199,7 @@ impl Helper {
         };
         let attached = match d
             .attach_container(
-                &created.id,
+                &id,
                 Some(AttachContainerOptions {
                     stdin: true,
                     stream: true,
@@ -246,7 +216,7 @@ impl Helper {
         };
         if let Err(e) = d
             .start_container(
-                &created.id,
+                &id,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
@@ -256,7 +226,7 @@ impl Helper {
         }
         Ok(Helper {
             engine: engine.clone(),
-            id: created.id,
+            id,
             _stdin: Mutex::new(attached.input),
             _output: Mutex::new(attached.output),
         })

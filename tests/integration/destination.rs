@@ -194,11 +194,7 @@ fn host_dest(dir: &std::path::Path) -> Dest<'_> {
 /// id from the destination alone → tables (content checksums) and the volume tree (owners,
 /// modes, links) identical; then `info` from the destination alone.
 fn round_trip(test: &str, d: &Dest) {
-    let (pg, vol) = std::thread::scope(|s| {
-        let pg = s.spawn(|| Pg::seeded(test));
-        let vol = Volume::with_tree(test, &TreeSpec::awkward());
-        (pg.join().unwrap(), vol)
-    });
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
     let app = Container::sleeper(
         &format!("{test}-app"),
         &[&format!("{}:/data", vol.name)],
@@ -209,10 +205,7 @@ fn round_trip(test: &str, d: &Dest) {
     let ws = Workspace::new();
 
     let o = (d.apply)(ws.action("backup"))
-        .input("postgres-container", pg.name())
-        .input("postgres-db", &pg.db)
-        .input("postgres-user", &pg.user)
-        .input("postgres-password", &pg.password)
+        .postgres(&pg)
         .input("volumes", &vol.name)
         .input("stop-containers", &app.name)
         .run();
@@ -293,21 +286,14 @@ fn round_trip(test: &str, d: &Dest) {
 fn s3_encrypted_backup_is_verifiable_without_the_identity_and_restores_only_with_it() {
     let test = "dest-encrypted";
     let s3 = Seaweed::start(BUCKET);
-    let (pg, vol) = std::thread::scope(|s| {
-        let pg = s.spawn(|| Pg::seeded(test));
-        let vol = Volume::with_tree(test, &TreeSpec::awkward());
-        (pg.join().unwrap(), vol)
-    });
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
     let key = keygen("ops");
     let db_before = rollback_db::fingerprint(&pg);
     let vol_before = vol.fingerprint();
     let ws = Workspace::new();
 
     let o = with_s3(ws.action("backup"), &s3)
-        .input("postgres-container", pg.name())
-        .input("postgres-db", &pg.db)
-        .input("postgres-user", &pg.user)
-        .input("postgres-password", &pg.password)
+        .postgres(&pg)
         .input("volumes", &vol.name)
         .input("encrypt-recipients", &key.public)
         .run();
@@ -1036,17 +1022,10 @@ fn bucket_state(s: &Seaweed) -> Vec<(String, String)> {
 fn verify_checks_a_backup_in_the_bucket_and_changes_nothing() {
     let test = "dest-verify";
     let s3 = Seaweed::start(BUCKET);
-    let (pg, vol) = std::thread::scope(|s| {
-        let pg = s.spawn(|| Pg::seeded(test));
-        let vol = Volume::with_tree(test, &TreeSpec::awkward());
-        (pg.join().unwrap(), vol)
-    });
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
     let ws = Workspace::new();
     let o = with_s3(ws.action("backup"), &s3)
-        .input("postgres-container", pg.name())
-        .input("postgres-db", &pg.db)
-        .input("postgres-user", &pg.user)
-        .input("postgres-password", &pg.password)
+        .postgres(&pg)
         .input("volumes", &vol.name)
         .run();
     o.assert_code(0);
