@@ -322,6 +322,14 @@ pub struct VerifyArgs {
     /// The user that owns it.
     #[arg(long, value_name = "USER")]
     pub postgres_user: Option<String>,
+    /// With a destination: check the backup there that this workflow run made
+    /// [default: the newest backup there].
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<u64>,
+    /// With a destination: check the backup whose manifest.yml has this URL (inside the
+    /// destination) [default: the newest backup there].
+    #[arg(long, value_name = "URL")]
+    pub manifest: Option<String>,
     #[command(flatten)]
     pub thresholds: Thresholds,
     #[command(flatten)]

@@ -136,6 +136,52 @@ pub struct Engine {
     warnings: Vec<String>,
 }
 
+/// A helper container: one image, one mount, no network, root, labelled as ours so that
+/// tests and users can find leftovers (`docker ps -a --filter label=org.predeploy-backup.helper`).
+pub struct HelperSpec<'a> {
+    /// The container's name is this and a random suffix.
+    pub name_prefix: &'a str,
+    pub image: &'a str,
+    /// `SOURCE:/data[:ro]`: a volume name or a host folder.
+    pub bind: String,
+    /// The command (the image's entrypoint is always replaced).
+    pub cmd: Vec<String>,
+    /// Stdin kept open for the command (attached by the caller), and the container removed
+    /// by the engine when the command exits.
+    pub interactive: bool,
+}
+
+impl HelperSpec<'_> {
+    /// The container's body.
+    pub fn body(&self) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(self.image.to_string()),
+            // Root whatever the image says: it must read and write every file of the
+            // volume, whoever owns it (the image may be a consumer's with USER).
+            user: Some("0:0".into()),
+            // Always an entrypoint and a command of our own: an image without CMD (e.g. a
+            // `docker import`ed one) is refused with "No command specified" otherwise.
+            entrypoint: Some(vec![]),
+            cmd: Some(self.cmd.clone()),
+            open_stdin: self.interactive.then_some(true),
+            stdin_once: self.interactive.then_some(true),
+            attach_stdin: self.interactive.then_some(true),
+            network_disabled: Some(true),
+            labels: Some(HashMap::from([(
+                "org.predeploy-backup.helper".to_string(),
+                "true".to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                binds: Some(vec![self.bind.clone()]),
+                network_mode: Some("none".into()),
+                auto_remove: self.interactive.then_some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 impl Engine {
     /// Connects the way the docker CLI does (DOCKER_HOST: a unix socket, plain TCP, TLS or
     /// SSH; see `transport.rs`) and negotiates the API version, so that old and new engines
@@ -401,48 +447,41 @@ impl Engine {
         read_only: bool,
         cmd: Option<Vec<String>>,
     ) -> Result<Helper, DockerError> {
-        let bind = format!("{volume}:/data{}", if read_only { ":ro" } else { "" });
+        let spec = HelperSpec {
+            name_prefix: "predeploy-backup-helper",
+            image,
+            bind: format!("{volume}:/data{}", if read_only { ":ro" } else { "" }),
+            // A helper that is never started never runs it.
+            cmd: cmd.unwrap_or_else(|| vec!["/predeploy-helper-never-started".into()]),
+            interactive: false,
+        };
+        let id = self.create_helper(&spec).await?;
+        Ok(Helper {
+            engine: self.clone(),
+            id,
+        })
+    }
+
+    /// Creates (never starts) a helper container as `spec` says; returns its id. The one
+    /// place that builds a helper's body: [`Engine::helper`] (archive and restore) and the
+    /// engine destination's (`store::engine`) both come here.
+    pub async fn create_helper(&self, spec: &HelperSpec<'_>) -> Result<String, DockerError> {
         let created = self
             .docker
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(format!(
-                        "predeploy-backup-helper-{}",
+                        "{}-{}",
+                        spec.name_prefix,
                         &uuid::Uuid::new_v4().simple().to_string()[..12]
                     )),
                     ..Default::default()
                 }),
-                ContainerCreateBody {
-                    image: Some(image.to_string()),
-                    // Root whatever the image says: it must read and write every file of
-                    // the volume, whoever owns it (the image may be a consumer's with USER).
-                    user: Some("0:0".into()),
-                    // Always an entrypoint and a command of our own: an image without CMD
-                    // (e.g. a `docker import`ed one) is refused with "No command specified"
-                    // otherwise. A helper that is never started never runs it.
-                    entrypoint: Some(vec![]),
-                    cmd: Some(
-                        cmd.unwrap_or_else(|| vec!["/predeploy-helper-never-started".into()]),
-                    ),
-                    network_disabled: Some(true),
-                    labels: Some(HashMap::from([(
-                        "org.predeploy-backup.helper".to_string(),
-                        "true".to_string(),
-                    )])),
-                    host_config: Some(HostConfig {
-                        binds: Some(vec![bind]),
-                        network_mode: Some("none".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+                spec.body(),
             )
             .await
             .map_err(api("create helper container"))?;
-        Ok(Helper {
-            engine: self.clone(),
-            id: created.id,
-        })
+        Ok(created.id)
     }
 
     /// An image that is already present to create helper containers from: env

@@ -175,6 +175,51 @@ fn check_with(
     Ok(checker.plan)
 }
 
+/// The same rules applied to the entries of a walk that someone else drives (the
+/// verification of a backup being made), so that a backup learns *when it is made* that a
+/// rollback would refuse it. Nothing fails here: [`SafetyCheck::finish`] says which entry a
+/// restore would refuse, and why. Memory as [`check_archive`]'s (24 bytes per entry plus
+/// the symlinks' targets).
+pub struct SafetyCheck {
+    checker: Checker,
+    refused: Option<(u64, String, String)>,
+}
+
+impl Default for SafetyCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SafetyCheck {
+    pub fn new() -> Self {
+        SafetyCheck {
+            checker: Checker::new(),
+            refused: None,
+        }
+    }
+
+    /// One entry, in archive order (after the first refusal, the rest is not looked at).
+    pub fn entry(&mut self, e: &Entry<'_>) {
+        if self.refused.is_none() {
+            if let Err(reason) = self.checker.entry(e) {
+                self.refused = Some((e.index + 1, e.path_lossy(), reason));
+            }
+        }
+    }
+
+    /// After the last entry: the entry a restore would refuse (1-based index, its path as
+    /// stored, why), if any.
+    pub fn finish(self) -> Option<(u64, String, String)> {
+        self.refused.or_else(|| {
+            self.checker
+                .resolve_symlinks()
+                .err()
+                .map(|(index, path, reason)| (index + 1, path, reason))
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     File,

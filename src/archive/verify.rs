@@ -93,6 +93,9 @@ pub struct TarSummary {
     pub entries: u64,
     /// Sum of regular-file sizes.
     pub total_bytes: u64,
+    /// The first entry a rollback's restore-safety check would refuse (1-based index, path
+    /// as stored, why): the archive is intact, but it cannot be restored as it is.
+    pub restore_refusal: Option<(u64, String, String)>,
 }
 
 /// The result of verifying one file.
@@ -682,6 +685,7 @@ pub(crate) fn verify_stream<R: Read + Send>(
 
     let mut scanner = (expect == Expect::SqlDump).then(SqlScanner::new);
     let mut walker = (expect == Expect::Tar).then(TarWalker::new);
+    let mut safety = (expect == Expect::Tar).then(super::restore::SafetyCheck::new);
 
     let (gz, (total, sha)) = std::thread::scope(|s| {
         let hasher = std::thread::Builder::new()
@@ -707,9 +711,12 @@ pub(crate) fn verify_stream<R: Read + Send>(
                     sc.feed(data);
                 }
             }
-            if let Some(w) = walker.as_mut() {
+            if let (Some(w), Some(safe)) = (walker.as_mut(), safety.as_mut()) {
                 if !w.failed() {
-                    let _ = w.feed(data, &mut |_| Ok(()));
+                    let _ = w.feed(data, &mut |e| {
+                        safe.entry(e);
+                        Ok(())
+                    });
                 }
             }
             true
@@ -788,6 +795,7 @@ pub(crate) fn verify_stream<R: Read + Send>(
                 report.tar = Some(TarSummary {
                     entries: c.entries,
                     total_bytes: c.file_bytes,
+                    restore_refusal: safety.and_then(super::restore::SafetyCheck::finish),
                 });
                 report.pass(Check::Tar);
             }
@@ -1011,6 +1019,36 @@ mod tests {
             h.set_cksum();
             b.append(&h, &b"abc"[..]).unwrap();
         })
+    }
+
+    /// An intact archive whose link climbs above the root (`/../../../etc/shadow`) is
+    /// verified (nothing is wrong with the file) but reports the entry a rollback's
+    /// restore-safety check refuses; links that stay inside (absolute ones too: `/` is the
+    /// volume root) report nothing.
+    #[test]
+    fn an_intact_archive_that_restore_refuses_is_verified_and_names_the_entry() {
+        let with_link = |target: &str| {
+            gz(&tar_of(|b| {
+                b.append(&header("./", EntryType::Directory, 0), &[][..])
+                    .unwrap();
+                b.append(&header("keep.txt", EntryType::Regular, 3), &b"abc"[..])
+                    .unwrap();
+                let mut h = header("evil", EntryType::Symlink, 0);
+                h.set_link_name(target).unwrap();
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }))
+        };
+        let r = verify_bytes(&with_link("/../../../etc/shadow"), Expect::Tar);
+        assert!(r.verified(), "{:?}", r.failure);
+        let (index, path, reason) = r.tar.unwrap().restore_refusal.expect("named");
+        assert_eq!((index, path.as_str()), (3, "evil"));
+        assert!(reason.contains("outside the archive root"), "{reason}");
+        for inside in ["/etc/shadow", "keep.txt", "./a/../keep.txt"] {
+            let r = verify_bytes(&with_link(inside), Expect::Tar);
+            assert!(r.verified(), "{:?}", r.failure);
+            assert_eq!(r.tar.unwrap().restore_refusal, None, "{inside}");
+        }
     }
 
     /// The same checks through zstd and uncompressed files, the codec taken from the name;

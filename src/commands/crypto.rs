@@ -152,8 +152,16 @@ fn recipients_of(m: &Manifest) -> String {
 
 /// Before a rollback touches anything: the manifest's `encrypted` agrees with the file
 /// names, an encrypted backup has an identity that opens every file, and an identity given
-/// on purpose is not given for a backup in clear text. Every refusal is exit 2.
-pub fn preflight_manifest(m: &Manifest, dir: &Path, source: &str, given: Given) -> Result<()> {
+/// on purpose is not given for a backup in clear text. Every refusal is exit 2. Without
+/// `need_key` (`verify` of a stored backup), no identity at all is fine: the files' sizes
+/// and SHA-256 are then checked, not their content.
+pub fn preflight_manifest(
+    m: &Manifest,
+    dir: &Path,
+    source: &str,
+    given: Given,
+    need_key: bool,
+) -> Result<()> {
     for f in m.files() {
         let named = crypt::is_sealed(Path::new(&f.path));
         let recorded = f.encrypted.is_some();
@@ -187,7 +195,7 @@ pub fn preflight_manifest(m: &Manifest, dir: &Path, source: &str, given: Given) 
         ),
         source,
         given,
-        true,
+        need_key,
     )
 }
 

@@ -63,6 +63,10 @@ impl Verified {
     pub fn report(&self, ctx: &mut Context) {
         self.set_file_outputs(ctx);
         self.summary_table(ctx, "Files");
+        for (r, _) in &self.volumes {
+            let shown = self.shown(ctx, &r.path);
+            warn_restore_refusal(ctx, r, &shown);
+        }
     }
 
     /// The same files after their folder was renamed.
@@ -588,4 +592,24 @@ fn read_command(shown: &str, f: &crate::manifest::FileRecord) -> String {
     } else {
         format!("{cat} {shown}/{}", f.path)
     }
+}
+
+/// A volume archive that is intact (verified) but holds an entry that a rollback's
+/// restore-safety check refuses (a symbolic link that leaves the volume, say
+/// `/../../etc/shadow`): rollback refuses the whole backup before it changes anything, so
+/// the user learns it now, when the backup is made, not when it is needed: a `::warning`
+/// naming the entry, and the same in the summary. `shown` is the archive as the user reads
+/// it (its path or URL).
+pub fn warn_restore_refusal(ctx: &mut Context, r: &FileReport, shown: &str) {
+    let Some((index, path, reason)) = r.tar.as_ref().and_then(|t| t.restore_refusal.as_ref())
+    else {
+        return;
+    };
+    let message = format!(
+        "{shown}: entry {index} `{}` will be refused by rollback: {reason}. A rollback to this backup is refused before it changes anything (the database too). The archive is intact and verified, but it is not a restore point as it is: change the entry in the volume (a link that stays inside it, e.g. a relative one, or remove it), then back up again.",
+        crate::names::shown(path)
+    );
+    ctx.report
+        .warning("Rollback will refuse this archive", Some(shown), &message);
+    ctx.summary.paragraph(&format!("⚠️ {}", md::text(&message)));
 }

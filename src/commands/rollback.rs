@@ -68,7 +68,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     // 1. The identity fits the backup, and every byte is checked against the manifest,
     //    before anything is touched.
     let given = super::crypto::identity(&args.decrypt)?;
-    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given)?;
+    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, true)?;
     let safety_encrypt = super::crypto::safety_recipients(m)?;
     check_files(ctx, &chosen).await?;
 

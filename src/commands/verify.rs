@@ -1,16 +1,32 @@
 //! `verify`: check backups that something else made (a deploy script, say), and record them
 //! exactly as `backup` records its own.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
-use crate::archive::verify::{verify_file, Expect};
+use crate::actions::commands as wf;
+use crate::actions::summary::{self as md, human_size};
+use crate::archive::verify::{verify_file, verify_file_as, Check, Expect};
 use crate::cli::{split_list, VerifyArgs};
-use crate::error::usage;
+use crate::error::{usage, VerificationFailed};
 use crate::manifest::{parse_dir_timestamp, Git, Manifest, Origin, SourceKind};
 
 pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
+    let has_destination = args
+        .location
+        .destination
+        .destination
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty());
+    if has_destination {
+        return in_destination(ctx, args).await;
+    }
+    if args.run_id.is_some() || args.manifest.is_some() {
+        return Err(usage(
+            "run-id and manifest choose a backup stored in a destination: set destination too (s3://…, volume://… or host://…), or name local files with db-backup and volume-backups",
+        ));
+    }
     super::record::check_publish(ctx, &args.publish)?;
     let db = args.db_backup.as_deref().map(|p| ctx.resolve(p));
     let volumes: Vec<_> = split_list(args.volume_backups.as_deref())
@@ -125,4 +141,206 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     m.timings
         .insert("verify".into(), started.elapsed().as_secs_f64());
     publish(ctx, &m, &dir, &args.publish, args.retention_days).await
+}
+
+/// `verify` with a destination: checks one backup stored there — the one `manifest` (its
+/// URL) or `run-id` names, else the newest — and changes nothing, there or here. Every file
+/// is read back from the destination (streamed into a staging folder that is removed at
+/// the end), its size and SHA-256 must be the manifest's, and it gets every check of a
+/// local `verify` (gzip/zstd, dump completeness, tar to its end; the content of encrypted
+/// files too when an identity is given). Any failure: exit 1, `verified=false`, an error
+/// naming the object. No manifest is written and no artifact uploaded: the backup already
+/// has both.
+async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
+    use super::destination as dest;
+    if args.db_backup.is_some() || args.volume_backups.is_some() {
+        return Err(usage(
+            "verify with a destination checks a backup stored there (the newest, or the one run-id or manifest names); db-backup and volume-backups name local files: verify those without destination, or make the backup with mode backup and this destination to store it there",
+        ));
+    }
+    let Some(store) = dest::open(ctx, &args.location.destination).await? else {
+        return Err(usage("destination is empty: nothing to verify there"));
+    };
+    let manifest_url = args
+        .manifest
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let found = if let Some(url) = manifest_url {
+        dest::find_manifest(&store, url).await?
+    } else if let Some(id) = args.run_id {
+        dest::find_run(&store, id).await?
+    } else {
+        dest::backups(&store)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|f| f.manifest.mode != Origin::Safety)
+            .ok_or_else(|| {
+                usage(format!(
+                    "{} holds no complete backup (a pre-deployment-* folder with its manifest): nothing to verify; nothing was changed",
+                    store.url()
+                ))
+            })?
+    };
+    let url = store.url_of(&found.folder);
+    let m = found.manifest.clone();
+    ctx.backup_dir = Some(url.clone());
+    ctx.revision = (m.git.commit.clone(), m.git.branch.clone());
+    ctx.outputs.set("destination-url", url.clone());
+    ctx.outputs
+        .set("commit", m.git.commit.clone().unwrap_or_default());
+    ctx.outputs
+        .set("branch", m.git.branch.clone().unwrap_or_default());
+    ctx.outputs.set("timestamp", m.timestamp.clone());
+    wf::log(&format!(
+        "Verifying {url} (made {} from commit {}), changing nothing",
+        m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.git.commit.as_deref().unwrap_or("unknown")
+    ));
+    let given = super::crypto::identity(&args.decrypt)?;
+
+    // The objects, streamed into a staging folder (next to the backups when that folder
+    // exists, else the system's temporary folder), removed when this ends.
+    let root = ctx.resolve(&args.location.backup_root);
+    let tmp = if root.is_dir() {
+        tempfile::Builder::new()
+            .prefix(".predeploy-verify-")
+            .tempdir_in(&root)
+    } else {
+        tempfile::Builder::new()
+            .prefix("predeploy-verify-")
+            .tempdir()
+    }
+    .context("cannot create a staging folder to check the backup in")?;
+    let started = std::time::Instant::now();
+    wf::group(&format!("Reading {url} back from the destination"));
+    let dir = dest::download(&store, &found, tmp.path()).await;
+    wf::end_group();
+    let dir = dir.with_context(|| format!("cannot read {url} from the destination"))?;
+    super::crypto::preflight_manifest(&m, &dir, &url, given, false)?;
+    let sealed = m.files().iter().any(|f| f.encrypted.is_some());
+    if sealed && crate::archive::crypt::identity().is_none() {
+        wf::log(
+            "The files are encrypted and no identity was given: their age header, size and SHA-256 are checked, not their content. Pass decrypt-identity to check the content too.",
+        );
+    }
+
+    let min_db = args.thresholds.min_db_size;
+    let min_vol = args.thresholds.min_volume_size;
+    let checked = {
+        let m = m.clone();
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = m
+                .database
+                .iter()
+                .map(|d| (&d.file, Expect::SqlDump, min_db));
+            let vols = m.volumes.iter().map(|v| (&v.file, Expect::Tar, min_vol));
+            db.chain(vols)
+                .map(|(rec, expect, min)| {
+                    let path = dir.join(&rec.path);
+                    let r = verify_file_as(&path, expect, rec.compression, min);
+                    (rec.clone(), r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?
+    };
+    let mut rows = vec![];
+    let mut failures = vec![];
+    let mut sizes = vec![];
+    let mut urls = vec![];
+    for (rec, mut r) in checked {
+        let object = store.url_of(&format!("{}/{}", found.folder, rec.path));
+        // The bytes the destination holds are the bytes the manifest recorded.
+        if r.failure.is_none() && (r.size != rec.size || r.sha256.as_deref() != Some(&rec.sha256)) {
+            let actual = r.sha256.take().unwrap_or_else(|| "?".into());
+            r.passed.retain(|c| *c != Check::Sha256);
+            r.fail(
+                Check::Sha256,
+                format!(
+                    "{object} is {} bytes with SHA-256 {actual}, but its manifest records {} bytes with SHA-256 {}: the object was altered or damaged in the destination; do not roll back to it, take a new backup",
+                    r.size, rec.size, rec.sha256
+                ),
+            );
+        }
+        let local = r.path.display().to_string();
+        let failure = r.failure.as_ref().map(|f| {
+            (
+                f.check.as_str().to_string(),
+                f.message.replace(&local, &object),
+            )
+        });
+        if let Some((check, message)) = &failure {
+            wf::error(
+                &format!("Backup check `{check}` failed"),
+                Some(&object),
+                message,
+            );
+            ctx.failed_check.get_or_insert_with(|| check.clone());
+            failures.push(format!("{object}: {check} check failed: {message}"));
+        }
+        rows.push(vec![
+            md::code(&object),
+            human_size(r.size),
+            if rec.sha256.is_empty() {
+                "—".to_string()
+            } else {
+                format!("`{}…`", &rec.sha256[..rec.sha256.len().min(16)])
+            },
+            r.passed
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            match &failure {
+                None if r.verified() => "✅".to_string(),
+                Some((check, message)) => format!("❌ {check}: {}", md::text(message)),
+                None => "❌ not verified".into(),
+            },
+        ]);
+        super::record::warn_restore_refusal(ctx, &r, &object);
+        if r.expect == Expect::SqlDump {
+            ctx.outputs.set("db-backup-url", object.clone());
+            ctx.outputs.set("db-backup-size", r.size.to_string());
+            ctx.outputs.set("db-backup-sha256", rec.sha256.clone());
+        } else {
+            urls.push(object);
+            sizes.push(r.size.to_string());
+        }
+    }
+    ctx.outputs.set("volume-backup-urls", urls.join("\n"));
+    ctx.outputs.set("volume-backup-sizes", sizes.join("\n"));
+    ctx.summary
+        .heading(3, "Backup verified in the destination")
+        .table(
+            &["Object", "Size", "SHA-256", "Checks passed", "Result"],
+            &rows,
+        );
+    if !m.verified && failures.is_empty() {
+        failures.push(format!(
+            "{url}: its manifest says the backup was not verified when it was made"
+        ));
+        ctx.failed_check.get_or_insert_with(|| "manifest".into());
+    }
+    if !failures.is_empty() {
+        ctx.outputs.set("verified", "false");
+        return Err(VerificationFailed(format!(
+            "{} of the backup in {url} failed verification:\n{}\nIt is not a restore point: do not roll back to it. Take a new backup.",
+            if failures.len() == 1 { "a check".to_string() } else { format!("{} checks", failures.len()) },
+            failures.join("\n")
+        ))
+        .into());
+    }
+    ctx.outputs.set("verified", "true");
+    ctx.summary.paragraph(&format!(
+        "✅ {} verified in {:.1} s: every object was read back from the destination, its size and SHA-256 match the manifest, and each passed the checks above. Nothing was changed.",
+        md::code(&url),
+        started.elapsed().as_secs_f64()
+    ));
+    wf::log(&format!(
+        "{url}: every file read back from the destination and verified; nothing was changed"
+    ));
+    Ok(())
 }

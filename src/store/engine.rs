@@ -28,10 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, RemoveContainerOptions,
-};
+use bollard::query_parameters::{AttachContainerOptions, RemoveContainerOptions};
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::stream::BoxStream;
@@ -85,9 +82,17 @@ tag "$2""#;
 const STAT: &str = r#"[ -f "$1" ] || exit 44
 stat -c '%s %Y' "$1" && tag "$1""#;
 
-/// `$1` object: its bytes.
+/// `$1` object: its bytes (exit 44 when absent, also when it goes away between the test
+/// and the read: a lease released meanwhile).
 const CAT: &str = r#"[ -f "$1" ] || exit 44
-exec cat "$1""#;
+cat < "$1" && exit 0
+[ -e "$1" ] || exit 44
+exit 1"#;
+
+/// Objects up to this size are versioned by their content's SHA-256 (see `tag` in
+/// [`PRELUDE`]): the lease. They are read whole, with a version that is checked against
+/// the bytes read.
+const SMALL: u64 = 65536;
 
 /// `$1` folder: one `size mtime path` line per file under it (names with a newline skipped;
 /// [`parse_list`] skips the other names that cannot be keys).
@@ -171,47 +176,20 @@ impl Helper {
                 detail: e.to_string(),
             }
         };
-        let created = d
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(format!(
-                        "predeploy-backup-store-{}",
-                        &uuid::Uuid::new_v4().simple().to_string()[..12]
-                    )),
-                    ..Default::default()
-                }),
-                ContainerCreateBody {
-                    image: Some(image.to_string()),
-                    // Root: it must write what other containers own.
-                    user: Some("0:0".into()),
-                    entrypoint: Some(vec![]),
-                    cmd: Some(vec!["/bin/sh".into()]),
-                    open_stdin: Some(true),
-                    stdin_once: Some(true),
-                    attach_stdin: Some(true),
-                    network_disabled: Some(true),
-                    labels: Some(
-                        [(
-                            "org.predeploy-backup.helper".to_string(),
-                            "true".to_string(),
-                        )]
-                        .into(),
-                    ),
-                    host_config: Some(HostConfig {
-                        binds: Some(vec![format!("{source}:{ROOT}")]),
-                        network_mode: Some("none".into()),
-                        auto_remove: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(api("create helper container"))?;
+        let id = engine
+            .create_helper(&crate::docker::HelperSpec {
+                name_prefix: "predeploy-backup-store",
+                image,
+                bind: format!("{source}:{ROOT}"),
+                cmd: vec!["/bin/sh".into()],
+                // `sh` waits on the stdin we hold; the engine removes it when it ends.
+                interactive: true,
+            })
+            .await?;
         let remove = || async {
             let _ = d
                 .remove_container(
-                    &created.id,
+                    &id,
                     Some(RemoveContainerOptions {
                         force: true,
                         ..Default::default()
@@ -221,7 +199,7 @@ impl Helper {
         };
         let attached = match d
             .attach_container(
-                &created.id,
+                &id,
                 Some(AttachContainerOptions {
                     stdin: true,
                     stream: true,
@@ -238,7 +216,7 @@ impl Helper {
         };
         if let Err(e) = d
             .start_container(
-                &created.id,
+                &id,
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
@@ -248,7 +226,7 @@ impl Helper {
         }
         Ok(Helper {
             engine: engine.clone(),
-            id: created.id,
+            id,
             _stdin: Mutex::new(attached.input),
             _output: Mutex::new(attached.output),
         })
@@ -281,6 +259,16 @@ impl Helper {
         script: &str,
         args: &[&str],
     ) -> Result<(i64, String, String), object_store::Error> {
+        let (code, out, err) = self.output_bytes(script, args).await?;
+        Ok((code, String::from_utf8_lossy(&out).into_owned(), err))
+    }
+
+    /// [`Helper::output`] as bytes.
+    async fn output_bytes(
+        &self,
+        script: &str,
+        args: &[&str],
+    ) -> Result<(i64, Vec<u8>, String), object_store::Error> {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let collect = async move {
             let mut out = Vec::new();
@@ -291,11 +279,41 @@ impl Helper {
         };
         let (done, out) = tokio::join!(self.sh(script, args, None, Some(tx)), collect);
         let done = done?;
-        Ok((
-            done.exit_code,
-            String::from_utf8_lossy(&out).into_owned(),
-            done.stderr,
-        ))
+        Ok((done.exit_code, out, done.stderr))
+    }
+
+    /// A small object ([`SMALL`]) whole, with metadata whose version (`e_tag`, the SHA-256)
+    /// is the one of the bytes returned. The stat and the read are two execs: an object
+    /// replaced in between (a lease renewed by its holder) is read again, so that the
+    /// version given out is never another content's.
+    async fn read_small(
+        &self,
+        location: &Path,
+        mut meta: ObjectMeta,
+    ) -> Result<(ObjectMeta, Bytes), object_store::Error> {
+        use sha2::Digest;
+        let path = rel(location);
+        for _ in 0..8 {
+            let (code, out, err) = self.output_bytes(CAT, &[&path]).await?;
+            if code != 0 {
+                return Err(script_error(code, location, &err));
+            }
+            let sha = hex::encode(sha2::Sha256::digest(&out));
+            if out.len() as u64 == meta.size && meta.e_tag.as_deref() == Some(sha.as_str()) {
+                return Ok((meta, Bytes::from(out)));
+            }
+            let (code, out, err) = self.output(STAT, &[&path]).await?;
+            if code != 0 {
+                return Err(script_error(code, location, &err));
+            }
+            meta = parse_stat(location, &out)?;
+            if meta.size > SMALL {
+                break;
+            }
+        }
+        Err(generic(format!(
+            "{location} changed every time it was read; try again"
+        )))
     }
 }
 
@@ -631,6 +649,19 @@ impl object_store::ObjectStore for EngineStore {
             return Err(script_error(code, location, &err));
         }
         let meta = parse_stat(location, &out)?;
+        if !options.head && meta.size <= SMALL {
+            let (meta, bytes) = self.helper.read_small(location, meta).await?;
+            let size = meta.size;
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(
+                    futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+                ),
+                range: 0..size,
+                meta,
+                attributes: Default::default(),
+                extensions: Default::default(),
+            });
+        }
         let size = meta.size;
         let stream: BoxStream<'static, object_store::Result<Bytes>> = if options.head {
             futures_util::stream::empty().boxed()

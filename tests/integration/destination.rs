@@ -15,7 +15,12 @@
 //! - [`url_with_credentials_is_refused`]
 //! - [`tampered_object_is_refused_before_anything_changes`]
 //! - [`server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy`]
-//! - [`two_concurrent_backups_to_one_destination_never_interleave`]
+//! - [`two_concurrent_backups_to_one_destination_never_interleave`], and the same started at
+//!   one moment through `volume://` ([`two_backups_at_once_to_one_volume_never_interleave`])
+//!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
+//! - [`engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run`]
+//! - [`verify_checks_a_backup_in_the_bucket_and_changes_nothing`]
+//! - [`link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback`]
 //! - [`without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace`]
 //! - [`retention_in_the_bucket_follows_the_manifests_dates`]
 //! - [`retention_clears_the_incomplete_upload_of_a_killed_run`]
@@ -189,11 +194,7 @@ fn host_dest(dir: &std::path::Path) -> Dest<'_> {
 /// id from the destination alone → tables (content checksums) and the volume tree (owners,
 /// modes, links) identical; then `info` from the destination alone.
 fn round_trip(test: &str, d: &Dest) {
-    let (pg, vol) = std::thread::scope(|s| {
-        let pg = s.spawn(|| Pg::seeded(test));
-        let vol = Volume::with_tree(test, &TreeSpec::awkward());
-        (pg.join().unwrap(), vol)
-    });
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
     let app = Container::sleeper(
         &format!("{test}-app"),
         &[&format!("{}:/data", vol.name)],
@@ -204,10 +205,7 @@ fn round_trip(test: &str, d: &Dest) {
     let ws = Workspace::new();
 
     let o = (d.apply)(ws.action("backup"))
-        .input("postgres-container", pg.name())
-        .input("postgres-db", &pg.db)
-        .input("postgres-user", &pg.user)
-        .input("postgres-password", &pg.password)
+        .postgres(&pg)
         .input("volumes", &vol.name)
         .input("stop-containers", &app.name)
         .run();
@@ -288,21 +286,14 @@ fn round_trip(test: &str, d: &Dest) {
 fn s3_encrypted_backup_is_verifiable_without_the_identity_and_restores_only_with_it() {
     let test = "dest-encrypted";
     let s3 = Seaweed::start(BUCKET);
-    let (pg, vol) = std::thread::scope(|s| {
-        let pg = s.spawn(|| Pg::seeded(test));
-        let vol = Volume::with_tree(test, &TreeSpec::awkward());
-        (pg.join().unwrap(), vol)
-    });
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
     let key = keygen("ops");
     let db_before = rollback_db::fingerprint(&pg);
     let vol_before = vol.fingerprint();
     let ws = Workspace::new();
 
     let o = with_s3(ws.action("backup"), &s3)
-        .input("postgres-container", pg.name())
-        .input("postgres-db", &pg.db)
-        .input("postgres-user", &pg.user)
-        .input("postgres-password", &pg.password)
+        .postgres(&pg)
         .input("volumes", &vol.name)
         .input("encrypt-recipients", &key.public)
         .run();
@@ -1009,4 +1000,426 @@ ln -s ./-rf ./-link
     );
     // Nothing named in the tree ran anywhere.
     assert!(!ws.join("pwned").exists());
+}
+
+/// Every object of the bucket and its SHA-256, to show that a step changed nothing there.
+fn bucket_state(s: &Seaweed) -> Vec<(String, String)> {
+    s.keys()
+        .into_iter()
+        .map(|k| {
+            let sha = predeploy_backup::archive::hash::sha256_hex(&s.object(&k));
+            (k, sha)
+        })
+        .collect()
+}
+
+/// `verify` with a destination checks a backup stored there from the bucket alone (an empty
+/// workspace): the newest by default, or the one `run-id` or `manifest` names; every object
+/// is read back, its SHA-256 must be the manifest's and its content must pass every check,
+/// so a damaged object is caught even when its manifest was rewritten to match it. Nothing
+/// changes, in the bucket or in the workspace.
+#[test]
+fn verify_checks_a_backup_in_the_bucket_and_changes_nothing() {
+    let test = "dest-verify";
+    let s3 = Seaweed::start(BUCKET);
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
+    let ws = Workspace::new();
+    let o = with_s3(ws.action("backup"), &s3)
+        .postgres(&pg)
+        .input("volumes", &vol.name)
+        .run();
+    o.assert_code(0);
+    let folder_url = o.out("destination-url").to_string();
+    let folder = folder_url.rsplit('/').next().unwrap().to_string();
+    wipe(&ws);
+    let before = bucket_state(&s3);
+    let unchanged = |o: &Outcome, before: &[(String, String)]| {
+        assert_eq!(bucket_state(&s3), before, "the bucket changed:\n{o}");
+        assert!(
+            crate::support::list_dir(ws.path()).is_empty(),
+            "verify left files in the workspace: {:?}\n{o}",
+            crate::support::list_dir(ws.path())
+        );
+    };
+
+    // The newest backup, by default.
+    let v = with_s3(ws.action("verify"), &s3).run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    assert_eq!(v.out("destination-url"), folder_url, "{v}");
+    assert_eq!(v.out("db-backup-url"), o.out("db-backup-url"), "{v}");
+    assert_eq!(
+        v.out("volume-backup-urls"),
+        o.out("volume-backup-urls"),
+        "{v}"
+    );
+    assert_eq!(v.out("db-backup-sha256"), o.out("db-backup-sha256"), "{v}");
+    assert!(v.summary_text().contains(&folder_url), "{v}");
+    assert_no_secret(&v);
+    unchanged(&v, &before);
+
+    // By the run id its manifest records, and by its manifest's URL.
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("run-id", "4242")
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("destination-url"), folder_url, "{v}");
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("manifest", format!("{folder_url}/{FILE_NAME}"))
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("run-id", "999")
+        .run();
+    v.assert_code(2);
+    v.assert_mentions("run 999");
+    // Local files and a destination at once: which to check is unclear, so refused.
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("db-backup", "backups/x/db.sql.gz")
+        .run();
+    v.assert_code(2);
+    v.assert_mentions("verify those without destination");
+    unchanged(&v, &before);
+
+    // The dump cut short in the bucket, and its manifest rewritten to match the cut object:
+    // the SHA-256 agrees, the content check does not.
+    let db_url = o.out("db-backup-url").to_string();
+    let db_key = db_url
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .unwrap()
+        .to_string();
+    let manifest_key = format!("{PREFIX}/{folder}/{FILE_NAME}");
+    let good_db = s3.object(&db_key);
+    let good_manifest = s3.object(&manifest_key);
+    let cut = &good_db[..good_db.len() - 200];
+    let mut m = Manifest::parse(
+        &String::from_utf8(good_manifest.clone()).unwrap(),
+        std::path::Path::new(FILE_NAME),
+    )
+    .unwrap();
+    let rec = &mut m.database.as_mut().unwrap().file;
+    rec.size = cut.len() as u64;
+    rec.sha256 = predeploy_backup::archive::hash::sha256_hex(cut);
+    s3.tamper(&db_key, cut);
+    s3.put(&manifest_key, m.to_yaml().as_bytes());
+    let before = bucket_state(&s3);
+    let v = with_s3(ws.action("verify"), &s3).run();
+    v.assert_code(1);
+    assert_eq!(v.out("verified"), "false", "{v}");
+    v.assert_mentions(&db_url).assert_mentions("gzip");
+    unchanged(&v, &before);
+
+    // The dump restored; one byte of the volume archive flipped, the manifest as it was.
+    s3.tamper(&db_key, &good_db);
+    s3.put(&manifest_key, &good_manifest);
+    let vol_url = o.out("volume-backup-urls").to_string();
+    let vol_key = vol_url
+        .strip_prefix(&format!("s3://{BUCKET}/"))
+        .unwrap()
+        .to_string();
+    let mut bytes = s3.object(&vol_key);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    s3.tamper(&vol_key, &bytes);
+    let before = bucket_state(&s3);
+    let v = with_s3(ws.action("verify"), &s3).run();
+    v.assert_code(1);
+    assert_eq!(v.out("verified"), "false", "{v}");
+    v.assert_mentions(&vol_url);
+    unchanged(&v, &before);
+}
+
+/// A link that leaves the volume by an absolute path with `..` above the volume root
+/// (`/../../../etc/shadow`) is stored and verified like any entry, but rollback's
+/// restore-safety check refuses it, and with it the whole rollback. The user learns it
+/// when the backup is made, not when it is needed: backup warns naming the entry (and so do
+/// `verify` of the local copy and `verify` in the bucket); rollback refuses before changing
+/// anything.
+#[test]
+fn link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback() {
+    let test = "dest-escaping-link";
+    let s3 = Seaweed::start(BUCKET);
+    let vol = Volume::create(test);
+    let out = vol.busybox(
+        "set -eu; cd /data; echo keep > keep.txt; ln -s /../../../etc/shadow evil; ln -s /etc/passwd inside",
+        &[],
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let warned = |o: &Outcome| {
+        let w: Vec<_> = o
+            .commands()
+            .into_iter()
+            .filter(|a| a.command == "warning" && a.message.contains("/evil`"))
+            .collect();
+        assert_eq!(w.len(), 1, "one warning naming the entry\n{o}");
+        assert!(
+            w[0].message.contains("refused by rollback") && w[0].message.contains("outside"),
+            "{o}"
+        );
+        assert!(o.summary_text().contains("/evil`"), "{o}");
+        // A link that stays inside (the volume's own /etc) is not named.
+        assert!(!o.all_text().contains("/inside`"), "{o}");
+    };
+    let ws = Workspace::new();
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("volumes", &vol.name)
+        .input("min-volume-size", "1")
+        .run();
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    warned(&o);
+
+    // verify of a copy of the archive, and verify of the backup in the bucket.
+    let archive = ws.join(o.out("volume-backup-paths"));
+    let copy = ws.join("copy").join(archive.file_name().unwrap());
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&archive, &copy).unwrap();
+    let v = ws
+        .action("verify")
+        .input("volume-backups", copy.display().to_string())
+        .input("min-volume-size", "1")
+        .run();
+    v.assert_code(0);
+    warned(&v);
+    let v = with_s3(ws.action("verify"), &s3)
+        .input("min-volume-size", "1")
+        .run();
+    v.assert_code(0);
+    assert_eq!(v.out("verified"), "true", "{v}");
+    warned(&v);
+
+    // As warned: rollback from the bucket refuses, and nothing changes.
+    let out = vol.busybox("echo after > /data/after.txt", &[], false);
+    assert!(out.status.success(), "{out:?}");
+    let before = vol.exact_listing();
+    wipe(&ws);
+    let r = with_s3(ws.action("rollback"), &s3)
+        .input("run-id", "4242")
+        .input("volumes", &vol.name)
+        .run();
+    r.assert_code(1);
+    r.assert_mentions("evil");
+    assert_eq!(r.out("restored"), "false", "{r}");
+    assert_eq!(
+        vol.exact_listing(),
+        before,
+        "a refused rollback changed the volume"
+    );
+}
+
+/// Two backups started at the same moment against one engine destination: one takes the
+/// lease, the other waits for it (and says so) and makes its backup only after the first
+/// committed its manifest; both complete, in two folders, and each is whole: `verify` with
+/// the destination reads every object of each back and checks it. No lease and no
+/// temporary object is left.
+fn concurrent_backups_never_interleave(test: &str, d: &Dest) {
+    let vol = Volume::with_tree(test, &TreeSpec::random(150));
+    let ws_a = Workspace::new();
+    let ws_b = Workspace::new();
+    let backup = |ws: &Arc<Workspace>| {
+        (d.apply)(ws.action("backup"))
+            .input("volumes", &vol.name)
+            .input("compression", "none")
+            .input("min-volume-size", "1")
+    };
+    let (a, b) = (backup(&ws_a).spawn(), backup(&ws_b).spawn());
+    let (oa, ob) = (a.wait(), b.wait());
+    oa.assert_code(0);
+    ob.assert_code(0);
+    let waited = |o: &Outcome| o.all_text().contains("Waiting for the lock");
+    assert!(
+        waited(&oa) != waited(&ob),
+        "exactly one run must have waited for the other's lock\n{oa}\n{ob}"
+    );
+    let ((first, ws_first), (second, ws_second)) = if waited(&ob) {
+        ((&oa, &ws_a), (&ob, &ws_b))
+    } else {
+        ((&ob, &ws_b), (&oa, &ws_a))
+    };
+    // The second began its backup only after the first had committed its manifest.
+    let local_manifest = |ws: &Workspace, o: &Outcome| ws.join(o.out("backup-dir")).join(FILE_NAME);
+    let committed = std::fs::metadata(local_manifest(ws_first, first))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let second_created = Manifest::load(&local_manifest(ws_second, second))
+        .unwrap()
+        .created_at;
+    assert!(
+        chrono::DateTime::<chrono::Utc>::from(committed)
+            <= second_created + chrono::Duration::seconds(1),
+        "the second run made its backup before the first had committed\n{first}\n{second}"
+    );
+    let urls = [first.out("destination-url"), second.out("destination-url")];
+    assert_ne!(urls[0], urls[1]);
+    // Exactly the two backups' files and manifests: no lease, no temporary object.
+    let mut expected = 0;
+    for (o, ws) in [(first, ws_first), (second, ws_second)] {
+        expected += Manifest::load(&local_manifest(ws, o))
+            .unwrap()
+            .files()
+            .len()
+            + 1;
+    }
+    let keys = (d.keys)();
+    assert_eq!(keys.len(), expected, "{keys:?}");
+    assert_eq!(d.manifests().len(), 2, "{keys:?}");
+    // Each is whole, read back from the destination alone.
+    for url in urls {
+        let ws = Workspace::new();
+        let v = (d.apply)(ws.action("verify"))
+            .input("manifest", format!("{url}/{FILE_NAME}"))
+            .input("min-volume-size", "1")
+            .run();
+        v.assert_code(0);
+        assert_eq!(v.out("verified"), "true", "{v}");
+        assert_eq!(v.out("destination-url"), url, "{v}");
+    }
+}
+
+#[test]
+fn two_backups_at_once_to_one_volume_never_interleave() {
+    let store = Volume::create("dest-vol-concurrent-store");
+    concurrent_backups_never_interleave("dest-vol-concurrent", &volume_dest(&store.name));
+}
+
+#[test]
+fn two_backups_at_once_to_one_host_folder_never_interleave() {
+    let dir = tempfile::Builder::new()
+        .prefix("pbt-host-concurrent-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path().join("backups");
+    concurrent_backups_never_interleave("dest-host-concurrent", &host_dest(&root));
+}
+
+/// The lease through the engine store (its conditional writes: create-if-absent is `ln`,
+/// replace-if-unchanged a `mkdir` mutex), on a real volume through the real engine, with
+/// short lease times: a held lease is renewed past its first expiry (another run that does
+/// not wait is refused, naming the holder); a killed holder's lease is taken over once it
+/// has expired; and of several runs that find an expired lease at the same moment exactly
+/// one takes it over.
+#[test]
+fn engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run() {
+    use predeploy_backup::store::lease::{Lease, LeaseError, KEY};
+    use predeploy_backup::store::Destination;
+    let vol = Volume::create("dest-lease-store");
+    let lease_file = format!("{PREFIX}/{KEY}");
+    let holder_in_file = |name: &str| -> (String, chrono::DateTime<chrono::Utc>) {
+        let body: serde_json::Value =
+            serde_json::from_slice(&volume_object(name, &lease_file)).unwrap();
+        (
+            body["holder"].as_str().unwrap().to_string(),
+            body["expires_at"].as_str().unwrap().parse().unwrap(),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = predeploy_backup::docker::Engine::connect(&Default::default())
+            .await
+            .unwrap();
+        let dest = Destination::parse(&format!("volume://{}/{PREFIX}", vol.name)).unwrap();
+        let store = dest.open(&Default::default(), Some(&engine)).await.unwrap();
+        // Renewed every 2 s: long enough for the helper's execs on a loaded machine.
+        let ttl = Duration::from_secs(6);
+
+        // Held for more than twice its lifetime: renewed.
+        let a = Lease::acquire(&store, "run A", ttl, Duration::ZERO, |_| {})
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert!(a.held(), "A's renewal failed");
+        let (who, until) = holder_in_file(&vol.name);
+        assert_eq!(who, "run A");
+        assert!(until > chrono::Utc::now(), "A's lease was not renewed");
+        let e = Lease::acquire(&store, "run B", ttl, Duration::ZERO, |_| {})
+            .await
+            .err()
+            .expect("B must not get A's lease");
+        assert!(matches!(e, LeaseError::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("run A"), "{e}");
+
+        // A is killed: its renewal stops and its lease stays behind. B waits for it to
+        // expire, says so, and takes it over.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, until) = holder_in_file(&vol.name);
+        let mut told = vec![];
+        let b = Lease::acquire(&store, "run B", ttl, Duration::from_secs(30), |m| {
+            told.push(m.to_string())
+        })
+        .await
+        .unwrap();
+        assert!(
+            chrono::Utc::now() >= until,
+            "B took the lease before A's expired"
+        );
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains("run A"), "{told:?}");
+        assert_eq!(holder_in_file(&vol.name).0, "run B");
+        b.release().await;
+        assert!(
+            !volume_keys(&vol.name, PREFIX).contains(&KEY.to_string()),
+            "the released lease is still there"
+        );
+
+        // A lease a killed run left long ago, and four runs at the same moment.
+        let expired = serde_json::json!({
+            "owner": "0000",
+            "holder": "a killed run",
+            "expires_at": "2020-01-01T00:00:00Z",
+        });
+        store
+            .save_bytes(KEY, serde_json::to_vec(&expired).unwrap())
+            .await
+            .unwrap();
+        let runs = (0..4).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("racer {i}");
+                let r = Lease::acquire(
+                    &store,
+                    &name,
+                    Duration::from_secs(60),
+                    Duration::ZERO,
+                    |_| {},
+                )
+                .await;
+                (name, r)
+            })
+        });
+        let mut winners = vec![];
+        let mut held = vec![];
+        for r in futures_util::future::join_all(runs).await {
+            let (name, r) = r.unwrap();
+            match r {
+                Ok(l) => {
+                    winners.push(name);
+                    held.push(l);
+                }
+                Err(e) => assert!(matches!(e, LeaseError::Busy { .. }), "{name}: {e}"),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one run takes the lease over: {winners:?}"
+        );
+        assert_eq!(holder_in_file(&vol.name).0, winners[0]);
+        for l in held {
+            l.release().await;
+        }
+        // Nothing is left: no lease, no mutex folder, no temporary file.
+        let out = crate::support::docker::busybox_run(
+            &[format!("{}:/data:ro", vol.name)],
+            "find /data -mindepth 1 ! -type d -o -name '*.predeploy-cas'",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "left behind");
+    });
 }

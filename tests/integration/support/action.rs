@@ -208,6 +208,14 @@ impl Action {
         self
     }
 
+    /// The database inputs of a backup of `pg`: its container, database, user and password.
+    pub fn postgres(self, pg: &crate::support::docker::Pg) -> Action {
+        self.input("postgres-container", pg.name())
+            .input("postgres-db", &pg.db)
+            .input("postgres-user", &pg.user)
+            .input("postgres-password", &pg.password)
+    }
+
     /// Sets (or, with `None`, removes) an extra environment variable.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Action {
         self.env.insert(key.to_string(), value.into());

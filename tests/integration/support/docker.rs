@@ -421,6 +421,16 @@ impl Pg {
         pg
     }
 
+    /// A seeded database ([`Pg::seeded`]) and a volume with `spec`'s tree, made side by side
+    /// (the database's start is the slow part): what a backup of "the stack" needs.
+    pub fn seeded_with_volume(test: &str, spec: &TreeSpec) -> (Pg, Volume) {
+        std::thread::scope(|s| {
+            let pg = s.spawn(|| Pg::seeded(test));
+            let vol = Volume::with_tree(test, spec);
+            (pg.join().expect("PostgreSQL starts"), vol)
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.container.name
     }
