@@ -17,7 +17,8 @@
 #
 # Usage: scripts/bench-backup.sh
 # Environment:
-#   BENCH_DB_MB=300       MiB of table data (0: skip the database)
+#   BENCH_DB_MB=300       MiB of table data (0: skip the database; 2048 for the 2 GiB run whose
+#                         peak RSS must stay within 64 MiB like the 300 MiB one)
 #   BENCH_VOL_MB=300      MiB of files in the volume (0: skip the volume)
 #   BENCH_RUNS=3          timed runs per contender, interleaved, after one warm-up; best shown
 #   BENCH_BASE_BIN        a second predeploy-backup binary (e.g. the previous release) timed in

@@ -122,34 +122,41 @@ impl Deflater {
 
     /// Deflates a few samples at level 1: incompressible when they shrink by less than 3%.
     fn incompressible(&mut self, input: &[u8]) -> io::Result<bool> {
-        if input.len() < 4 * SAMPLE {
-            return Ok(false); // small: just deflate it (and fall back to stored if larger)
-        }
         let c = self
             .sampler
             .get_or_insert_with(|| Compress::new(Compression::new(1), false));
-        let mut scratch = [0u8; SAMPLE + 1024];
-        let (mut raw, mut packed) = (0usize, 0usize);
-        for k in 0..SAMPLES {
-            let at = (input.len() - SAMPLE) * k / (SAMPLES - 1).max(1);
-            let sample = &input[at..at + SAMPLE];
-            c.reset();
-            let status = c
-                .compress(sample, &mut scratch, FlushCompress::Finish)
-                .map_err(io::Error::other)?;
-            let n = c.total_out() as usize;
-            if status != Status::StreamEnd || n >= sample.len() {
-                packed += sample.len();
-            } else {
-                packed += n;
-            }
-            raw += sample.len();
-            if packed * 100 < raw * 97 {
-                return Ok(false); // a compressible sample: deflate the chunk
-            }
-        }
-        Ok(packed * 100 >= raw * 97)
+        incompressible(c, input)
     }
+}
+
+/// Whether `input` looks incompressible: a few samples of it are deflated at level 1 with
+/// `c` (a raw deflate stream at level 1, reset here) and none shrinks by 3% or more. Input
+/// smaller than the samples is never called incompressible. Shared with the zstd writer.
+pub(crate) fn incompressible(c: &mut Compress, input: &[u8]) -> io::Result<bool> {
+    if input.len() < 4 * SAMPLE {
+        return Ok(false); // small: just compress it (and fall back to stored if larger)
+    }
+    let mut scratch = [0u8; SAMPLE + 1024];
+    let (mut raw, mut packed) = (0usize, 0usize);
+    for k in 0..SAMPLES {
+        let at = (input.len() - SAMPLE) * k / (SAMPLES - 1).max(1);
+        let sample = &input[at..at + SAMPLE];
+        c.reset();
+        let status = c
+            .compress(sample, &mut scratch, FlushCompress::Finish)
+            .map_err(io::Error::other)?;
+        let n = c.total_out() as usize;
+        if status != Status::StreamEnd || n >= sample.len() {
+            packed += sample.len();
+        } else {
+            packed += n;
+        }
+        raw += sample.len();
+        if packed * 100 < raw * 97 {
+            return Ok(false); // a compressible sample: compress the chunk
+        }
+    }
+    Ok(packed * 100 >= raw * 97)
 }
 
 /// Size of `n` bytes as stored deflate blocks.
