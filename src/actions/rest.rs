@@ -2,13 +2,18 @@
 //! does with `run-id`, `repository` and `github-token`).
 //!
 //! 1. `GET /repos/{o}/{r}/actions/runs/{run}/artifacts?name=<name>&per_page=100`: deserialised
-//!    here (octocrab's model drops `digest`), the highest `id` with exactly that name wins.
+//!    into [`ArtifactList`] (all pages), the highest `id` with exactly that name wins.
 //! 2. `GET /repos/{o}/{r}/actions/artifacts/{id}/zip` answers 302 with a short-lived signed
-//!    blob URL. octocrab is built without `follow-redirect`, so we see the 302 and take its
+//!    blob URL. The API client follows no redirect, so we see the 302 and take its
 //!    `Location`; 410 means expired.
-//! 3. The blob is fetched with a plain HTTP client that carries no `Authorization` header,
+//! 3. The blob is fetched with a second client that carries no `Authorization` header,
 //!    hashed while streamed to disk, compared with `digest`, and unpacked safely: the same code
 //!    as the results-service path ([`super::artifact`]).
+//!
+//! The three calls go through the crate's one HTTP client setup ([`crate::http`], reqwest on
+//! rustls with ring) with typed (serde) answers; an SDK such as octocrab would add a second
+//! HTTP stack (its own hyper client, tower retry and timeout layers, base64 and getrandom
+//! versions of its own) for three GETs, and its artifact model lacks `digest`.
 //!
 //! The token goes only to the API host, and is masked in the log.
 
@@ -244,6 +249,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 const PER_PAGE: usize = 100;
+/// One API call, connection to last byte (the answers are small JSON documents).
+const API_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_PAGES: usize = 20;
 
 const TOKEN_HELP: &str = "pass github-token with `actions: read` (in a workflow: \
@@ -251,7 +258,12 @@ const TOKEN_HELP: &str = "pass github-token with `actions: read` (in a workflow:
      repository, a personal access token or an app token that can read its Actions)";
 
 pub struct RestClient {
-    octo: octocrab::Octocrab,
+    /// Follows no redirect: the zip endpoint's 302 is read, not followed.
+    http: reqwest::Client,
+    /// `Bearer <token>`, marked sensitive (never printed in a `Debug`).
+    auth: reqwest::header::HeaderValue,
+    /// `GITHUB_API_URL` without a trailing `/`; a path such as GHES's `/api/v3` is kept.
+    base: String,
     api: Url,
     blob: reqwest::Client,
     retry: Retry,
@@ -310,26 +322,23 @@ impl RestClient {
                 commands::redact(api_str)
             )));
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let base = api.as_str().trim_end_matches('/').to_string();
-        let octo = octocrab::Octocrab::builder()
-            .base_uri(base.as_str())
-            .map_err(|e| RestError::Invalid(format!("GITHUB_API_URL `{base}` is not usable: {e}")))?
-            .personal_token(token.to_string())
-            .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
-            .set_connect_timeout(Some(Duration::from_secs(30)))
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .build()
-            .map_err(|e| {
-                RestError::Service(format!(
-                    "could not set up the GitHub API client: {}; the image needs CA \
-                     certificates (ca-certificates)",
-                    artifact::error_chain(&e)
-                ))
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                RestError::Invalid("github-token cannot be sent in an HTTP header".into())
             })?;
+        auth.set_sensitive(true);
+        let http = artifact::http_client(false).map_err(|e| {
+            RestError::Service(format!(
+                "could not set up the GitHub API client: {e}; the image needs CA certificates \
+                 (ca-certificates)"
+            ))
+        })?;
         let blob = artifact::http_client(true).map_err(RestError::Service)?;
         Ok(RestClient {
-            octo,
+            http,
+            auth,
+            base,
             api,
             blob,
             retry: Retry::from_env(),
@@ -517,43 +526,44 @@ impl RestClient {
         Ok(url)
     }
 
-    /// A GET to the API (with the token), retried on 429, 5xx and transport errors.
+    /// A GET to the API (with the token), retried on 429, 5xx and transport errors. A
+    /// redirect is returned as it is (status and `Location`), never followed.
     async fn get(
         &self,
         path_and_query: &str,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, String), RestError> {
-        let mut extra = reqwest::header::HeaderMap::new();
-        extra.insert(
-            reqwest::header::ACCEPT,
-            reqwest::header::HeaderValue::from_static("application/vnd.github+json"),
-        );
+        let url = format!("{}{path_and_query}", self.base);
         let endpoint = path_and_query.split('?').next().unwrap_or(path_and_query);
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
             self.retry.wait(attempt, &last).await;
-            let resp = match self
-                .octo
-                ._get_with_headers(path_and_query, Some(extra.clone()))
-                .await
-            {
+            let sent = self
+                .http
+                .get(&url)
+                .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+                .header(reqwest::header::AUTHORIZATION, self.auth.clone())
+                .timeout(API_TIMEOUT)
+                .send()
+                .await;
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!(
                         "could not reach the GitHub API at {} for {endpoint}: {}",
                         artifact::describe_url(&self.api),
-                        artifact::error_chain(&e)
+                        artifact::req_error(e)
                     );
                     continue;
                 }
             };
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = match self.octo.body_to_string(resp).await {
+            let body = match resp.text().await {
                 Ok(b) => b,
                 Err(e) => {
                     last = format!(
                         "the GitHub API's answer for {endpoint} was cut short: {}",
-                        artifact::error_chain(&e)
+                        artifact::req_error(e)
                     );
                     continue;
                 }
