@@ -102,6 +102,16 @@ pub struct DestinationArgs {
     pub lock: String,
 }
 
+impl DestinationArgs {
+    /// The `destination` URL, trimmed; `None` when unset or blank (an empty action input).
+    pub fn url(&self) -> Option<&str> {
+        self.destination
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+}
+
 /// What the database and volumes are, for `backup` (and the target of `rollback`).
 #[derive(Debug, Args, Clone, Default)]
 pub struct Target {

@@ -125,6 +125,25 @@ impl FileReport {
     pub fn verified(&self) -> bool {
         self.failure.is_none() && self.sha256.is_some()
     }
+
+    /// Holds a file that passed its checks to what a manifest recorded for it: another
+    /// size or SHA-256 fails the `sha256` check (and drops the hash, so the file does not
+    /// count as verified); `explain(size, sha256)` words the failure from what was found.
+    /// After an earlier failure nothing changes: that failure is the one to report.
+    pub fn expect_recorded(
+        &mut self,
+        size: u64,
+        sha256: &str,
+        explain: impl FnOnce(u64, &str) -> String,
+    ) {
+        if self.failure.is_some() || (self.size == size && self.sha256.as_deref() == Some(sha256)) {
+            return;
+        }
+        let actual = self.sha256.take().unwrap_or_else(|| "?".into());
+        self.passed.retain(|c| *c != Check::Sha256);
+        let message = explain(self.size, &actual);
+        self.fail(Check::Sha256, message);
+    }
 }
 
 /// Read block size, and how many blocks may be in flight between the two threads.

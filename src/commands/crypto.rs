@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::Context;
 use crate::actions::commands as wf;
 use crate::archive::crypt::{self, Access, Identity, Recipients};
-use crate::archive::verify::{Check, FileReport};
+use crate::archive::verify::FileReport;
 use crate::cli::{Decrypt, Encrypt};
 use crate::error::usage;
 use crate::manifest::Manifest;
@@ -276,24 +276,15 @@ pub fn against_manifest(
         if let Some(rs) = r.encrypted.as_mut().filter(|rs| rs.is_empty()) {
             rs.clone_from(&rec.recipients);
         }
-        if r.failure.is_some() {
-            return r;
-        }
         let shown = r.path.display().to_string();
-        if r.size != rec.size || r.sha256.as_deref() != Some(rec.sha256.as_str()) {
-            let actual = r.sha256.take().unwrap_or_else(|| "?".into());
-            r.passed.retain(|c| *c != Check::Sha256);
-            r.fail(
-                Check::Sha256,
-                format!(
-                    "{shown} is {} bytes with SHA-256 {actual}, but {} records {} bytes with SHA-256 {}: the encrypted file was altered since the backup; take a new backup",
-                    r.size,
-                    path.display(),
-                    rec.size,
-                    rec.sha256
-                ),
-            );
-        }
+        r.expect_recorded(rec.size, &rec.sha256, |size, actual| {
+            format!(
+                "{shown} is {size} bytes with SHA-256 {actual}, but {} records {} bytes with SHA-256 {}: the encrypted file was altered since the backup; take a new backup",
+                path.display(),
+                rec.size,
+                rec.sha256
+            )
+        });
         r
     };
     (db.map(&check), volumes.into_iter().map(&check).collect())

@@ -29,12 +29,7 @@ use crate::store::{s3, Destination, Store};
 /// anything is made. `None` without a destination. `volume://` and `host://` connect to the
 /// Docker engine with the run's transport settings.
 pub async fn open(ctx: &mut Context, args: &DestinationArgs) -> Result<Option<Store>> {
-    let Some(url) = args
-        .destination
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = args.url() else {
         return Ok(None);
     };
     let dest = Destination::parse(url)?;

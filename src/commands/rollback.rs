@@ -404,12 +404,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 /// manifest like any others): a rollback job needs only the run id.
 async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     let chosen = choose_source(ctx, args).await?;
-    let given = args
-        .location
-        .destination
-        .destination
-        .as_deref()
-        .is_some_and(|d| !d.trim().is_empty());
+    let given = args.location.destination.url().is_some();
     let here = chosen
         .manifest
         .files()
@@ -446,11 +441,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
     // `manifest: s3://bucket/prefix/pre-deployment-…/manifest.yml` (or volume://, host://)
     // names its destination.
     let mut dest_args = args.location.destination.clone();
-    if dest_args
-        .destination
-        .as_deref()
-        .is_none_or(|d| d.trim().is_empty())
-    {
+    if dest_args.url().is_none() {
         dest_args.destination = args
             .manifest
             .as_ref()

@@ -7,19 +7,13 @@ use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
 use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
-use crate::archive::verify::{verify_file, verify_file_as, Check, Expect};
+use crate::archive::verify::{verify_file, verify_file_as, Expect};
 use crate::cli::{split_list, VerifyArgs};
 use crate::error::{usage, VerificationFailed};
 use crate::manifest::{parse_dir_timestamp, Git, Manifest, Origin, SourceKind};
 
 pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
-    let has_destination = args
-        .location
-        .destination
-        .destination
-        .as_deref()
-        .is_some_and(|d| !d.trim().is_empty());
-    if has_destination {
+    if args.location.destination.url().is_some() {
         return in_destination(ctx, args).await;
     }
     if args.run_id.is_some() || args.manifest.is_some() {
@@ -254,17 +248,12 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     for (rec, mut r) in checked {
         let object = store.url_of(&format!("{}/{}", found.folder, rec.path));
         // The bytes the destination holds are the bytes the manifest recorded.
-        if r.failure.is_none() && (r.size != rec.size || r.sha256.as_deref() != Some(&rec.sha256)) {
-            let actual = r.sha256.take().unwrap_or_else(|| "?".into());
-            r.passed.retain(|c| *c != Check::Sha256);
-            r.fail(
-                Check::Sha256,
-                format!(
-                    "{object} is {} bytes with SHA-256 {actual}, but its manifest records {} bytes with SHA-256 {}: the object was altered or damaged in the destination; do not roll back to it, take a new backup",
-                    r.size, rec.size, rec.sha256
-                ),
-            );
-        }
+        r.expect_recorded(rec.size, &rec.sha256, |size, actual| {
+            format!(
+                "{object} is {size} bytes with SHA-256 {actual}, but its manifest records {} bytes with SHA-256 {}: the object was altered or damaged in the destination; do not roll back to it, take a new backup",
+                rec.size, rec.sha256
+            )
+        });
         let local = r.path.display().to_string();
         let failure = r.failure.as_ref().map(|f| {
             (
