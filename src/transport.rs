@@ -208,7 +208,7 @@ struct TlsMaterial {
 
 fn tls_material(
     s: &Settings,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     verify: bool,
 ) -> Result<Option<TlsMaterial>, TransportError> {
     let given = |v: &Option<String>| {
@@ -254,7 +254,7 @@ fn tls_material(
 /// Connects to the engine `DOCKER_HOST` names (read through `env`).
 pub async fn connect(
     s: &Settings,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Connected, TransportError> {
     let raw = env("DOCKER_HOST")
         .map(|h| h.trim().to_string())
@@ -682,7 +682,7 @@ fn algorithm_names(key: &PublicKey) -> (String, String) {
 
 async fn ssh_session(
     s: &Settings,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     user: &str,
     host: &str,
     port: u16,

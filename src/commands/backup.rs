@@ -802,19 +802,8 @@ async fn archive_all(
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
         let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
-        let mut stream = helper.download();
-        let copied = async {
-            use futures_util::StreamExt;
-            while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?).await.is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
-        drop(stream);
+        let copied = pipe::forward_batched(helper.download(), &tx).await;
+        drop(tx);
         // The helper goes while the last blocks are compressed and written.
         let (_, written) = tokio::join!(helper.remove(), writer);
         let written = written?;
