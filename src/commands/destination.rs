@@ -1,26 +1,35 @@
 //! A backup's way to its durable destination (the `destination` input), and back.
 //!
-//! Backup: the files are produced and verified locally exactly as without a destination;
-//! then each is streamed to the store, its size and SHA-256 are read back *from the store*
-//! (`verify-destination: full`; `size` checks sizes only), and the manifest is written last:
-//! it is the commit marker, so a folder without one is incomplete and never used. If the
-//! destination fails, the objects this run stored are removed (best effort), the step fails
-//! (exit 3) and the local copy is kept and named in the error.
+//! Backup: the files are produced and verified locally exactly as without a destination,
+//! and each is sent to the store while it is written ([`Shipping`]): its upload follows the
+//! file as it grows, and once the file is complete its size and SHA-256 are read back *from
+//! the store* (`verify-destination: full`; `size` checks sizes only) while the next file is
+//! made. The manifest is written last: it is the commit marker, so a folder without one is
+//! incomplete and never used. If the destination fails, the local backup still runs to its
+//! end, the objects this run stored are removed (best effort), the step fails (exit 3) and
+//! the local copy is kept and named in the error. Overlapping the upload with the making of
+//! the files is what keeps a backup to a destination close to a local one in time: only the
+//! last file's tail and read-back come after the local backup.
 //!
 //! Rollback and info: backups are found by listing the destination's `pre-deployment-*`
 //! folders and reading their manifests; a backup is downloaded into a local staging folder,
 //! where rollback checks every SHA-256 before it restores anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
 use crate::cli::DestinationArgs;
 use crate::manifest::{Manifest, DIR_PREFIX, FILE_NAME};
+use crate::pipe;
 use crate::retention::{decide, Candidate, Policy, Verdict};
 use crate::store::lease::Lease;
 use crate::store::{s3, Destination, Store};
@@ -88,113 +97,377 @@ pub struct Stored {
     pub bytes: u64,
 }
 
-/// Streams every file of the verified backup in `dir` to `store`, checks each object there,
-/// records the destination in the manifest (also the local one) and stores the manifest
-/// last. On failure what this run stored is removed and the local copy is named.
-pub async fn upload(
-    store: &Store,
-    dir: &Path,
-    m: &mut Manifest,
+/// Uploads at once (each holds up to [`crate::store::CHUNK`] × ([`crate::store::PARTS`] + 1)
+/// in memory) and read-backs at once (each up to [`crate::store::RANGE`] ×
+/// [`crate::store::RANGES`]): one of each, so the upload of a file overlaps the read-back of
+/// the one before it while memory stays flat whatever the number and size of the files.
+const UPLOADS: usize = 1;
+const READ_BACKS: usize = 1;
+
+/// A backup on its way to the destination while it is made (`backup`, and `rollback`'s
+/// safety backup): one per run, created before [`super::backup::take`] and handed to it.
+///
+/// Each file is sent while it is written: [`Shipping::ship`] hands the file's writer a
+/// channel for a [`pipe::Follower`] of the file, and a task uploads what the follower reads
+/// (multipart, flat memory) as the file grows; when the file is complete the upload is
+/// completed, and its size and SHA-256 are read back *from the store* (`verify-destination:
+/// full`; `size` checks the size only) while the next file is produced.
+/// [`Shipping::commit`] then waits for every file, holds each to the size and SHA-256 the
+/// local verification recorded in the manifest, checks the lease, and writes the manifest
+/// last: it is the commit marker, so a folder without one is incomplete and never used.
+///
+/// A destination failure never stops or spoils the local backup: the files' writers do
+/// not wait for their uploads (each reads the file with its own follower), the first failure
+/// stops the other uploads (each aborts its multipart upload) and no further file is sent;
+/// the local backup goes on to its end. Then [`Shipping::commit`] fails (exit 3), naming
+/// the local copy, which is kept. Any failure, or [`Shipping::discard`] when the local
+/// backup failed, removes every object this run stored (the manifest first) and aborts what
+/// is left of its multipart uploads, as far as the destination answers.
+pub struct Shipping {
+    store: Store,
     verify_full: bool,
-    lease: Option<&Lease>,
-) -> Result<Stored> {
-    let folder = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let started = Instant::now();
-    let mut stored: Vec<String> = vec![];
-    let result = async {
-        let mut bytes = 0;
-        for f in m.files() {
-            let key = format!("{folder}/{}", f.path);
-            let path = dir.join(&f.path);
-            let t = Instant::now();
-            let file = tokio::fs::File::open(&path)
-                .await
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            stored.push(key.clone());
-            let n = store.save(&key, tokio::io::BufReader::new(file)).await?;
-            let (size, sha) = if verify_full {
-                let (s, h) = store.digest(&key).await?;
-                (Some(s), Some(h))
-            } else {
-                (store.size(&key).await?, None)
-            };
-            if n != f.size || size != Some(f.size) {
-                anyhow::bail!(
-                    "{} holds {} bytes after the upload, the backup file has {}: the destination did not store it whole",
-                    store.url_of(&key),
-                    size.map(|s| s.to_string()).unwrap_or_else(|| "no".into()),
-                    f.size
-                );
-            }
-            if let Some(sha) = sha.filter(|s| *s != f.sha256) {
-                anyhow::bail!(
-                    "{} reads back with SHA-256 {sha}, the backup file has {}: the destination altered it",
-                    store.url_of(&key),
-                    f.sha256
-                );
-            }
-            bytes += n;
-            wf::log(&format!(
-                "Stored {} ({}) in {:.1} s, {} read back",
-                store.url_of(&key),
-                human_size(n),
-                t.elapsed().as_secs_f64(),
-                if verify_full {
-                    "size and SHA-256"
-                } else {
-                    "size"
+    /// The backup's folder in the destination (the final name, not the work folder's).
+    folder: Mutex<String>,
+    shipments: Mutex<Vec<Shipment>>,
+    /// Set on the first failure, or by [`Shipping::discard`]: every upload stops.
+    cancel: CancellationToken,
+    failed: Arc<AtomicBool>,
+    uploads: Arc<Semaphore>,
+    read_backs: Arc<Semaphore>,
+    started: Instant,
+}
+
+/// One file on its way.
+struct Shipment {
+    /// The file's name, as the manifest records it.
+    file: String,
+    key: String,
+    task: tokio::task::JoinHandle<Result<Shipped, Failed>>,
+}
+
+/// A file stored and read back.
+struct Shipped {
+    bytes: u64,
+    /// What the destination holds (`None`: no object there).
+    size: Option<u64>,
+    /// `None` with `verify-destination: size`.
+    sha256: Option<String>,
+    sent_seconds: f64,
+    read_seconds: f64,
+}
+
+/// A shipment's failure; `first` when it was the run's first (the others were stopped by it).
+struct Failed {
+    error: anyhow::Error,
+    first: bool,
+}
+
+impl Shipping {
+    pub fn new(store: &Store, verify_full: bool) -> Shipping {
+        Shipping {
+            store: store.clone(),
+            verify_full,
+            folder: Mutex::new(String::new()),
+            shipments: Mutex::new(vec![]),
+            cancel: CancellationToken::new(),
+            failed: Arc::new(AtomicBool::new(false)),
+            uploads: Arc::new(Semaphore::new(UPLOADS)),
+            read_backs: Arc::new(Semaphore::new(READ_BACKS)),
+            started: Instant::now(),
+        }
+    }
+
+    /// The backup's folder name (`pre-deployment-TS`): the files' keys are `{folder}/{file}`.
+    pub fn begin(&self, folder: &str) {
+        if let Ok(mut f) = self.folder.lock() {
+            *f = folder.to_string();
+        }
+    }
+
+    fn folder(&self) -> String {
+        self.folder.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Starts sending the backup file `path` (about to be written): the channel for its
+    /// writer's follower. `None` once the destination failed (nothing more is sent; the
+    /// local backup goes on).
+    pub fn ship(&self, path: &Path) -> Option<pipe::Ship> {
+        let file = path.file_name()?.to_string_lossy().to_string();
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let key = format!("{}/{file}", self.folder());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = {
+            let (store, key, file) = (self.store.clone(), key.clone(), file.clone());
+            let (cancel, failed) = (self.cancel.clone(), self.failed.clone());
+            let (uploads, read_backs) = (self.uploads.clone(), self.read_backs.clone());
+            let full = self.verify_full;
+            tokio::spawn(async move {
+                let r = ship_one(
+                    &store,
+                    &key,
+                    &file,
+                    rx,
+                    &cancel,
+                    (uploads, read_backs),
+                    full,
+                )
+                .await;
+                r.map_err(|error| {
+                    // The others stop: this backup cannot be committed there any more.
+                    cancel.cancel();
+                    Failed {
+                        error,
+                        first: !failed.swap(true, Ordering::SeqCst),
+                    }
+                })
+            })
+        };
+        if let Ok(mut s) = self.shipments.lock() {
+            s.push(Shipment { file, key, task });
+        }
+        Some(tx)
+    }
+
+    /// Waits for every shipment; their results, in the order the files were made.
+    async fn settle(&self) -> Vec<(Shipment, Result<Shipped, Failed>)> {
+        let all = self
+            .shipments
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let mut out = vec![];
+        for mut s in all {
+            let r = (&mut s.task).await.unwrap_or_else(|e| {
+                Err(Failed {
+                    error: anyhow::anyhow!("sending {} failed: {e}", s.file),
+                    first: false,
+                })
+            });
+            out.push((s, r));
+        }
+        out
+    }
+
+    /// Removes what this run stored (the manifest first: a half-removed folder never looks
+    /// like a backup) and aborts what is left of its multipart uploads. Best effort: what
+    /// the destination does not answer for stays, and retention clears it once stale.
+    async fn clean(&self, keys: &[String]) {
+        let folder = self.folder();
+        let _ = self.store.remove(&format!("{folder}/{FILE_NAME}")).await;
+        for key in keys.iter().rev() {
+            let _ = self.store.remove(key).await;
+        }
+        if !folder.is_empty() {
+            if let Ok(left) = self.store.incomplete_uploads(&format!("{folder}/")).await {
+                for u in left {
+                    let _ = self.store.abort_upload(&u).await;
                 }
-            ));
-        }
-        if lease.is_some_and(|l| !l.held()) {
-            anyhow::bail!(
-                "the lock on {} could not be renewed (another run may have taken it over): not committing this backup there",
-                store.url()
-            );
-        }
-        // The commit marker, last.
-        m.destination = Some(store.url_of(&folder));
-        m.write(dir)
-            .with_context(|| format!("cannot write the manifest into {}", dir.display()))?;
-        let key = format!("{folder}/{FILE_NAME}");
-        stored.push(key.clone());
-        store.save_bytes(&key, m.to_yaml().into_bytes()).await?;
-        Ok::<u64, anyhow::Error>(bytes)
-    }
-    .await;
-    match result {
-        Ok(bytes) => Ok(Stored {
-            url: store.url_of(&folder),
-            db_url: m
-                .database
-                .as_ref()
-                .map(|d| store.url_of(&format!("{folder}/{}", d.file.path))),
-            volume_urls: m
-                .volumes
-                .iter()
-                .map(|v| store.url_of(&format!("{folder}/{}", v.file.path)))
-                .collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            bytes,
-        }),
-        Err(e) => {
-            // Nothing half-stored may look like a backup: the manifest goes first.
-            for key in stored.iter().rev() {
-                let _ = store.remove(key).await;
             }
-            if m.destination.take().is_some() {
-                let _ = m.write(dir);
-            }
-            Err(e.context(format!(
-                "the backup could not be stored in {}; the verified local copy is kept in {}",
-                store.url_of(&folder),
-                dir.display()
-            )))
         }
     }
+
+    /// The local backup failed (nothing was committed): every upload stops, and what this
+    /// run stored in the destination is removed.
+    pub async fn discard(self) {
+        self.cancel.cancel();
+        let settled = self.settle().await;
+        let keys: Vec<String> = settled.into_iter().map(|(s, _)| s.key).collect();
+        if !keys.is_empty() {
+            self.clean(&keys).await;
+        }
+    }
+
+    /// Commits the verified local backup in `dir` (its manifest `m`) to the destination:
+    /// waits for every file's shipment, holds each object to the size and SHA-256 that
+    /// `m` records, checks the lease, records the destination in the manifest (also the
+    /// local one) and stores the manifest last. On failure what this run stored is removed
+    /// and the kept local copy is named.
+    pub async fn commit(
+        self,
+        dir: &Path,
+        m: &mut Manifest,
+        lease: Option<&Lease>,
+    ) -> Result<Stored> {
+        let store = &self.store;
+        let folder = self.folder();
+        let settled = self.settle().await;
+        let mut keys: Vec<String> = settled.iter().map(|(s, _)| s.key.clone()).collect();
+        let result = async {
+            let mut shipped = std::collections::HashMap::new();
+            let mut failures = vec![];
+            for (s, r) in settled {
+                match r {
+                    Ok(done) => {
+                        shipped.insert(s.file, (s.key, done));
+                    }
+                    Err(f) => failures.push(f),
+                }
+            }
+            // The failure that stopped the others says what happened.
+            if !failures.is_empty() {
+                let i = failures.iter().position(|f| f.first).unwrap_or(0);
+                return Err(failures.swap_remove(i).error);
+            }
+            let mut bytes = 0;
+            for f in m.files() {
+                let Some((key, done)) = shipped.remove(&f.path) else {
+                    anyhow::bail!(
+                        "{} was not sent to the destination",
+                        store.url_of(&format!("{folder}/{}", f.path))
+                    );
+                };
+                if done.bytes != f.size || done.size != Some(f.size) {
+                    anyhow::bail!(
+                        "{} holds {} bytes after the upload, the backup file has {}: the destination did not store it whole",
+                        store.url_of(&key),
+                        done.size.map(|s| s.to_string()).unwrap_or_else(|| "no".into()),
+                        f.size
+                    );
+                }
+                if let Some(sha) = done.sha256.as_ref().filter(|s| **s != f.sha256) {
+                    anyhow::bail!(
+                        "{} reads back with SHA-256 {sha}, the backup file has {}: the destination altered it",
+                        store.url_of(&key),
+                        f.sha256
+                    );
+                }
+                bytes += done.bytes;
+                wf::log(&format!(
+                    "Stored {} ({}): sent in {:.1} s while it was written, {} read back in {:.1} s",
+                    store.url_of(&key),
+                    human_size(done.bytes),
+                    done.sent_seconds,
+                    if self.verify_full {
+                        "size and SHA-256"
+                    } else {
+                        "size"
+                    },
+                    done.read_seconds
+                ));
+            }
+            if let Some(extra) = shipped.keys().next() {
+                anyhow::bail!(
+                    "{} was sent but is not part of the backup",
+                    store.url_of(&format!("{folder}/{extra}"))
+                );
+            }
+            if lease.is_some_and(|l| !l.held()) {
+                anyhow::bail!(
+                    "the lock on {} could not be renewed (another run may have taken it over): not committing this backup there",
+                    store.url()
+                );
+            }
+            // The commit marker, last.
+            m.destination = Some(store.url_of(&folder));
+            m.write(dir)
+                .with_context(|| format!("cannot write the manifest into {}", dir.display()))?;
+            let key = format!("{folder}/{FILE_NAME}");
+            keys.push(key.clone());
+            store.save_bytes(&key, m.to_yaml().into_bytes()).await?;
+            Ok::<u64, anyhow::Error>(bytes)
+        }
+        .await;
+        match result {
+            Ok(bytes) => Ok(Stored {
+                url: store.url_of(&folder),
+                db_url: m
+                    .database
+                    .as_ref()
+                    .map(|d| store.url_of(&format!("{folder}/{}", d.file.path))),
+                volume_urls: m
+                    .volumes
+                    .iter()
+                    .map(|v| store.url_of(&format!("{folder}/{}", v.file.path)))
+                    .collect(),
+                seconds: self.started.elapsed().as_secs_f64(),
+                bytes,
+            }),
+            Err(e) => {
+                self.clean(&keys).await;
+                if m.destination.take().is_some() {
+                    let _ = m.write(dir);
+                }
+                Err(e.context(format!(
+                    "the backup could not be stored in {}; the verified local copy is kept in {}",
+                    store.url_of(&folder),
+                    dir.display()
+                )))
+            }
+        }
+    }
+}
+
+/// Sends one file: waits for its follower (the file exists), uploads what it reads as the
+/// file grows (stopped by `cancel`: the upload then aborts itself), and reads the object
+/// back.
+async fn ship_one(
+    store: &Store,
+    key: &str,
+    file: &str,
+    follower: tokio::sync::oneshot::Receiver<pipe::Follower>,
+    cancel: &CancellationToken,
+    (uploads, read_backs): (Arc<Semaphore>, Arc<Semaphore>),
+    verify_full: bool,
+) -> Result<Shipped> {
+    let stopped = || {
+        anyhow::anyhow!(
+            "sending {} stopped: another file of this backup failed to reach the destination",
+            store.url_of(key)
+        )
+    };
+    let follower = follower
+        .await
+        .map_err(|_| anyhow::anyhow!("{file} could not be created, so it was not sent"))?;
+    let permit = tokio::select! {
+        p = uploads.acquire_owned() => p?,
+        _ = cancel.cancelled() => return Err(stopped()),
+    };
+    let t = Instant::now();
+    // The bytes as the follower reads them, until the file ends or the shipping is
+    // cancelled: then the reader fails, and `save` aborts the multipart upload.
+    let data = pipe::follow(follower);
+    let stream = futures_util::stream::unfold(
+        (data, cancel.clone(), false),
+        |(mut data, cancel, ended)| async move {
+            if ended {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Some((
+                    Err(std::io::Error::other("another file of this backup failed to reach the destination")),
+                    (data, cancel, true),
+                )),
+                item = data.recv() => item.map(|i| (i, (data, cancel, false))),
+            }
+        },
+    );
+    let bytes = store
+        .save(key, tokio_util::io::StreamReader::new(Box::pin(stream)))
+        .await?;
+    drop(permit);
+    let sent_seconds = t.elapsed().as_secs_f64();
+    let permit = tokio::select! {
+        p = read_backs.acquire_owned() => p?,
+        _ = cancel.cancelled() => return Err(stopped()),
+    };
+    let t = Instant::now();
+    let (size, sha256) = if verify_full {
+        let (s, h) = store.digest(key).await?;
+        (Some(s), Some(h))
+    } else {
+        (store.size(key).await?, None)
+    };
+    drop(permit);
+    Ok(Shipped {
+        bytes,
+        size,
+        sha256,
+        sent_seconds,
+        read_seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// Sets the destination outputs and says in the summary where the backup lives.

@@ -238,6 +238,10 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         min_volume_size: 0,
         check_free_space: true,
     };
+    let shipping = chosen
+        .store
+        .as_ref()
+        .map(|s| super::destination::Shipping::new(s, true));
     let spec = Spec {
         mode: Origin::Safety,
         backup_root: &args.location.backup_root,
@@ -249,19 +253,28 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         revision: super::revision(ctx, &Default::default()),
         // Encrypted like the backup it replaces (it may go to the same destination).
         encrypt: safety_encrypt,
+        // It goes where the restored one came from, sent while it is written.
+        shipping: shipping.as_ref(),
     };
-    let mut safety = take(ctx, &spec)
-        .await
-        .context("the safety backup of the current state failed, so nothing was restored")?;
-    // The safety backup goes where the restored one came from.
-    let safety_url = match &chosen.store {
-        Some(store) => Some(
-            super::destination::upload(store, &safety.dir, &mut safety.manifest, true, None)
+    let taken = take(ctx, &spec).await;
+    let (safety, safety_url) = match (taken, shipping) {
+        (Ok(mut t), Some(s)) => {
+            let url = s
+                .commit(&t.dir, &mut t.manifest, None)
                 .await
                 .context("the safety backup could not be stored in the destination, so nothing was restored")?
-                .url,
-        ),
-        None => None,
+                .url;
+            (t, Some(url))
+        }
+        (Ok(t), None) => (t, None),
+        (Err(e), s) => {
+            if let Some(s) = s {
+                s.discard().await;
+            }
+            return Err(e.context(
+                "the safety backup of the current state failed, so nothing was restored",
+            ));
+        }
     };
     wf::end_group();
     // The safety backup set backup outputs; a rollback has its own.

@@ -143,7 +143,8 @@ pub async fn open(engine: &Engine, dest: &Destination) -> Result<Store, StoreErr
         }),
         &prefix,
         url,
-    ))
+    )
+    .without_ranged_reads())
 }
 
 fn engine_error(url: &str, e: DockerError) -> StoreError {

@@ -36,6 +36,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const CHUNK: usize = 8 << 20;
 /// Parts in flight at once (memory: about `CHUNK * (PARTS + 1)`).
 pub const PARTS: usize = 4;
+/// A read-back ([`Store::digest`]) asks for the object in ranges of this size, with up to
+/// [`RANGES`] in flight (memory: about `RANGE * (RANGES + 1)`).
+pub const RANGE: u64 = 8 << 20;
+pub const RANGES: usize = 4;
 
 /// A failure of the destination, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +233,8 @@ pub struct Store {
     url: String,
     /// Listing and aborting incomplete multipart uploads (S3 only).
     uploads: Option<Arc<s3::Uploads>>,
+    /// Whether the backend serves ranged reads (the engine's helper streams whole files).
+    ranged: bool,
 }
 
 /// An incomplete multipart upload under the destination's prefix (a run killed mid-upload).
@@ -247,7 +253,14 @@ impl Store {
             prefix: prefix.trim_matches('/').to_string(),
             url: url.trim_end_matches('/').to_string(),
             uploads: None,
+            ranged: true,
         }
+    }
+
+    /// For a backend that reads objects only whole: [`Store::digest`] streams them.
+    pub fn without_ranged_reads(mut self) -> Store {
+        self.ranged = false;
+        self
     }
 
     /// With a way to list and abort incomplete multipart uploads.
@@ -443,8 +456,57 @@ impl Store {
         }
     }
 
-    /// Size and SHA-256 (hex) of the object, read back in full.
+    /// Size and SHA-256 (hex) of the object, read back in full: in [`RANGE`]s, up to
+    /// [`RANGES`] requests in flight and hashed in order (a single stream is as slow as one
+    /// connection; several keep the server and the network busy while memory stays
+    /// bounded). A backend without ranged reads is read as one stream.
     pub async fn digest(&self, key: &str) -> Result<(u64, String), StoreError> {
+        use futures_util::StreamExt;
+        use sha2::Digest;
+        if !self.ranged {
+            return self.digest_streamed(key).await;
+        }
+        let path = self.path(key)?;
+        let size = self
+            .inner
+            .head(&path)
+            .await
+            .map_err(|e| self.fail("reading", key, e))?
+            .size;
+        // Each range is fetched by a task of its own, so that all of them progress while
+        // one is hashed.
+        let mut parts = futures_util::stream::iter((0..size).step_by(RANGE as usize))
+            .map(|start| {
+                let (inner, path) = (self.inner.clone(), path.clone());
+                let range = start..(start + RANGE).min(size);
+                tokio::spawn(async move { inner.get_range(&path, range).await })
+            })
+            .buffered(RANGES);
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(part) = parts.next().await {
+            let bytes = part
+                .map_err(|e| StoreError::Source {
+                    url: self.url_of(key),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|e| self.fail("reading", key, e))?;
+            n += bytes.len() as u64;
+            h = tokio::task::spawn_blocking(move || {
+                h.update(&bytes);
+                h
+            })
+            .await
+            .map_err(|e| StoreError::Source {
+                url: self.url_of(key),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        Ok((n, hex::encode(h.finalize())))
+    }
+
+    /// [`Store::digest`] as one stream.
+    async fn digest_streamed(&self, key: &str) -> Result<(u64, String), StoreError> {
         use sha2::Digest;
         let mut r = self.load(key).await?;
         let mut h = sha2::Sha256::new();

@@ -14,7 +14,9 @@
 //! - [`missing_bucket_is_a_clear_error_and_nothing_is_made`]
 //! - [`url_with_credentials_is_refused`]
 //! - [`tampered_object_is_refused_before_anything_changes`]
-//! - [`server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy`]
+//! - [`server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy`], and while a
+//!   later file is still being made
+//!   ([`server_killed_while_a_later_file_is_made_keeps_the_local_backup_and_leaves_nothing`])
 //! - [`two_concurrent_backups_to_one_destination_never_interleave`], and the same started at
 //!   one moment through `volume://` ([`two_backups_at_once_to_one_volume_never_interleave`])
 //!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
@@ -661,6 +663,107 @@ fn server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy() {
             .all(|k| !k.ends_with(FILE_NAME) && !k.contains("volume_")),
         "{keys:?}"
     );
+}
+
+/// The server dies while a later file is still being made: the dump is already stored (a
+/// complete object) and the volume's upload is under way while the volume is archived. The
+/// server comes back before the run ends. The local backup goes on to its end, complete and
+/// verified; the step fails (exit 3, verified=false) naming it; the bucket keeps nothing of
+/// this run: no manifest, no object (the stored dump is removed), no incomplete upload.
+#[test]
+fn server_killed_while_a_later_file_is_made_keeps_the_local_backup_and_leaves_nothing() {
+    let test = "dest-killed-later";
+    let mut s3 = Seaweed::start(BUCKET);
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::random(500));
+    let ws: Arc<Workspace> = Workspace::new();
+    let mut running = with_s3(ws.action("backup"), &s3)
+        .postgres(&pg)
+        .input("volumes", &vol.name)
+        .input("min-volume-size", "1")
+        .spawn();
+    let ours = |s: &Seaweed| -> Vec<String> {
+        s.keys()
+            .into_iter()
+            .filter(|k| k.starts_with(&format!("{PREFIX}/pre-deployment-")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let dump_stored = ours(&s3).iter().any(|k| k.contains("/db_"));
+        if dump_stored && s3.incomplete_uploads() > 0 {
+            break;
+        }
+        assert!(
+            running.is_running(),
+            "the backup ended before the volume's upload began"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the dump was not stored or the volume's upload did not start: {:?}",
+            s3.keys()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s3.kill();
+    // Long enough for the upload's retries to give up: it fails, and is not resumed.
+    std::thread::sleep(Duration::from_secs(3));
+    // The run is frozen while the server starts again, so that it comes back before the
+    // run ends whatever the machine's speed; the volume must still be being made.
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &running.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let making = ws
+        .backup_folders("backups")
+        .iter()
+        .any(|f| f.starts_with(".pre-deployment-") && f.ends_with(".partial"));
+    if !making {
+        signal("-CONT");
+    }
+    assert!(
+        making,
+        "the volume was archived within 3 s of its upload's start: make it bigger"
+    );
+    let s3 = Seaweed::restart(s3);
+    signal("-CONT");
+    let o = running.wait();
+    o.assert_code(3);
+    assert_eq!(o.out("verified"), "false", "{o}");
+    o.assert_mentions("local copy is kept");
+    // The local backup is complete and verified, and named in the error.
+    let folders = ws.backup_folders("backups");
+    assert_eq!(folders.len(), 1, "{o}");
+    assert!(folders[0].starts_with("pre-deployment-"), "{folders:?}");
+    o.assert_mentions(&folders[0]);
+    let local = ws.join("backups").join(&folders[0]);
+    let m = Manifest::load(&local.join(FILE_NAME)).unwrap();
+    assert!(m.verified, "{o}");
+    assert_eq!(m.destination, None, "{o}");
+    assert!(m.database.is_some() && m.volumes.len() == 1, "{o}");
+    for f in m.files() {
+        let bytes = std::fs::read(local.join(&f.path)).unwrap();
+        assert_eq!(bytes.len() as u64, f.size, "{}", f.path);
+        assert_eq!(
+            predeploy_backup::archive::hash::sha256_hex(&bytes),
+            f.sha256,
+            "{}",
+            f.path
+        );
+    }
+    let dump = gunzip(&std::fs::read(local.join(&m.database.as_ref().unwrap().file.path)).unwrap());
+    assert!(
+        String::from_utf8_lossy(&dump).contains("PostgreSQL database dump complete"),
+        "the local dump is not whole"
+    );
+    assert!(!ws.join(POINTER_FILE).exists(), "{o}");
+    // Nothing of this run in the bucket: not the dump stored before the failure, not the
+    // volume, no manifest, no incomplete upload.
+    assert_eq!(ours(&s3), Vec::<String>::new(), "{o}");
+    assert_eq!(s3.incomplete_uploads(), 0, "{o}");
 }
 
 #[test]
