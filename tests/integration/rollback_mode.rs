@@ -11,6 +11,7 @@
 //! - [`rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root`]
 //! - [`dump_failing_halfway_keeps_the_safety_backup_and_it_restores`]
 //! - [`verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load`]
+//! - [`verify_restore_loads_a_zstd_dump_and_catches_one_that_does_not_load`]
 //!
 //! `rollback` with the `run-id` of the current run is covered by the act end-to-end tests.
 
@@ -63,11 +64,12 @@ impl State {
 
 impl Stack {
     fn new(test: &str, with_db: bool) -> Stack {
-        let (pg, vol) = std::thread::scope(|s| {
-            let pg = s.spawn(|| with_db.then(|| Pg::seeded(test)));
-            let vol = Volume::with_tree(test, &TreeSpec::awkward());
-            (pg.join().expect("PostgreSQL starts"), vol)
-        });
+        let (pg, vol) = if with_db {
+            let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
+            (Some(pg), vol)
+        } else {
+            (None, Volume::with_tree(test, &TreeSpec::awkward()))
+        };
         // `--init`: the shell is not PID 1, so a SIGTERM ends it at once even when it arrives
         // before the shell has set its trap (a container stopped right after it was started);
         // a PID-1 shell would ignore it and the stop would take the product's 30-s timeout.
@@ -111,11 +113,7 @@ impl Stack {
             .input("commit", commit)
             .input("branch", branch);
         if let Some(pg) = &self.pg {
-            a = a
-                .input("postgres-container", pg.name())
-                .input("postgres-db", &pg.db)
-                .input("postgres-user", &pg.user)
-                .input("postgres-password", &pg.password);
+            a = a.postgres(pg);
         }
         for (k, v) in extra {
             a = a.input(k, *v);
@@ -136,9 +134,7 @@ impl Stack {
             .input("volumes", &self.vol.name)
             .input("restore-special-bits", "true");
         match &self.pg {
-            Some(pg) => a
-                .input("postgres-container", pg.name())
-                .input("postgres-password", &pg.password),
+            Some(pg) => a.postgres_target(pg),
             None => a,
         }
     }
@@ -1332,5 +1328,87 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     assert!(
         err.contains("verify-restore") && err.contains("CREATEDB"),
         "the ::error does not say that verify-restore needs CREATEDB:\n{err}"
+    );
+}
+
+/// `compression: zstd` with `verify-restore` (issue 15): the `.sql.zst` dump is decoded and
+/// loaded into a throwaway database, the row counts match, and the manifest records the
+/// passed restore check beside the codec. A zstd dump that does not load fails the backup
+/// just as a gzip one does: the restore really ran on the decoded stream.
+#[test]
+fn verify_restore_loads_a_zstd_dump_and_catches_one_that_does_not_load() {
+    let pg = Pg::seeded("rb-verify-restore-zstd");
+    let backup = |ws: &Arc<Workspace>, db: &str| {
+        ws.action("backup")
+            .postgres(&pg)
+            .input("postgres-db", db)
+            .input("compression", "zstd")
+            .input("verify-restore", "true")
+    };
+    let scratch_left = || {
+        pg.psql_in(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
+        )
+    };
+
+    let ws = Workspace::new();
+    let o = timed("verify-restore zstd: good", backup(&ws, &pg.db));
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    let dump = o.out("db-backup-path");
+    assert!(dump.ends_with(".sql.zst"), "{o}");
+    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
+    let expected = seed_row_counts();
+    for (t, n) in &expected {
+        let row = format!("| `{t}` | {n} | {n} | ✅ |");
+        assert!(
+            o.summary_text().contains(&row),
+            "the summary lacks {row}\n{o}"
+        );
+    }
+    let m = assert_verified_backup(&o.path(o.out("backup-dir")));
+    let db = m.database.as_ref().expect("the manifest has the database");
+    assert_eq!(db.file.compression.as_str(), "zstd");
+    assert_eq!(db.file.compression_level, Some(3));
+    let rc = m
+        .restore_check
+        .as_ref()
+        .expect("the manifest records the restore check");
+    assert!(rc.passed, "{rc:?}");
+    let restored: std::collections::BTreeMap<String, u64> = rc
+        .tables
+        .iter()
+        .map(|(k, (_, b))| (k.clone(), *b))
+        .collect();
+    assert_eq!(restored, expected, "rows in the throwaway database");
+    assert_eq!(
+        scratch_left(),
+        "0",
+        "the throwaway database was not dropped"
+    );
+
+    // pg_dump's own output that does not load, compressed with zstd.
+    pg.psql_in("postgres", "CREATE DATABASE trap");
+    pg.psql_in("trap", TRAP_SCHEMA);
+    let ws = Workspace::new();
+    let o = timed("verify-restore zstd: does not load", backup(&ws, "trap"));
+    o.assert_code(1);
+    assert_eq!(o.out("verified"), "false", "{o}");
+    o.assert_mentions("does not load")
+        .assert_mentions("violates check constraint");
+    assert!(
+        ws.backup_folders("backups").is_empty(),
+        "a backup folder was left: {:?}",
+        ws.backup_folders("backups")
+    );
+    assert!(
+        ws.pointer().is_none(),
+        "{POINTER_FILE} was written for an unverified backup"
+    );
+    assert_eq!(
+        scratch_left(),
+        "0",
+        "the throwaway database was not dropped"
     );
 }
