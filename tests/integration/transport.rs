@@ -29,11 +29,7 @@ struct Stack {
 
 impl Stack {
     fn new(test: &str) -> Stack {
-        let (pg, vol) = std::thread::scope(|s| {
-            let pg = s.spawn(|| Pg::seeded(test));
-            let vol = Volume::with_tree(test, &TreeSpec::awkward());
-            (pg.join().expect("PostgreSQL starts"), vol)
-        });
+        let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
         let app = Container::sleeper(
             &format!("{test}-app"),
             &[&format!("{}:/data", vol.name)],
@@ -54,10 +50,7 @@ impl Stack {
     fn backup(&self) -> Action {
         self.ws
             .action("backup")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-db", &self.pg.db)
-            .input("postgres-user", &self.pg.user)
-            .input("postgres-password", &self.pg.password)
+            .postgres(&self.pg)
             .input("volumes", &self.vol.name)
             .input("stop-containers", &self.app.name)
     }
@@ -65,8 +58,7 @@ impl Stack {
     fn rollback(&self) -> Action {
         self.ws
             .action("rollback")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-password", &self.pg.password)
+            .postgres_target(&self.pg)
             .input("volumes", &self.vol.name)
             .input("stop-containers", &self.app.name)
             .input("restore-special-bits", "true")
