@@ -1204,15 +1204,86 @@ INSERT INTO public.zones VALUES ('north'), ('south'); \
 INSERT INTO public.allocations SELECT i, CASE WHEN i % 2 = 0 THEN 'north' ELSE 'south' END, md5(i::text) \
     FROM generate_series(1, 300) AS i";
 
+/// The [`TRAP_SCHEMA`] in a new database `trap` on `pg`'s server.
+fn create_trap_database(pg: &Pg) {
+    pg.psql_in("postgres", "CREATE DATABASE trap");
+    pg.psql_in("trap", TRAP_SCHEMA);
+}
+
+/// How many of verify-restore's throwaway databases are left on `pg`'s server ("0").
+fn leftover_scratch(pg: &Pg) -> String {
+    pg.psql_in(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
+    )
+}
+
+/// A verify-restore of the seed database that passed: exit 0, verified; the summary's
+/// comparison table has every table with equal counts; the manifest records the passed
+/// check with the seed's row counts in the dump and after the restore; the throwaway
+/// database is gone. Returns the manifest.
+fn assert_restore_check_passed(o: &Outcome, pg: &Pg) -> Manifest {
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
+    let expected = seed_row_counts();
+    for (t, n) in &expected {
+        let row = format!("| `{t}` | {n} | {n} | ✅ |");
+        assert!(
+            o.summary_text().contains(&row),
+            "the summary lacks {row}\n{o}"
+        );
+    }
+    let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
+    let rc = m
+        .restore_check
+        .as_ref()
+        .expect("the manifest records the restore check");
+    assert!(rc.passed, "{rc:?}");
+    let counts = |pick: fn(&(u64, u64)) -> u64| -> std::collections::BTreeMap<String, u64> {
+        rc.tables
+            .iter()
+            .map(|(k, v)| (k.clone(), pick(v)))
+            .collect()
+    };
+    assert_eq!(counts(|c| c.0), expected, "rows in the dump");
+    assert_eq!(counts(|c| c.1), expected, "rows in the throwaway database");
+    assert_eq!(
+        leftover_scratch(pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+    m
+}
+
+/// A backup of the `trap` database ([`create_trap_database`]), whose dump does not load:
+/// exit 1, verified=false, the load error named in an `::error`; no backup folder and no
+/// pointer left; the throwaway database dropped.
+fn assert_dump_that_does_not_load_is_refused(o: &Outcome, ws: &Workspace, pg: &Pg) {
+    o.assert_code(1);
+    assert_eq!(o.out("verified"), "false", "{o}");
+    o.assert_mentions("does not load")
+        .assert_mentions("violates check constraint");
+    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
+    assert!(
+        ws.backup_folders("backups").is_empty(),
+        "a backup folder was left: {:?}",
+        ws.backup_folders("backups")
+    );
+    assert!(
+        ws.pointer().is_none(),
+        "{POINTER_FILE} was written for an unverified backup"
+    );
+    assert_eq!(
+        leftover_scratch(pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+}
+
 #[test]
 fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     let pg = Pg::seeded("rb-verify-restore");
-    let leftover_scratch = |pg: &Pg| {
-        pg.psql_in(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
-        )
-    };
     let backup = |ws: &Arc<Workspace>, db: &str, user: &str, password: &str| {
         ws.action("backup")
             .input("postgres-container", pg.name())
@@ -1228,62 +1299,16 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
         "verify-restore: good",
         backup(&ws, &pg.db, &pg.user, &pg.password),
     );
-    o.assert_code(0);
-    assert_eq!(o.out("verified"), "true");
-    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
-    let expected = seed_row_counts();
-    for (t, n) in &expected {
-        let row = format!("| `{t}` | {n} | {n} | ✅ |");
-        assert!(
-            o.summary_text().contains(&row),
-            "the summary lacks {row}\n{o}"
-        );
-    }
-    let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
-    let rc = m
-        .restore_check
-        .expect("the manifest records the restore check");
-    assert!(rc.passed);
-    let counts: std::collections::BTreeMap<String, u64> = rc
-        .tables
-        .iter()
-        .map(|(k, (a, _))| (k.clone(), *a))
-        .collect();
-    assert_eq!(counts, expected);
-    assert!(rc.tables.values().all(|(a, b)| a == b));
-    assert_eq!(
-        leftover_scratch(&pg),
-        "0",
-        "the throwaway database was not dropped"
-    );
+    assert_restore_check_passed(&o, &pg);
 
     // (a) pg_dump's own output that does not load.
-    pg.psql_in("postgres", "CREATE DATABASE trap");
-    pg.psql_in("trap", TRAP_SCHEMA);
+    create_trap_database(&pg);
     let ws = Workspace::new();
     let o = timed(
         "verify-restore: dump that does not load",
         backup(&ws, "trap", &pg.user, &pg.password),
     );
-    o.assert_code(1);
-    assert_eq!(o.out("verified"), "false");
-    o.assert_mentions("does not load")
-        .assert_mentions("violates check constraint");
-    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
-    assert!(
-        ws.backup_folders("backups").is_empty(),
-        "a backup folder was left: {:?}",
-        ws.backup_folders("backups")
-    );
-    assert!(
-        ws.pointer().is_none(),
-        "{POINTER_FILE} was written for an unverified backup"
-    );
-    assert_eq!(
-        leftover_scratch(&pg),
-        "0",
-        "the throwaway database was not dropped"
-    );
+    assert_dump_that_does_not_load_is_refused(&o, &ws, &pg);
     // The database itself is fine: it was only read.
     assert_eq!(
         pg.psql_in("trap", "SELECT count(*) FROM public.allocations"),
@@ -1345,70 +1370,19 @@ fn verify_restore_loads_a_zstd_dump_and_catches_one_that_does_not_load() {
             .input("compression", "zstd")
             .input("verify-restore", "true")
     };
-    let scratch_left = || {
-        pg.psql_in(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
-        )
-    };
 
     let ws = Workspace::new();
     let o = timed("verify-restore zstd: good", backup(&ws, &pg.db));
-    o.assert_code(0);
-    assert_eq!(o.out("verified"), "true", "{o}");
-    let dump = o.out("db-backup-path");
-    assert!(dump.ends_with(".sql.zst"), "{o}");
-    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
-    let expected = seed_row_counts();
-    for (t, n) in &expected {
-        let row = format!("| `{t}` | {n} | {n} | ✅ |");
-        assert!(
-            o.summary_text().contains(&row),
-            "the summary lacks {row}\n{o}"
-        );
-    }
-    let m = assert_verified_backup(&o.path(o.out("backup-dir")));
+    let m = assert_restore_check_passed(&o, &pg);
+    assert!(o.out("db-backup-path").ends_with(".sql.zst"), "{o}");
+    assert_verified_backup(&o.path(o.out("backup-dir")));
     let db = m.database.as_ref().expect("the manifest has the database");
     assert_eq!(db.file.compression.as_str(), "zstd");
     assert_eq!(db.file.compression_level, Some(3));
-    let rc = m
-        .restore_check
-        .as_ref()
-        .expect("the manifest records the restore check");
-    assert!(rc.passed, "{rc:?}");
-    let restored: std::collections::BTreeMap<String, u64> = rc
-        .tables
-        .iter()
-        .map(|(k, (_, b))| (k.clone(), *b))
-        .collect();
-    assert_eq!(restored, expected, "rows in the throwaway database");
-    assert_eq!(
-        scratch_left(),
-        "0",
-        "the throwaway database was not dropped"
-    );
 
     // pg_dump's own output that does not load, compressed with zstd.
-    pg.psql_in("postgres", "CREATE DATABASE trap");
-    pg.psql_in("trap", TRAP_SCHEMA);
+    create_trap_database(&pg);
     let ws = Workspace::new();
     let o = timed("verify-restore zstd: does not load", backup(&ws, "trap"));
-    o.assert_code(1);
-    assert_eq!(o.out("verified"), "false", "{o}");
-    o.assert_mentions("does not load")
-        .assert_mentions("violates check constraint");
-    assert!(
-        ws.backup_folders("backups").is_empty(),
-        "a backup folder was left: {:?}",
-        ws.backup_folders("backups")
-    );
-    assert!(
-        ws.pointer().is_none(),
-        "{POINTER_FILE} was written for an unverified backup"
-    );
-    assert_eq!(
-        scratch_left(),
-        "0",
-        "the throwaway database was not dropped"
-    );
+    assert_dump_that_does_not_load_is_refused(&o, &ws, &pg);
 }
