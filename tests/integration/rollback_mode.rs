@@ -17,7 +17,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use predeploy_backup::manifest::{Manifest, FILE_NAME, POINTER_FILE};
 
@@ -29,7 +28,7 @@ use crate::support::docker::{
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::{self as corpus, TarBuilder};
 use crate::support::rollback_db;
-use crate::support::{file_size, random_hex, sha256sum, Outcome, Workspace};
+use crate::support::{file_size, random_hex, sha256sum, timed, Outcome, Workspace};
 
 /// What the backup records as its code revision (the rollback step runs at another commit,
 /// `SHA`, so the `commit` output can only come from the backup).
@@ -190,18 +189,6 @@ printf 'rewritten {tag}\n' > deep/a/b/c/d/e/f/g/h/leaf.txt
     fn backup_folders(&self) -> Vec<String> {
         self.ws.backup_folders("backups")
     }
-}
-
-/// Runs a step and logs how long it took (the suite's timings); with `PBT_SHOW_STEPS` set,
-/// also everything the step printed.
-fn timed(what: &str, a: Action) -> Outcome {
-    let t = Instant::now();
-    let o = a.run();
-    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
-    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
-        eprintln!("{o}");
-    }
-    o
 }
 
 /// The `::error` annotation whose `file` ends with `file_name`, if any.

@@ -12,12 +12,11 @@
 //! - [`docker_host_empty_is_unset_bad_scheme_is_usage_unreachable_names_the_host`]
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::support::docker::{Container, DbFingerprint, Pg, TreeFingerprint, TreeSpec, Volume};
 use crate::support::rollback_db;
 use crate::support::transport::{free_port, Pki, Sshd, TlsProxy};
-use crate::support::{Action, Outcome, Workspace};
+use crate::support::{timed, Action, Outcome, Workspace};
 
 /// A deployed stack: a seeded PostgreSQL, a volume, and an app container using the volume.
 struct Stack {
@@ -135,16 +134,6 @@ fn assert_secrets_only_masked(o: &Outcome, secrets: &[&str]) {
             );
         }
     }
-}
-
-fn timed(what: &str, a: Action) -> Outcome {
-    let t = Instant::now();
-    let o = a.run();
-    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
-    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
-        eprintln!("{o}");
-    }
-    o
 }
 
 /// A backup of one small volume through whatever `with` sets (for the refusal tests).
