@@ -22,6 +22,7 @@
 //!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
 //! - [`engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run`]
 //! - [`verify_checks_a_backup_in_the_bucket_and_changes_nothing`]
+//! - [`verify_refuses_a_zst_file_recorded_as_gzip_and_a_gz_file_recorded_as_zstd`]
 //! - [`link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback`]
 //! - [`without_a_destination_the_summary_says_the_backup_will_not_outlive_the_workspace`]
 //! - [`retention_in_the_bucket_follows_the_manifests_dates`]
@@ -161,6 +162,18 @@ fn volume_dest(volume: &str) -> Dest<'_> {
     }
 }
 
+/// A `host://` destination root for `test`: a folder that does not exist yet (the engine
+/// store creates it) inside a fresh temporary folder on this machine, the Docker host (the
+/// tests talk to a local engine). Keep the `TempDir`: dropping it removes the folder.
+fn host_root(test: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("pbt-{test}-"))
+        .tempdir()
+        .unwrap();
+    let root = dir.path().join("srv/backups");
+    (dir, root)
+}
+
 /// A folder on the Docker host (this machine: the tests talk to a local engine), read
 /// directly from the host's file system.
 fn host_dest(dir: &std::path::Path) -> Dest<'_> {
@@ -257,8 +270,7 @@ fn round_trip(test: &str, d: &Dest) {
     // Rollback from the destination alone, by run id.
     let r = (d.apply)(ws.action("rollback"))
         .input("run-id", "4242")
-        .input("postgres-container", pg.name())
-        .input("postgres-password", &pg.password)
+        .postgres_target(&pg)
         .input("volumes", &vol.name)
         .input("stop-containers", &app.name)
         .input("restore-special-bits", "true")
@@ -379,8 +391,7 @@ fn s3_encrypted_backup_is_verifiable_without_the_identity_and_restores_only_with
     let rollback = || {
         with_s3(ws.action("rollback"), &s3)
             .input("run-id", "4242")
-            .input("postgres-container", pg.name())
-            .input("postgres-password", &pg.password)
+            .postgres_target(&pg)
             .input("volumes", &vol.name)
             .input("restore-special-bits", "true")
             .without_env("PREDEPLOY_AGE_IDENTITY")
@@ -455,12 +466,7 @@ fn volume_round_trip_survives_a_wiped_workspace() {
 
 #[test]
 fn host_folder_round_trip_survives_a_wiped_workspace() {
-    let dir = tempfile::Builder::new()
-        .prefix("pbt-host-dest-")
-        .tempdir()
-        .unwrap();
-    // A folder that does not exist yet: the engine store creates it.
-    let root = dir.path().join("srv/backups");
+    let (_dir, root) = host_root("dest-host-roundtrip");
     round_trip("dest-host-roundtrip", &host_dest(&root));
 }
 
@@ -1233,6 +1239,81 @@ fn verify_checks_a_backup_in_the_bucket_and_changes_nothing() {
     unchanged(&v, &before);
 }
 
+/// Issue 15's bad input, in a destination (`host://`): a `.zst` backup whose manifest says
+/// gzip, and a `.gz` one whose manifest says zstd (the SHA-256 and size still the
+/// manifest's, as after a hand-edited or mixed-up manifest). `verify` reads each file as its
+/// manifest says, so exit 1, `verified=false`, an error naming the object that says what it
+/// really holds; nothing in the destination is changed or deleted.
+#[test]
+fn verify_refuses_a_zst_file_recorded_as_gzip_and_a_gz_file_recorded_as_zstd() {
+    use predeploy_backup::archive::codec::Codec;
+    let test = "dest-codec-mixup";
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
+    let (_dir, root) = host_root(test);
+    let d = host_dest(&root);
+    let ws = Workspace::new();
+    let state = || -> Vec<(String, String)> {
+        (d.keys)()
+            .into_iter()
+            .map(|k| {
+                let sha = predeploy_backup::archive::hash::sha256_hex(&(d.object)(&k));
+                (k, sha)
+            })
+            .collect()
+    };
+    for (made, recorded, hint) in [
+        (
+            Codec::Zstd,
+            Codec::Gzip,
+            "zstd data: a .zst file named or recorded as gzip?",
+        ),
+        (
+            Codec::Gzip,
+            Codec::Zstd,
+            "gzip data: a .gz file named or recorded as zstd?",
+        ),
+    ] {
+        let o = (d.apply)(ws.action("backup"))
+            .postgres(&pg)
+            .input("volumes", &vol.name)
+            .input("compression", made.as_str())
+            .run();
+        o.assert_code(0);
+        let folder_url = o.out("destination-url").to_string();
+        let folder = folder_url.rsplit('/').next().unwrap().to_string();
+        let db_url = o.out("db-backup-url").to_string();
+        assert!(db_url.ends_with(&format!(".sql{}", made.ext())), "{o}");
+        // The manifest in the destination now records the other codec for every file.
+        let path = root.join(&folder).join(FILE_NAME);
+        let mut m = Manifest::load(&path).unwrap();
+        m.database.as_mut().unwrap().file.compression = recorded;
+        for v in &mut m.volumes {
+            v.file.compression = recorded;
+        }
+        std::fs::write(&path, m.to_yaml()).unwrap();
+        let before = state();
+
+        let v = (d.apply)(ws.action("verify"))
+            .input("manifest", format!("{folder_url}/{FILE_NAME}"))
+            .run();
+        v.assert_code(1);
+        assert_eq!(v.out("verified"), "false", "{v}");
+        let db_error = v
+            .errors()
+            .into_iter()
+            .find(|a| a.file() == Some(db_url.as_str()))
+            .unwrap_or_else(|| panic!("no ::error naming {db_url}\n{v}"));
+        assert!(
+            db_error.message.contains(hint),
+            "the error does not say what the file holds ({hint}): {}",
+            db_error.message
+        );
+        v.assert_mentions(o.out("volume-backup-urls"))
+            .assert_mentions("do not roll back to it");
+        assert_eq!(state(), before, "verify changed the destination:\n{v}");
+    }
+}
+
 /// A link that leaves the volume by an absolute path with `..` above the volume root
 /// (`/../../../etc/shadow`) is stored and verified like any entry, but rollback's
 /// restore-safety check refuses it, and with it the whole rollback. The user learns it
@@ -1390,11 +1471,7 @@ fn two_backups_at_once_to_one_volume_never_interleave() {
 
 #[test]
 fn two_backups_at_once_to_one_host_folder_never_interleave() {
-    let dir = tempfile::Builder::new()
-        .prefix("pbt-host-concurrent-")
-        .tempdir()
-        .unwrap();
-    let root = dir.path().join("backups");
+    let (_dir, root) = host_root("dest-host-concurrent");
     concurrent_backups_never_interleave("dest-host-concurrent", &host_dest(&root));
 }
 

@@ -30,7 +30,7 @@ use crate::support::docker::{Pg, TreeSpec, Volume};
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::gzip;
 use crate::support::rollback_db;
-use crate::support::{file_size, sha256sum, Workspace};
+use crate::support::{file_size, sha256sum, Outcome, Workspace};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -63,11 +63,7 @@ struct State {
 
 impl Stack {
     fn new(test: &str) -> Stack {
-        let (pg, vol) = std::thread::scope(|s| {
-            let pg = s.spawn(|| Pg::seeded(test));
-            let vol = Volume::with_tree(test, &TreeSpec::awkward());
-            (pg.join().expect("PostgreSQL starts"), vol)
-        });
+        let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
         Stack {
             ws: Workspace::new(),
             pg,
@@ -91,13 +87,36 @@ impl Stack {
     fn backup(&self) -> Action {
         self.ws
             .action("backup")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-db", &self.pg.db)
-            .input("postgres-user", &self.pg.user)
-            .input("postgres-password", &self.pg.password)
+            .postgres(&self.pg)
             .input("volumes", &self.vol.name)
             .input("commit", COMMIT)
             .input("branch", "main")
+    }
+
+    /// A backup encrypted to `recipients` whose verify-restore reads the dump back with
+    /// `identity`: it succeeds, verified, and both files are age files (`….sql.gz.age`,
+    /// `….tar.gz.age`). The outcome, the dump's path and the archive's.
+    fn encrypted_backup(&self, recipients: &str, identity: &str) -> (Outcome, PathBuf, PathBuf) {
+        let b = self
+            .backup()
+            .input("encrypt-recipients", recipients)
+            .input("verify-restore", "true")
+            .input("decrypt-identity", identity)
+            .run();
+        b.assert_code(0);
+        assert_eq!(b.out("verified"), "true", "{b}");
+        let db_path = b.path(b.out("db-backup-path"));
+        let vol_path = b.path(b.out("volume-backup-paths"));
+        for (p, ext) in [(&db_path, ".sql.gz.age"), (&vol_path, ".tar.gz.age")] {
+            assert!(p.to_string_lossy().ends_with(ext), "{}", p.display());
+            let head = std::fs::read(p).unwrap();
+            assert!(
+                head.starts_with(b"age-encryption.org/v1\n"),
+                "{}",
+                p.display()
+            );
+        }
+        (b, db_path, vol_path)
     }
 
     fn rollback(&self) -> Action {
@@ -105,8 +124,7 @@ impl Stack {
             .action("rollback")
             .input("volumes", &self.vol.name)
             .input("restore-special-bits", "true")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-password", &self.pg.password)
+            .postgres_target(&self.pg)
             .without_env("PREDEPLOY_AGE_IDENTITY")
     }
 
@@ -150,37 +168,8 @@ fn encrypted_backup_round_trips_and_opens_with_the_reference_cli() {
     let before = s.state();
 
     // Encrypted to two recipients; verify-restore reads the dump back with the identity.
-    let b = s
-        .backup()
-        .input(
-            "encrypt-recipients",
-            format!("{},\n{}", key.public, other.public),
-        )
-        .input("verify-restore", "true")
-        .input("decrypt-identity", &key.secret)
-        .run();
-    b.assert_code(0);
-    assert_eq!(b.out("verified"), "true", "{b}");
-    let db_path = b.path(b.out("db-backup-path"));
-    let vol_path = b.path(b.out("volume-backup-paths"));
-    assert!(
-        db_path.to_string_lossy().ends_with(".sql.gz.age"),
-        "{}",
-        db_path.display()
-    );
-    assert!(
-        vol_path.to_string_lossy().ends_with(".tar.gz.age"),
-        "{}",
-        vol_path.display()
-    );
-    for p in [&db_path, &vol_path] {
-        let head = std::fs::read(p).unwrap();
-        assert!(
-            head.starts_with(b"age-encryption.org/v1\n"),
-            "{}",
-            p.display()
-        );
-    }
+    let (b, db_path, vol_path) =
+        s.encrypted_backup(&format!("{},\n{}", key.public, other.public), &key.secret);
 
     // The manifest: the SHA-256 of the stored (encrypted) bytes, `encrypted: age`, the
     // recipients' public keys, the plaintext checks made while writing.
@@ -437,21 +426,7 @@ fn ssh_ed25519_key_works_end_to_end() {
 
     // The `.pub` line as the recipient; verify-restore reads the dump back with the
     // OpenSSH private key as the identity.
-    let b = s
-        .backup()
-        .input("encrypt-recipients", &key.public)
-        .input("verify-restore", "true")
-        .input("decrypt-identity", &key.secret)
-        .run();
-    b.assert_code(0);
-    assert_eq!(b.out("verified"), "true", "{b}");
-    let db_path = b.path(b.out("db-backup-path"));
-    let vol_path = b.path(b.out("volume-backup-paths"));
-    assert!(
-        db_path.to_string_lossy().ends_with(".sql.gz.age"),
-        "{}",
-        db_path.display()
-    );
+    let (b, db_path, vol_path) = s.encrypted_backup(&key.public, &key.secret);
     // The manifest records the key's fingerprint as `ssh-keygen -l` shows it, never the key.
     let manifest = b.path(b.out("manifest-path"));
     let m = Manifest::load(&manifest).unwrap();

@@ -92,8 +92,8 @@ struct Backed {
     ws: Arc<Workspace>,
     ok: Outcome,
     names: Names,
-    _pg: Pg,
-    _vol: Volume,
+    pg: Pg,
+    vol: Volume,
 }
 
 fn backed_up() -> Backed {
@@ -136,8 +136,8 @@ fn backed_up() -> Backed {
         ws,
         ok,
         names,
-        _pg: pg,
-        _vol: vol,
+        pg,
+        vol,
     }
 }
 
@@ -175,6 +175,45 @@ fn golden_files_of_a_backup_and_of_info() {
     failed.assert_code(1);
     golden!("summary-failure.md", &b.names, failed.summary);
     golden!("outputs-failure.txt", &b.names, outputs_text(&failed));
+}
+
+/// The summary of a `compression: zstd` backup (issue 15): its manual restore commands read
+/// the `.sql.zst` and `.tar.zst` files with `zstd -dc` on the host (a helper image needs no
+/// zstd), never with `gunzip` or `tar xz`.
+#[test]
+fn golden_summary_of_a_zstd_backup() {
+    let b = backed_up();
+    let z =
+        b.ws.action("backup")
+            .postgres(&b.pg)
+            .input("volumes", &b.vol.name)
+            .input("paths", "srv/uploads")
+            .input("compression", "zstd")
+            .run();
+    z.assert_code(0);
+    let dump = z.out("db-backup-path");
+    assert!(dump.ends_with(".sql.zst"), "{z}");
+    let by_hand = z
+        .summary
+        .split("By hand")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no manual restore commands in the summary\n{z}"));
+    assert!(
+        by_hand.contains(&format!("zstd -dc ./{dump} |")),
+        "the dump is not read with zstd -dc:\n{by_hand}"
+    );
+    for archive in z.out("volume-backup-paths").lines() {
+        assert!(archive.ends_with(".tar.zst"), "{z}");
+        assert!(
+            by_hand.contains(&format!("zstd -dc ./{archive} |")),
+            "{archive} is not read with zstd -dc:\n{by_hand}"
+        );
+    }
+    assert!(
+        !by_hand.contains("gunzip") && !by_hand.contains("tar xz"),
+        "{by_hand}"
+    );
+    golden!("summary-success-zstd.md", &b.names, z.summary);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::support::docker::{
 };
 use crate::support::fixtures::{gunzip, gzip};
 use crate::support::rollback_db;
-use crate::support::{random_hex, target_tmp, Outcome, Workspace};
+use crate::support::{random_hex, target_tmp, timed, Outcome, Workspace};
 
 const MAJORS: [u32; 5] = [14, 15, 16, 17, 18];
 
@@ -44,17 +44,6 @@ fn ensure_matrix_images() {
             &["matrix"],
         );
     });
-}
-
-fn timed(what: &str, a: crate::support::Action) -> Outcome {
-    let t = Instant::now();
-    let o = a.run();
-    eprintln!(
-        "{what}: exit {} in {:.1} s",
-        o.code,
-        t.elapsed().as_secs_f64()
-    );
-    o
 }
 
 fn manifest(o: &Outcome) -> Manifest {

@@ -11,12 +11,12 @@
 //! - [`rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root`]
 //! - [`dump_failing_halfway_keeps_the_safety_backup_and_it_restores`]
 //! - [`verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load`]
+//! - [`verify_restore_loads_a_zstd_dump_and_catches_one_that_does_not_load`]
 //!
 //! `rollback` with the `run-id` of the current run is covered by the act end-to-end tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use predeploy_backup::manifest::{Manifest, FILE_NAME, POINTER_FILE};
 
@@ -28,7 +28,7 @@ use crate::support::docker::{
 use crate::support::fixtures::{gunzip, seed_row_counts};
 use crate::support::rollback_corpus::{self as corpus, TarBuilder};
 use crate::support::rollback_db;
-use crate::support::{file_size, random_hex, sha256sum, Outcome, Workspace};
+use crate::support::{file_size, random_hex, sha256sum, timed, Outcome, Workspace};
 
 /// What the backup records as its code revision (the rollback step runs at another commit,
 /// `SHA`, so the `commit` output can only come from the backup).
@@ -63,11 +63,12 @@ impl State {
 
 impl Stack {
     fn new(test: &str, with_db: bool) -> Stack {
-        let (pg, vol) = std::thread::scope(|s| {
-            let pg = s.spawn(|| with_db.then(|| Pg::seeded(test)));
-            let vol = Volume::with_tree(test, &TreeSpec::awkward());
-            (pg.join().expect("PostgreSQL starts"), vol)
-        });
+        let (pg, vol) = if with_db {
+            let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
+            (Some(pg), vol)
+        } else {
+            (None, Volume::with_tree(test, &TreeSpec::awkward()))
+        };
         // `--init`: the shell is not PID 1, so a SIGTERM ends it at once even when it arrives
         // before the shell has set its trap (a container stopped right after it was started);
         // a PID-1 shell would ignore it and the stop would take the product's 30-s timeout.
@@ -111,11 +112,7 @@ impl Stack {
             .input("commit", commit)
             .input("branch", branch);
         if let Some(pg) = &self.pg {
-            a = a
-                .input("postgres-container", pg.name())
-                .input("postgres-db", &pg.db)
-                .input("postgres-user", &pg.user)
-                .input("postgres-password", &pg.password);
+            a = a.postgres(pg);
         }
         for (k, v) in extra {
             a = a.input(k, *v);
@@ -136,9 +133,7 @@ impl Stack {
             .input("volumes", &self.vol.name)
             .input("restore-special-bits", "true");
         match &self.pg {
-            Some(pg) => a
-                .input("postgres-container", pg.name())
-                .input("postgres-password", &pg.password),
+            Some(pg) => a.postgres_target(pg),
             None => a,
         }
     }
@@ -194,18 +189,6 @@ printf 'rewritten {tag}\n' > deep/a/b/c/d/e/f/g/h/leaf.txt
     fn backup_folders(&self) -> Vec<String> {
         self.ws.backup_folders("backups")
     }
-}
-
-/// Runs a step and logs how long it took (the suite's timings); with `PBT_SHOW_STEPS` set,
-/// also everything the step printed.
-fn timed(what: &str, a: Action) -> Outcome {
-    let t = Instant::now();
-    let o = a.run();
-    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
-    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
-        eprintln!("{o}");
-    }
-    o
 }
 
 /// The `::error` annotation whose `file` ends with `file_name`, if any.
@@ -1208,15 +1191,86 @@ INSERT INTO public.zones VALUES ('north'), ('south'); \
 INSERT INTO public.allocations SELECT i, CASE WHEN i % 2 = 0 THEN 'north' ELSE 'south' END, md5(i::text) \
     FROM generate_series(1, 300) AS i";
 
+/// The [`TRAP_SCHEMA`] in a new database `trap` on `pg`'s server.
+fn create_trap_database(pg: &Pg) {
+    pg.psql_in("postgres", "CREATE DATABASE trap");
+    pg.psql_in("trap", TRAP_SCHEMA);
+}
+
+/// How many of verify-restore's throwaway databases are left on `pg`'s server ("0").
+fn leftover_scratch(pg: &Pg) -> String {
+    pg.psql_in(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
+    )
+}
+
+/// A verify-restore of the seed database that passed: exit 0, verified; the summary's
+/// comparison table has every table with equal counts; the manifest records the passed
+/// check with the seed's row counts in the dump and after the restore; the throwaway
+/// database is gone. Returns the manifest.
+fn assert_restore_check_passed(o: &Outcome, pg: &Pg) -> Manifest {
+    o.assert_code(0);
+    assert_eq!(o.out("verified"), "true", "{o}");
+    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
+    let expected = seed_row_counts();
+    for (t, n) in &expected {
+        let row = format!("| `{t}` | {n} | {n} | ✅ |");
+        assert!(
+            o.summary_text().contains(&row),
+            "the summary lacks {row}\n{o}"
+        );
+    }
+    let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
+    let rc = m
+        .restore_check
+        .as_ref()
+        .expect("the manifest records the restore check");
+    assert!(rc.passed, "{rc:?}");
+    let counts = |pick: fn(&(u64, u64)) -> u64| -> std::collections::BTreeMap<String, u64> {
+        rc.tables
+            .iter()
+            .map(|(k, v)| (k.clone(), pick(v)))
+            .collect()
+    };
+    assert_eq!(counts(|c| c.0), expected, "rows in the dump");
+    assert_eq!(counts(|c| c.1), expected, "rows in the throwaway database");
+    assert_eq!(
+        leftover_scratch(pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+    m
+}
+
+/// A backup of the `trap` database ([`create_trap_database`]), whose dump does not load:
+/// exit 1, verified=false, the load error named in an `::error`; no backup folder and no
+/// pointer left; the throwaway database dropped.
+fn assert_dump_that_does_not_load_is_refused(o: &Outcome, ws: &Workspace, pg: &Pg) {
+    o.assert_code(1);
+    assert_eq!(o.out("verified"), "false", "{o}");
+    o.assert_mentions("does not load")
+        .assert_mentions("violates check constraint");
+    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
+    assert!(
+        ws.backup_folders("backups").is_empty(),
+        "a backup folder was left: {:?}",
+        ws.backup_folders("backups")
+    );
+    assert!(
+        ws.pointer().is_none(),
+        "{POINTER_FILE} was written for an unverified backup"
+    );
+    assert_eq!(
+        leftover_scratch(pg),
+        "0",
+        "the throwaway database was not dropped"
+    );
+}
+
 #[test]
 fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
     let pg = Pg::seeded("rb-verify-restore");
-    let leftover_scratch = |pg: &Pg| {
-        pg.psql_in(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'predeploy_verify_%'",
-        )
-    };
     let backup = |ws: &Arc<Workspace>, db: &str, user: &str, password: &str| {
         ws.action("backup")
             .input("postgres-container", pg.name())
@@ -1232,62 +1286,16 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
         "verify-restore: good",
         backup(&ws, &pg.db, &pg.user, &pg.password),
     );
-    o.assert_code(0);
-    assert_eq!(o.out("verified"), "true");
-    o.assert_mentions("verify-restore: row counts (dump vs. restored)");
-    let expected = seed_row_counts();
-    for (t, n) in &expected {
-        let row = format!("| `{t}` | {n} | {n} | ✅ |");
-        assert!(
-            o.summary_text().contains(&row),
-            "the summary lacks {row}\n{o}"
-        );
-    }
-    let m = Manifest::load(&o.path(o.out("manifest-path"))).unwrap();
-    let rc = m
-        .restore_check
-        .expect("the manifest records the restore check");
-    assert!(rc.passed);
-    let counts: std::collections::BTreeMap<String, u64> = rc
-        .tables
-        .iter()
-        .map(|(k, (a, _))| (k.clone(), *a))
-        .collect();
-    assert_eq!(counts, expected);
-    assert!(rc.tables.values().all(|(a, b)| a == b));
-    assert_eq!(
-        leftover_scratch(&pg),
-        "0",
-        "the throwaway database was not dropped"
-    );
+    assert_restore_check_passed(&o, &pg);
 
     // (a) pg_dump's own output that does not load.
-    pg.psql_in("postgres", "CREATE DATABASE trap");
-    pg.psql_in("trap", TRAP_SCHEMA);
+    create_trap_database(&pg);
     let ws = Workspace::new();
     let o = timed(
         "verify-restore: dump that does not load",
         backup(&ws, "trap", &pg.user, &pg.password),
     );
-    o.assert_code(1);
-    assert_eq!(o.out("verified"), "false");
-    o.assert_mentions("does not load")
-        .assert_mentions("violates check constraint");
-    assert!(!o.errors().is_empty(), "no ::error annotation\n{o}");
-    assert!(
-        ws.backup_folders("backups").is_empty(),
-        "a backup folder was left: {:?}",
-        ws.backup_folders("backups")
-    );
-    assert!(
-        ws.pointer().is_none(),
-        "{POINTER_FILE} was written for an unverified backup"
-    );
-    assert_eq!(
-        leftover_scratch(&pg),
-        "0",
-        "the throwaway database was not dropped"
-    );
+    assert_dump_that_does_not_load_is_refused(&o, &ws, &pg);
     // The database itself is fine: it was only read.
     assert_eq!(
         pg.psql_in("trap", "SELECT count(*) FROM public.allocations"),
@@ -1333,4 +1341,35 @@ fn verify_restore_compares_row_counts_and_catches_dumps_that_do_not_load() {
         err.contains("verify-restore") && err.contains("CREATEDB"),
         "the ::error does not say that verify-restore needs CREATEDB:\n{err}"
     );
+}
+
+/// `compression: zstd` with `verify-restore` (issue 15): the `.sql.zst` dump is decoded and
+/// loaded into a throwaway database, the row counts match, and the manifest records the
+/// passed restore check beside the codec. A zstd dump that does not load fails the backup
+/// just as a gzip one does: the restore really ran on the decoded stream.
+#[test]
+fn verify_restore_loads_a_zstd_dump_and_catches_one_that_does_not_load() {
+    let pg = Pg::seeded("rb-verify-restore-zstd");
+    let backup = |ws: &Arc<Workspace>, db: &str| {
+        ws.action("backup")
+            .postgres(&pg)
+            .input("postgres-db", db)
+            .input("compression", "zstd")
+            .input("verify-restore", "true")
+    };
+
+    let ws = Workspace::new();
+    let o = timed("verify-restore zstd: good", backup(&ws, &pg.db));
+    let m = assert_restore_check_passed(&o, &pg);
+    assert!(o.out("db-backup-path").ends_with(".sql.zst"), "{o}");
+    assert_verified_backup(&o.path(o.out("backup-dir")));
+    let db = m.database.as_ref().expect("the manifest has the database");
+    assert_eq!(db.file.compression.as_str(), "zstd");
+    assert_eq!(db.file.compression_level, Some(3));
+
+    // pg_dump's own output that does not load, compressed with zstd.
+    create_trap_database(&pg);
+    let ws = Workspace::new();
+    let o = timed("verify-restore zstd: does not load", backup(&ws, "trap"));
+    assert_dump_that_does_not_load_is_refused(&o, &ws, &pg);
 }

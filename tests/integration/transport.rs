@@ -12,12 +12,11 @@
 //! - [`docker_host_empty_is_unset_bad_scheme_is_usage_unreachable_names_the_host`]
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::support::docker::{Container, DbFingerprint, Pg, TreeFingerprint, TreeSpec, Volume};
 use crate::support::rollback_db;
 use crate::support::transport::{free_port, Pki, Sshd, TlsProxy};
-use crate::support::{Action, Outcome, Workspace};
+use crate::support::{timed, Action, Outcome, Workspace};
 
 /// A deployed stack: a seeded PostgreSQL, a volume, and an app container using the volume.
 struct Stack {
@@ -29,11 +28,7 @@ struct Stack {
 
 impl Stack {
     fn new(test: &str) -> Stack {
-        let (pg, vol) = std::thread::scope(|s| {
-            let pg = s.spawn(|| Pg::seeded(test));
-            let vol = Volume::with_tree(test, &TreeSpec::awkward());
-            (pg.join().expect("PostgreSQL starts"), vol)
-        });
+        let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::awkward());
         let app = Container::sleeper(
             &format!("{test}-app"),
             &[&format!("{}:/data", vol.name)],
@@ -54,10 +49,7 @@ impl Stack {
     fn backup(&self) -> Action {
         self.ws
             .action("backup")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-db", &self.pg.db)
-            .input("postgres-user", &self.pg.user)
-            .input("postgres-password", &self.pg.password)
+            .postgres(&self.pg)
             .input("volumes", &self.vol.name)
             .input("stop-containers", &self.app.name)
     }
@@ -65,8 +57,7 @@ impl Stack {
     fn rollback(&self) -> Action {
         self.ws
             .action("rollback")
-            .input("postgres-container", self.pg.name())
-            .input("postgres-password", &self.pg.password)
+            .postgres_target(&self.pg)
             .input("volumes", &self.vol.name)
             .input("stop-containers", &self.app.name)
             .input("restore-special-bits", "true")
@@ -143,16 +134,6 @@ fn assert_secrets_only_masked(o: &Outcome, secrets: &[&str]) {
             );
         }
     }
-}
-
-fn timed(what: &str, a: Action) -> Outcome {
-    let t = Instant::now();
-    let o = a.run();
-    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
-    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
-        eprintln!("{o}");
-    }
-    o
 }
 
 /// A backup of one small volume through whatever `with` sets (for the refusal tests).

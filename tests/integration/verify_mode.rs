@@ -372,11 +372,18 @@ enum Target {
 }
 
 fn run_fault(target: Target, checks: &[&str], bad: Bad, inputs: &[(&str, &str)]) {
-    run_fault_as(target, ".gz", checks, bad, inputs)
+    run_fault_as(target, ".gz", checks, bad, inputs);
 }
 
 /// [`run_fault`] with the broken file named `….sql<ext>` / `….tar<ext>` (the codec it claims).
-fn run_fault_as(target: Target, ext: &str, checks: &[&str], bad: Bad, inputs: &[(&str, &str)]) {
+/// Returns the step's outcome, for what a test checks beyond that.
+fn run_fault_as(
+    target: Target,
+    ext: &str,
+    checks: &[&str],
+    bad: Bad,
+    inputs: &[(&str, &str)],
+) -> Outcome {
     let ws = Workspace::new();
     let with_ext = |rel: String| format!("{}{ext}", rel.strip_suffix(".gz").unwrap());
     let (db_rel, vol_rel) = (|| with_ext(db_rel()), || with_ext(vol_rel()));
@@ -469,6 +476,7 @@ fn run_fault_as(target: Target, ext: &str, checks: &[&str], bad: Bad, inputs: &[
     if target == Target::Volume {
         assert!(ws.join(db_rel()).exists(), "the good dump was deleted");
     }
+    o
 }
 
 fn with_byte(mut b: Vec<u8>, at: usize, xor: u8) -> Vec<u8> {
@@ -660,12 +668,14 @@ zstd_fault!(fault_zstd_skippable_frame, Target::Db, ["zstd"], {
     z.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
     Bad::Bytes(z)
 });
-zstd_fault!(
-    fault_gzip_named_zst,
-    Target::Db,
-    ["zstd"],
-    Bad::Bytes(good_dump_gz().to_vec())
-);
+/// Issue 15's mix-up: a gzip file named `.zst` (and [`fault_zstd_named_gz`], the reverse);
+/// the error says what the file really holds.
+#[test]
+fn fault_gzip_named_zst() {
+    let bad = Bad::Bytes(good_dump_gz().to_vec());
+    run_fault_as(Target::Db, ".zst", &["zstd"], bad, &[])
+        .assert_mentions("gzip data: a .gz file named or recorded as zstd?");
+}
 zstd_fault!(
     fault_zstd_dump_cut_in_half_frame_intact,
     Target::Db,
@@ -685,12 +695,17 @@ zstd_fault!(
         Bad::Bytes(zstd(&t[..end], &["-3"]))
     }
 );
-fault!(
-    fault_zstd_named_gz,
-    Target::Db,
-    ["gzip"],
-    Bad::Bytes(good_dump_zst())
-);
+#[test]
+fn fault_zstd_named_gz() {
+    run_fault_as(
+        Target::Db,
+        ".gz",
+        &["gzip"],
+        Bad::Bytes(good_dump_zst()),
+        &[],
+    )
+    .assert_mentions("zstd data: a .zst file named or recorded as gzip?");
+}
 
 /// Concatenated zstd frames (as `cat a.zst b.zst` makes) and uncompressed files verify; the
 /// manifest records each file's codec.

@@ -216,6 +216,13 @@ impl Action {
             .input("postgres-password", &pg.password)
     }
 
+    /// The database inputs of a rollback into `pg`: its container and password (the
+    /// database and user come from the manifest, as in the README's rollback workflow).
+    pub fn postgres_target(self, pg: &crate::support::docker::Pg) -> Action {
+        self.input("postgres-container", pg.name())
+            .input("postgres-password", &pg.password)
+    }
+
     /// Sets (or, with `None`, removes) an extra environment variable.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Action {
         self.env.insert(key.to_string(), value.into());

@@ -132,3 +132,15 @@ pub fn wait_for<T>(
         std::thread::sleep(step);
     }
 }
+
+/// Runs a step and logs how long it took (the suite's timings, `[timing] WHAT: exit N in
+/// T`); with `PBT_SHOW_STEPS` set, also everything the step printed.
+pub fn timed(what: &str, a: Action) -> Outcome {
+    let t = std::time::Instant::now();
+    let o = a.run();
+    eprintln!("[timing] {what}: exit {} in {:.1?}", o.code, t.elapsed());
+    if std::env::var_os("PBT_SHOW_STEPS").is_some() {
+        eprintln!("{o}");
+    }
+    o
+}
