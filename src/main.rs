@@ -1,5 +1,9 @@
 //! The `predeploy-backup` binary: parse, run, and turn the outcome into an exit code and,
 //! inside GitHub Actions, an `::error` annotation. Everything else is in the library.
+//!
+//! What the run shares is made here and handed down: the [`wf::Workflow`] (the run's
+//! secrets, and how to talk to the runner), so that the error shown at the very end is
+//! redacted with every secret the run registered.
 
 use std::process::ExitCode;
 
@@ -8,19 +12,19 @@ use predeploy_backup::actions::commands as wf;
 use predeploy_backup::cli::{argv_with_inputs, error_for_inputs, ignored_inputs, Cli};
 use predeploy_backup::commands::exit;
 use predeploy_backup::error::ExitKind;
+use predeploy_backup::secrets::Secrets;
 
 fn main() -> ExitCode {
+    // Inside Actions when GITHUB_ACTIONS is `true` (so always when run from inputs).
+    let wf = wf::Workflow::from_env(Secrets::new());
     let argv = match argv_with_inputs(std::env::args_os().collect(), |k| std::env::var(k).ok()) {
         Ok(a) => a,
-        Err(msg) => return fail(ExitKind::Usage.title(), &msg, ExitKind::Usage),
+        Err(msg) => return fail(&wf, ExitKind::Usage.title(), &msg, ExitKind::Usage),
     };
     let from_inputs =
         std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") && std::env::args_os().len() <= 1;
-    if from_inputs {
-        wf::set_in_actions(true);
-    }
     for w in ignored_inputs(&argv, |k| std::env::var(k).ok()) {
-        wf::warning("Input ignored", None, &w);
+        wf.warning("Input ignored", None, &w);
     }
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
             } else {
                 msg.trim().to_string()
             };
-            return fail(ExitKind::Usage.title(), &msg, ExitKind::Usage);
+            return fail(&wf, ExitKind::Usage.title(), &msg, ExitKind::Usage);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             return fail(
+                &wf,
                 ExitKind::Environment.title(),
                 &e.to_string(),
                 ExitKind::Environment,
@@ -54,7 +59,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::select! {
-            r = predeploy_backup::commands::run(cli) => Some(r),
+            r = predeploy_backup::commands::run(cli, wf.clone()) => Some(r),
             _ = cancelled() => None,
         }
     });
@@ -62,12 +67,12 @@ fn main() -> ExitCode {
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => {
             let kind = exit::kind(&e);
-            fail(kind.title(), &exit::message(&e), kind)
+            fail(&wf, kind.title(), &exit::message(&e), kind)
         }
         None => {
             // The job was cancelled: put back what we stopped before the runner kills us.
             let failed =
-                runtime.block_on(predeploy_backup::docker::restart_stopped(wf::reporter()));
+                runtime.block_on(predeploy_backup::docker::restart_stopped(&*wf.reporter()));
             let msg = if failed.is_empty() {
                 "cancelled; containers stopped for the backup were started again".to_string()
             } else {
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
                     failed.join(", ")
                 )
             };
-            fail("Cancelled", &msg, ExitKind::Environment)
+            fail(&wf, "Cancelled", &msg, ExitKind::Environment)
         }
     }
 }
@@ -94,7 +99,7 @@ async fn cancelled() {
     }
 }
 
-fn fail(title: &str, message: &str, kind: ExitKind) -> ExitCode {
-    wf::error(title, None, message);
+fn fail(wf: &wf::Workflow, title: &str, message: &str, kind: ExitKind) -> ExitCode {
+    wf.error(title, None, message);
     ExitCode::from(kind.code())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::Context;
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::archive::crypt::{self, Access, Identity, Recipients};
 use crate::archive::verify::FileReport;
 use crate::cli::{Decrypt, Encrypt};
@@ -56,7 +56,7 @@ pub fn recipients(ctx: &Context, e: &Encrypt) -> Result<Option<Arc<Recipients>>>
 }
 
 /// Reads, masks, parses and installs the identity (for every `….age` file this run reads).
-pub fn identity(d: &Decrypt) -> Result<Given> {
+pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<Given> {
     let (value, given) = match d
         .decrypt_identity
         .as_deref()
@@ -71,7 +71,7 @@ pub fn identity(d: &Decrypt) -> Result<Given> {
             None => return Ok(Given::None),
         },
     };
-    mask_all(&value);
+    mask_all(wf, &value);
     let what = match given {
         Given::Input => "decrypt-identity",
         _ => IDENTITY_ENV,
@@ -85,7 +85,7 @@ pub fn identity(d: &Decrypt) -> Result<Given> {
                 "{what} is neither an age identity (AGE-SECRET-KEY-1…) nor the path of a readable identity file"
             ))
         })?;
-        mask_all(&body);
+        mask_all(wf, &body);
         body
     };
     let id = Identity::parse(&text).map_err(|e| usage(e.replace("decrypt-identity", what)))?;
@@ -98,10 +98,10 @@ fn looks_like_a_key(v: &str) -> bool {
 }
 
 /// Masks the whole value and each line of it (Actions masks line by line).
-fn mask_all(v: &str) {
-    wf::mask(v);
+fn mask_all(wf: &Workflow, v: &str) {
+    wf.mask(v);
     for line in v.lines() {
-        wf::mask(line);
+        wf.mask(line);
     }
 }
 
@@ -161,6 +161,7 @@ pub fn preflight_manifest(
     source: &str,
     given: Given,
     need_key: bool,
+    wf: &Workflow,
 ) -> Result<()> {
     for f in m.files() {
         let named = crypt::is_sealed(Path::new(&f.path));
@@ -196,6 +197,7 @@ pub fn preflight_manifest(
         source,
         given,
         need_key,
+        wf,
     )
 }
 
@@ -207,6 +209,7 @@ pub fn preflight(
     source: &str,
     given: Given,
     need_key: bool,
+    wf: &Workflow,
 ) -> Result<()> {
     if paths.is_empty() {
         match given {
@@ -215,7 +218,7 @@ pub fn preflight(
                     "decrypt-identity was given but {source} is not encrypted: remove decrypt-identity (an identity is only needed for backups whose files end in .age); nothing was changed"
                 )))
             }
-            Given::Env => wf::log(&format!(
+            Given::Env => wf.log(&format!(
                 "{IDENTITY_ENV} is set but {source} is not encrypted: the identity is not used"
             )),
             Given::None => {}

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result};
 use super::backup::{resolve_database, take, Spec};
 use super::Context;
 use crate::actions::artifact::ArtifactClient;
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::actions::outputs::Outputs;
 use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
@@ -42,7 +42,7 @@ struct Chosen {
 
 pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     if let Some(t) = &args.github_token {
-        wf::mask(t);
+        ctx.wf.mask(t);
     }
     // Until the very end, a rollback has not restored anything (refusals included).
     ctx.outputs.set("restored", "false");
@@ -52,7 +52,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     check_values(m, &chosen.source)?;
     ctx.backup_dir = Some(ctx.display(&chosen.dir));
     ctx.revision = (m.git.commit.clone(), m.git.branch.clone());
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "Restoring the backup of {} ({})",
         m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
         chosen.source
@@ -67,8 +67,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 
     // 1. The identity fits the backup, and every byte is checked against the manifest,
     //    before anything is touched.
-    let given = super::crypto::identity(&args.decrypt)?;
-    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, true)?;
+    let given = super::crypto::identity(&args.decrypt, &ctx.wf)?;
+    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, true, &ctx.wf)?;
     let safety_encrypt = super::crypto::safety_recipients(m)?;
     check_files(ctx, &chosen).await?;
 
@@ -103,7 +103,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         None
     };
     let db = if restore_db && m.database.is_some() {
-        let db = resolve_database(engine.as_ref(), &target).await?;
+        let db = resolve_database(&ctx.wf, engine.as_ref(), &target).await?;
         if db.is_none() {
             return Err(usage(
                 "the backup has a database but no target to restore it to: set postgres-container (or compose-project + postgres-service, or database-url)",
@@ -141,7 +141,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         plan.push(format!(
             "database `{}` on {}: dropped and recreated from {} ({}, {} tables)",
             d.creds.db,
-            d.server.describe(),
+            d.server.describe(ctx.wf.secrets()),
             rec.file.path,
             human_size(rec.file.size),
             rec.tables.len()
@@ -173,7 +173,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         plan.push(format!("code: check out commit {c} (the `commit` output)"));
     }
     for p in &plan {
-        wf::log(&format!("  - {p}"));
+        ctx.wf.log(&format!("  - {p}"));
     }
     ctx.summary.heading(
         2,
@@ -201,7 +201,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         set_common(&mut ctx.outputs);
         ctx.outputs.set("restored", "false");
         ctx.outputs.set("backup-dir", ctx.display(&chosen.dir));
-        wf::log("Dry run: every check passed; nothing was changed.");
+        ctx.wf
+            .log("Dry run: every check passed; nothing was changed.");
         return Ok(());
     }
 
@@ -218,10 +219,10 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             .filter(|s| Some(*s) != db_container.as_ref())
             .cloned()
             .collect();
-        stopped = e.stop(&to_stop, ctx.report).await?;
+        stopped = e.stop(&to_stop, &*ctx.report).await?;
     }
     // A safety backup of the current state (the same machinery as `backup`).
-    wf::group("Safety backup of the current state");
+    ctx.wf.group("Safety backup of the current state");
     ctx.summary.heading(3, "Safety backup of the current state");
     let mut safety_target = target.clone();
     safety_target.volumes = Some(volumes.join(","));
@@ -256,20 +257,29 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     // The safety backup goes where the restored one came from.
     let safety_url = match &chosen.store {
         Some(store) => Some(
-            super::destination::upload(store, &safety.dir, &mut safety.manifest, true, None)
-                .await
-                .context("the safety backup could not be stored in the destination, so nothing was restored")?
-                .url,
+            super::destination::upload(
+                store,
+                &safety.dir,
+                &mut safety.manifest,
+                true,
+                None,
+                &ctx.wf,
+            )
+            .await
+            .context(
+                "the safety backup could not be stored in the destination, so nothing was restored",
+            )?
+            .url,
         ),
         None => None,
     };
-    wf::end_group();
+    ctx.wf.end_group();
     // The safety backup set backup outputs; a rollback has its own.
     ctx.outputs = Outputs::default();
     let safety_dir = ctx.display(&safety.dir);
     ctx.outputs.set("safety-backup-dir", safety_dir.clone());
     if let Some(u) = &safety_url {
-        wf::log(&format!("Safety backup stored in {u}"));
+        ctx.wf.log(&format!("Safety backup stored in {u}"));
         ctx.summary
             .paragraph(&format!("Safety backup stored in {}.", md::code(u)));
     }
@@ -312,6 +322,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             {
                 let archive = chosen.dir.join(&v.file.path);
                 match stage_volume(
+                    &ctx.wf,
                     e,
                     &image,
                     &v.name,
@@ -334,7 +345,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         let db_loaded = async {
             if let (Some(d), Some(rec)) = (&db, &m.database) {
                 let path = chosen.dir.join(&rec.file.path);
-                wf::group(&format!("Restoring database {}", d.creds.db));
+                ctx.wf.group(&format!("Restoring database {}", d.creds.db));
                 // Load into a scratch database; the live one is replaced only once the load
                 // succeeded, so a dump that fails halfway leaves it as it was.
                 let scratch = format!(
@@ -344,7 +355,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 d.server.create_database(&d.creds, &scratch).await?;
                 let loaded = async {
                     let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
-                    let loaded = d.server.load(&d.creds, &scratch, rx, ctx.report).await;
+                    let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
                     let read = reader.await?;
                     loaded?;
                     read.with_context(|| format!("reading {}", path.display()))?;
@@ -352,7 +363,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     Ok::<_, anyhow::Error>(())
                 }
                 .await;
-                wf::end_group();
+                ctx.wf.end_group();
                 if let Err(e) = loaded {
                     let _ = d.server.drop_database(&d.creds, &scratch).await;
                     return Err(e.context(format!(
@@ -382,7 +393,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let not_restarted = crate::docker::restart(&stopped, ctx.report).await;
+    let not_restarted = crate::docker::restart(&stopped, &*ctx.report).await;
     drop(safety.lock);
     restored.with_context(|| format!("the rollback failed part way; {undo}"))?;
     if !not_restarted.is_empty() {
@@ -394,7 +405,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         md::code(&safety_dir),
         md::code(m.git.commit.as_deref().unwrap_or("unknown"))
     ));
-    wf::log(&format!("Restored. {undo}"));
+    ctx.wf.log(&format!("Restored. {undo}"));
     Ok(())
 }
 
@@ -419,7 +430,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     };
     let mut dest_args = args.location.destination.clone();
     dest_args.destination = Some(parent.to_string());
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "The files of {} are not on this machine; no destination input is set, so they are fetched from the destination its manifest records: {parent}",
         chosen.source
     ));
@@ -431,7 +442,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
         manifest: chosen.manifest,
     };
     let root = ctx.backup_root(&args.location.backup_root)?;
-    let mut fetched = fetch(&root, store, found).await?;
+    let mut fetched = fetch(&root, store, found, &ctx.wf).await?;
     fetched.source = format!("{} (files from {url})", chosen.source);
     Ok(fetched)
 }
@@ -480,6 +491,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
             let client = ArtifactClient::new(
                 ctx.runtime.results_url.as_deref().unwrap_or_default(),
                 ctx.runtime.runtime_token.as_deref().unwrap_or_default(),
+                &ctx.wf,
             )?;
             client.download(&args.artifact_name, tmp.path()).await?
         } else {
@@ -502,7 +514,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
                 .api_url
                 .clone()
                 .unwrap_or_else(|| "https://api.github.com".into());
-            let client = RestClient::new(&api, token)?;
+            let client = RestClient::new(&api, token, &ctx.wf)?;
             // Provenance: the run must be this repository's own (not a fork's, not a pull
             // request's), narrowed by trusted-workflows / trusted-branches.
             let policy = TrustPolicy {
@@ -516,7 +528,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
             };
             let run = client.workflow_run(&repo, run_id).await?;
             check_provenance(&run, &policy)?;
-            wf::log(&format!(
+            ctx.wf.log(&format!(
                 "Run {run_id}: {} on branch {} of {} ({} event)",
                 run.path,
                 run.head_branch.as_deref().unwrap_or("?"),
@@ -612,11 +624,11 @@ async fn choose_in_destination(
     let found = if let Some(url) = manifest_url {
         dest::find_manifest(&store, url).await?
     } else if let Some(id) = args.run_id {
-        dest::find_run(&store, id).await?
+        dest::find_run(&store, id, &ctx.wf).await?
     } else if args.manifest.is_some() || Pointer::read(&ctx.workspace)?.is_some() {
         return Ok(None);
     } else {
-        dest::backups(&store)
+        dest::backups(&store, &ctx.wf)
             .await?
             .into_iter()
             .rev()
@@ -628,7 +640,7 @@ async fn choose_in_destination(
                 ))
             })?
     };
-    fetch(root, store, found).await.map(Some)
+    fetch(root, store, found, &ctx.wf).await.map(Some)
 }
 
 /// Downloads the backup `found` names from `store` into a staging folder in `root`.
@@ -636,18 +648,19 @@ async fn fetch(
     root: &Path,
     store: crate::store::Store,
     found: super::destination::Found,
+    wf: &Workflow,
 ) -> Result<Chosen> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".predeploy-download-")
         .tempdir_in(root)
         .with_context(|| format!("cannot create a staging folder in {}", root.display()))?;
-    wf::group(&format!(
+    wf.group(&format!(
         "Downloading {} from the destination",
         store.url_of(&found.folder)
     ));
-    let dir = super::destination::download(&store, &found, tmp.path()).await;
-    wf::end_group();
+    let dir = super::destination::download(&store, &found, tmp.path(), wf).await;
+    wf.end_group();
     let dir = dir?;
     Ok(Chosen {
         source: store.url_of(&found.folder),
@@ -725,7 +738,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         return Ok(());
     }
     for (file, check, msg) in &problems {
-        wf::error(
+        ctx.wf.error(
             &format!("Rollback refused: `{check}` check"),
             Some(&ctx.display(&chosen.dir.join(file))),
             msg,
@@ -895,6 +908,7 @@ struct Staged {
     /// `.predeploy-restore-<id>` (our own random name) at the volume root.
     stage: String,
     root: Option<(u32, u64, u64)>,
+    wf: Workflow,
 }
 
 /// Space the restore needs beyond the archive's bytes: a block per entry (rounding of file
@@ -912,6 +926,7 @@ fn each_entry(from: &str, body: &str) -> String {
 /// the archive is checked again (the file may have changed since), its size compared with
 /// the volume's free space, then written. On any failure the staging folder is removed.
 async fn stage_volume(
+    wf: &Workflow,
     engine: &Engine,
     image: &str,
     volume: &str,
@@ -919,7 +934,7 @@ async fn stage_volume(
     compression: Codec,
     special_bits: bool,
 ) -> Result<Staged> {
-    wf::log(&format!(
+    wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
     let path = archive.to_path_buf();
@@ -940,6 +955,7 @@ async fn stage_volume(
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ),
         root,
+        wf: wf.clone(),
     };
     let script = format!(
         "set -e; mkdir -m 700 /data/{s}; df -Pk /data | awk 'NR==2 {{ print \"free=\" $4 }}'",
@@ -1003,7 +1019,7 @@ async fn stage_volume(
             .with_context(|| format!("reading {}", archive.display()))?;
         uploaded.with_context(failed)?;
         if dropped > 0 {
-            wf::warning(
+            wf.warning(
                 "Special bits dropped",
                 None,
                 &format!(
@@ -1051,7 +1067,7 @@ impl Staged {
     async fn discard(self) {
         match self.run("rm -rf -- \"$S\"").await {
             Ok((0, _)) => {}
-            Ok((code, log)) => wf::warning(
+            Ok((code, log)) => self.wf.warning(
                 "Staging folder left behind",
                 None,
                 &format!(
@@ -1059,7 +1075,7 @@ impl Staged {
                     self.stage, self.volume
                 ),
             ),
-            Err(e) => wf::warning(
+            Err(e) => self.wf.warning(
                 "Staging folder left behind",
                 None,
                 &format!(
@@ -1074,7 +1090,7 @@ impl Staged {
     /// (renames on one filesystem), then the old ones are deleted. If a move fails, the moves
     /// are undone and the volume is left as it was.
     async fn swap(self) -> Result<()> {
-        wf::log(&format!("Restoring volume {}", self.volume));
+        self.wf.log(&format!("Restoring volume {}", self.volume));
         // Docker's archive upload does not apply the root entry (`./`) to the target
         // folder itself, so the volume root's owner and mode are set here.
         let root = match self.root {
