@@ -25,6 +25,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, Codec, DecodeError, ZstdError};
+use super::crypt::Identity;
 use super::inflate::{self, GzError};
 use super::sql::SqlScanner;
 use super::tarwalk::TarWalker;
@@ -199,9 +200,22 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
     verify_file_as(path, expect, Codec::from_path(path), min_size)
 }
 
-/// [`verify_file`] with the codec given (the one a manifest recorded).
+/// [`verify_file`] with the codec given (the one a manifest recorded). A `….age` file gets
+/// its header and stored bytes checked, not its content: see [`verify_file_keyed`].
 pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, None)
+    verify_file_with(path, expect, codec, min_size, None, None)
+}
+
+/// [`verify_file_as`] with the run's identity: a `….age` file is decrypted with it and its
+/// content checked too (without one, as [`verify_file_as`]).
+pub fn verify_file_keyed(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    identity: Option<&Identity>,
+) -> FileReport {
+    verify_file_with(path, expect, codec, min_size, None, identity)
 }
 
 /// [`verify_file_as`] for a file whose content checks already ran on its bytes while they
@@ -218,7 +232,7 @@ pub fn verify_written(
     min_size: u64,
     streamed: Streamed,
 ) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, Some(streamed))
+    verify_file_with(path, expect, codec, min_size, Some(streamed), None)
 }
 
 fn verify_file_with(
@@ -227,6 +241,7 @@ fn verify_file_with(
     codec: Codec,
     min_size: u64,
     streamed: Option<Streamed>,
+    identity: Option<&Identity>,
 ) -> FileReport {
     let mut report = FileReport::new(path, expect, codec);
     let shown = path.display();
@@ -316,7 +331,7 @@ fn verify_file_with(
         // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
         // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
         // that database, not a failed dump: it passes min-size on completeness instead.
-        content(file, size, &mut report, streamed);
+        content(file, size, &mut report, streamed, identity);
         let complete_and_empty = report.failure.is_none()
             && report
                 .sql
@@ -345,16 +360,22 @@ fn verify_file_with(
     }
     report.pass(Check::MinSize);
 
-    content(file, size, &mut report, streamed);
+    content(file, size, &mut report, streamed, identity);
     report
 }
 
 /// The content checks and `sha256` of an opened file: decoded here, or (`streamed`) taken
 /// from the checks that ran while it was written, with the stored bytes hashed again.
-fn content(file: File, size: u64, report: &mut FileReport, streamed: Option<Streamed>) {
+fn content(
+    file: File,
+    size: u64,
+    report: &mut FileReport,
+    streamed: Option<Streamed>,
+    identity: Option<&Identity>,
+) {
     let Some(Streamed { report: s, stored }) = streamed else {
         // Decrypted first when the file is `….age` and an identity was given.
-        verify_stored(file, size, report);
+        verify_stored(file, size, report, identity);
         return;
     };
     report.sql = s.sql;
@@ -541,9 +562,9 @@ impl<W: Write> Write for Tee<W> {
 
 /// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
 /// [`super::crypt`], any other as it is.
-fn verify_stored(file: File, size: u64, report: &mut FileReport) {
+fn verify_stored(file: File, size: u64, report: &mut FileReport, identity: Option<&Identity>) {
     if super::crypt::is_sealed(&report.path) {
-        super::crypt::verify_stored(file, size, report);
+        super::crypt::verify_stored(file, size, report, identity);
     } else {
         verify_stream(file, Some(size), report);
     }

@@ -228,6 +228,8 @@ pub struct Spec<'a> {
     pub revision: (Option<String>, Option<String>),
     /// Encrypt every file to these recipients (`….age`).
     pub encrypt: Option<std::sync::Arc<crate::archive::crypt::Recipients>>,
+    /// What verify-restore decrypts the dump with when it is encrypted.
+    pub decrypt: Option<std::sync::Arc<crate::archive::crypt::Identity>>,
 }
 
 /// A verified backup, in place, with the backup root still locked.
@@ -252,9 +254,9 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     let compression = Codec::parse(&args.compression).map_err(usage)?;
     let compression_level = compression.level(args.compression_level).map_err(usage)?;
     let encrypt = super::crypto::recipients(ctx, &args.encrypt)?;
-    let given = super::crypto::identity(&args.decrypt, &ctx.wf)?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
     match (&encrypt, args.verify_restore) {
-        (Some(r), true) => match crate::archive::crypt::identity() {
+        (Some(r), true) => match identity.as_deref() {
             None => {
                 return Err(usage(format!(
                     "verify-restore reads the dump back, and the dump will be encrypted to {}: pass the matching identity in decrypt-identity (or env {}), or set verify-restore: false",
@@ -295,6 +297,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         verify_restore: args.verify_restore,
         revision: (commit, branch),
         encrypt,
+        decrypt: identity,
     };
     // The destination answers (and the keys work) before anything is made.
     let store = super::destination::open(ctx, &args.location.destination).await?;
@@ -747,7 +750,7 @@ async fn make(
         let all_ok = verified.db.as_ref().is_some_and(|(r, _)| r.verified());
         if let (Some(d), Some((report, _)), true) = (db, &verified.db, all_ok) {
             let started = Instant::now();
-            let rc = verify_restore(ctx, d, report).await?;
+            let rc = verify_restore(ctx, d, report, spec.decrypt.clone()).await?;
             timings.insert("verify-restore".into(), started.elapsed().as_secs_f64());
             if !rc.passed {
                 verified.report(ctx);
@@ -866,6 +869,7 @@ async fn verify_restore(
     ctx: &mut Context,
     d: &Database,
     report: &FileReport,
+    identity: Option<std::sync::Arc<crate::archive::crypt::Identity>>,
 ) -> Result<RestoreCheck> {
     let scratch = format!(
         "predeploy_verify_{}",
@@ -884,7 +888,7 @@ async fn verify_restore(
             )
         })?;
     let outcome = async {
-        let (rx, reader) = pipe::decode_file(&report.path, report.codec);
+        let (rx, reader) = pipe::decode_file(&report.path, report.codec, identity);
         let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
         let read = reader.await?;
         loaded.context("verify-restore: the dump does not load into a fresh database")?;

@@ -55,8 +55,9 @@ pub fn recipients(ctx: &Context, e: &Encrypt) -> Result<Option<Arc<Recipients>>>
     Ok(Some(Arc::new(r)))
 }
 
-/// Reads, masks, parses and installs the identity (for every `….age` file this run reads).
-pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<Given> {
+/// Reads, masks and parses the identity: where it came from, and the identity itself, which
+/// the caller hands to everything that opens a `….age` file of this run.
+pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<(Given, Option<Arc<Identity>>)> {
     let (value, given) = match d
         .decrypt_identity
         .as_deref()
@@ -68,7 +69,7 @@ pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<Given> {
             .filter(|v| !v.trim().is_empty())
         {
             Some(v) => (v, Given::Env),
-            None => return Ok(Given::None),
+            None => return Ok((Given::None, None)),
         },
     };
     mask_all(wf, &value);
@@ -89,8 +90,7 @@ pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<Given> {
         body
     };
     let id = Identity::parse(&text).map_err(|e| usage(e.replace("decrypt-identity", what)))?;
-    crypt::install(id);
-    Ok(given)
+    Ok((given, Some(Arc::new(id))))
 }
 
 fn looks_like_a_key(v: &str) -> bool {
@@ -111,7 +111,10 @@ fn mask_all(wf: &Workflow, v: &str) {
 /// less protected than the backup and opens with the identity that restored it. An ssh
 /// recipient is recorded by its fingerprint only, so it is kept only when it is the
 /// identity's own key.
-pub fn safety_recipients(m: &Manifest) -> Result<Option<Arc<Recipients>>> {
+pub fn safety_recipients(
+    m: &Manifest,
+    identity: Option<&Identity>,
+) -> Result<Option<Arc<Recipients>>> {
     let files = m.files();
     if files.iter().all(|f| f.encrypted.is_none()) {
         return Ok(None);
@@ -122,7 +125,7 @@ pub fn safety_recipients(m: &Manifest) -> Result<Option<Arc<Recipients>>> {
         .filter(|r| r.starts_with("age1") && Recipients::parse(r).is_ok())
         .cloned()
         .collect();
-    if let Some(id) = crypt::identity() {
+    if let Some(id) = identity {
         keys.extend(id.recipients.iter().cloned());
     }
     let r = Recipients::parse(&keys.join("\n")).map_err(|_| {
@@ -160,6 +163,7 @@ pub fn preflight_manifest(
     dir: &Path,
     source: &str,
     given: Given,
+    identity: Option<&Identity>,
     need_key: bool,
     wf: &Workflow,
 ) -> Result<()> {
@@ -196,6 +200,7 @@ pub fn preflight_manifest(
         ),
         source,
         given,
+        identity,
         need_key,
         wf,
     )
@@ -208,6 +213,7 @@ pub fn preflight(
     encrypted_to: &str,
     source: &str,
     given: Given,
+    identity: Option<&Identity>,
     need_key: bool,
     wf: &Workflow,
 ) -> Result<()> {
@@ -225,7 +231,7 @@ pub fn preflight(
         }
         return Ok(());
     }
-    let Some(id) = crypt::identity() else {
+    let Some(id) = identity else {
         if !need_key {
             return Ok(());
         }

@@ -9,6 +9,7 @@
 //! restored. `dry-run` stops after the checks and says what would change.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
@@ -20,7 +21,8 @@ use crate::actions::outputs::Outputs;
 use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::{self, Codec};
-use crate::archive::verify::{verify_file_as, Expect};
+use crate::archive::crypt::Identity;
+use crate::archive::verify::{verify_file_keyed, Expect};
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
@@ -67,10 +69,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 
     // 1. The identity fits the backup, and every byte is checked against the manifest,
     //    before anything is touched.
-    let given = super::crypto::identity(&args.decrypt, &ctx.wf)?;
-    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, true, &ctx.wf)?;
-    let safety_encrypt = super::crypto::safety_recipients(m)?;
-    check_files(ctx, &chosen).await?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
+    let id = identity.as_deref();
+    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, id, true, &ctx.wf)?;
+    let safety_encrypt = super::crypto::safety_recipients(m, id)?;
+    check_files(ctx, &chosen, identity.clone()).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
     //    database's container, name and user, never the choice of targets.
@@ -250,6 +253,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         revision: super::revision(ctx, &Default::default()),
         // Encrypted like the backup it replaces (it may go to the same destination).
         encrypt: safety_encrypt,
+        decrypt: None,
     };
     let mut safety = take(ctx, &spec)
         .await
@@ -329,6 +333,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     &archive,
                     v.file.compression,
                     args.restore_special_bits,
+                    identity.clone(),
                 )
                 .await
                 {
@@ -354,7 +359,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 );
                 d.server.create_database(&d.creds, &scratch).await?;
                 let loaded = async {
-                    let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
+                    let (rx, reader) =
+                        pipe::decode_file(&path, rec.file.compression, identity.clone());
                     let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
                     let read = reader.await?;
                     loaded?;
@@ -673,7 +679,11 @@ async fn fetch(
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the
 /// safety of every archive entry. Any doubt refuses the rollback (exit 1).
-async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
+async fn check_files(
+    ctx: &mut Context,
+    chosen: &Chosen,
+    identity: Option<Arc<Identity>>,
+) -> Result<()> {
     let m = chosen.manifest.clone();
     let dir = chosen.dir.clone();
     let problems = tokio::task::spawn_blocking(move || {
@@ -707,11 +717,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         }
         if problems.is_empty() {
             if let Some(d) = &m.database {
-                let r = verify_file_as(
+                let r = verify_file_keyed(
                     &dir.join(&d.file.path),
                     Expect::SqlDump,
                     d.file.compression,
                     0,
+                    identity.as_deref(),
                 );
                 if let Some(f) = r.failure {
                     problems.push((d.file.path.clone(), f.check.as_str().to_string(), f.message));
@@ -719,7 +730,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
             }
             for v in &m.volumes {
                 let path = dir.join(&v.file.path);
-                let checked = crate::archive::crypt::open(&path)
+                let checked = crate::archive::crypt::open(&path, identity.as_deref())
                     .map_err(|e| e.to_string())
                     .and_then(|f| {
                         crate::archive::restore::check_archive(f, v.file.compression, &v.file.path)
@@ -933,18 +944,20 @@ async fn stage_volume(
     archive: &Path,
     compression: Codec,
     special_bits: bool,
+    identity: Option<Arc<Identity>>,
 ) -> Result<Staged> {
     wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
     let path = archive.to_path_buf();
     let name = archive.display().to_string();
+    let id = identity.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        let f = crate::archive::crypt::open(&path)?;
+        let f = crate::archive::crypt::open(&path, id.as_deref())?;
         crate::archive::restore::check_archive(f, compression, &name).map_err(anyhow::Error::from)
     })
     .await??;
-    let root = root_entry(archive, compression)?
+    let root = root_entry(archive, compression, identity.as_deref())?
         .map(|(mode, uid, gid)| (if special_bits { mode } else { mode & 0o777 }, uid, gid));
     let staged = Staged {
         engine: engine.clone(),
@@ -1006,7 +1019,7 @@ async fn stage_volume(
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
             return prep.upload_to(&target, stream).await.with_context(failed);
         }
-        let (rx, reader) = plain_tar(archive, compression, special_bits);
+        let (rx, reader) = plain_tar(archive, compression, special_bits, identity);
         let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
         if let Err(e @ crate::docker::DockerError::Stalled { .. }) = uploaded {
             // The reader was cut off by the stall: the stall is the news.
@@ -1134,12 +1147,16 @@ fn plain_tar(
     archive: &Path,
     compression: Codec,
     special_bits: bool,
+    identity: Option<Arc<Identity>>,
 ) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
     use std::io::Read;
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let mut plain = codec::reader(compression, crate::archive::crypt::open(&path)?)?;
+        let mut plain = codec::reader(
+            compression,
+            crate::archive::crypt::open(&path, identity.as_deref())?,
+        )?;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -1170,8 +1187,12 @@ fn plain_tar(
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.
-fn root_entry(archive: &Path, compression: Codec) -> Result<Option<(u32, u64, u64)>> {
-    let gz = codec::reader(compression, crate::archive::crypt::open(archive)?)?;
+fn root_entry(
+    archive: &Path,
+    compression: Codec,
+    identity: Option<&Identity>,
+) -> Result<Option<(u32, u64, u64)>> {
+    let gz = codec::reader(compression, crate::archive::crypt::open(archive, identity)?)?;
     let mut tar = tar::Archive::new(gz);
     let Some(first) = tar.entries()?.next() else {
         return Ok(None);
