@@ -3,7 +3,8 @@
 //!
 //! What the run shares is made here and handed down: the [`wf::Workflow`] (the run's
 //! secrets, and how to talk to the runner), so that the error shown at the very end is
-//! redacted with every secret the run registered.
+//! redacted with every secret the run registered, and the [`Stopped`] containers, so that
+//! a cancelled run starts again what it stopped.
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use clap::Parser;
 use predeploy_backup::actions::commands as wf;
 use predeploy_backup::cli::{argv_with_inputs, error_for_inputs, ignored_inputs, Cli};
 use predeploy_backup::commands::exit;
+use predeploy_backup::docker::Stopped;
 use predeploy_backup::error::ExitKind;
 use predeploy_backup::secrets::Secrets;
 
@@ -57,9 +59,10 @@ fn main() -> ExitCode {
             )
         }
     };
+    let stopped = Stopped::new();
     let result = runtime.block_on(async {
         tokio::select! {
-            r = predeploy_backup::commands::run(cli, wf.clone()) => Some(r),
+            r = predeploy_backup::commands::run(cli, wf.clone(), stopped.clone()) => Some(r),
             _ = cancelled() => None,
         }
     });
@@ -71,8 +74,7 @@ fn main() -> ExitCode {
         }
         None => {
             // The job was cancelled: put back what we stopped before the runner kills us.
-            let failed =
-                runtime.block_on(predeploy_backup::docker::restart_stopped(&*wf.reporter()));
+            let failed = runtime.block_on(stopped.restart_all(&*wf.reporter()));
             let msg = if failed.is_empty() {
                 "cancelled; containers stopped for the backup were started again".to_string()
             } else {

@@ -8,7 +8,7 @@
 //! 3. write everything into a hidden `.pre-deployment-<ts>.partial/` folder: a crash leaves
 //!    nothing that looks like a backup;
 //! 4. stop `stop-containers` only around the volume archives, and start them again at once
-//!    (and on every failure path, and on SIGTERM: see `docker::restart_stopped`);
+//!    (and on every failure path, and on SIGTERM: see `docker::Stopped`);
 //! 5. read every file back with the `verify` machinery; optionally restore the dump into a
 //!    throwaway database;
 //! 6. only then write the manifest, rename the folder into place, publish, and prune.
@@ -644,7 +644,7 @@ async fn make(
         let started = Instant::now();
         let mut stopped = vec![];
         if let (Some(e), false) = (engine, stop.is_empty()) {
-            stopped = e.stop(stop, &*ctx.report).await?;
+            stopped = e.stop(stop, &ctx.stopped, &*ctx.report).await?;
         }
         let archived = archive_all(
             &ctx.wf,
@@ -659,7 +659,7 @@ async fn make(
         )
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
-        let not_restarted = crate::docker::restart(&stopped, &*ctx.report).await;
+        let not_restarted = ctx.stopped.restart(&stopped, &*ctx.report).await;
         (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(

@@ -47,6 +47,9 @@ pub struct Context {
     pub wf: wf::Workflow,
     /// Where the engine reports progress ([`wf::Workflow::reporter`]).
     pub report: std::sync::Arc<dyn crate::report::Reporter>,
+    /// Containers this run stopped: started again at the end of the run, and by `main`
+    /// when the job is cancelled (it holds a clone).
+    pub stopped: crate::docker::Stopped,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
         runtime: Runtime,
         workspace_arg: Option<&Path>,
         wf: wf::Workflow,
+        stopped: crate::docker::Stopped,
     ) -> Result<Context> {
         let cwd = std::env::current_dir()?;
         let workspace = workspace_arg
@@ -79,6 +83,7 @@ impl Context {
             engine_warned: vec![],
             report: wf.reporter(),
             wf,
+            stopped,
         })
     }
 
@@ -186,7 +191,7 @@ pub fn pointer_form(workspace: &Path, p: &Path) -> String {
 /// Runs a parsed command line to the end: the mode, then (whatever happened) the outputs,
 /// the summary and the alert. Returns the mode's error for `main` to report (through the
 /// same `wf`, which holds every secret the run registered).
-pub async fn run(cli: Cli, wf: wf::Workflow) -> Result<()> {
+pub async fn run(cli: Cli, wf: wf::Workflow, stopped: crate::docker::Stopped) -> Result<()> {
     let runtime = Runtime::from_env();
     if let Some(t) = &runtime.runtime_token {
         wf.mask(t);
@@ -209,7 +214,7 @@ pub async fn run(cli: Cli, wf: wf::Workflow) -> Result<()> {
         &*wf.reporter(),
         wf.secrets(),
     );
-    let mut ctx = Context::new(runtime, workspace_arg.as_deref(), wf)?;
+    let mut ctx = Context::new(runtime, workspace_arg.as_deref(), wf, stopped)?;
     if let Mode::Backup(crate::cli::BackupArgs { engine, .. })
     | Mode::Rollback(crate::cli::RollbackArgs { engine, .. }) = &mode
     {
@@ -232,7 +237,7 @@ pub async fn run(cli: Cli, wf: wf::Workflow) -> Result<()> {
     };
 
     // Whatever happened: containers we stopped are started again.
-    let not_restarted = crate::docker::restart_stopped(&*ctx.report).await;
+    let not_restarted = ctx.stopped.restart_all(&*ctx.report).await;
     let result = match (result, not_restarted.is_empty()) {
         (Ok(()), false) => Err(anyhow::anyhow!(
             "containers could not be started again: {}; start them by hand with `docker start`",

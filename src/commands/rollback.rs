@@ -222,7 +222,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             .filter(|s| Some(*s) != db_container.as_ref())
             .cloned()
             .collect();
-        stopped = e.stop(&to_stop, &*ctx.report).await?;
+        stopped = e.stop(&to_stop, &ctx.stopped, &*ctx.report).await?;
     }
     // A safety backup of the current state (the same machinery as `backup`).
     ctx.wf.group("Safety backup of the current state");
@@ -399,7 +399,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let not_restarted = crate::docker::restart(&stopped, &*ctx.report).await;
+    let not_restarted = ctx.stopped.restart(&stopped, &*ctx.report).await;
     drop(safety.lock);
     restored.with_context(|| format!("the rollback failed part way; {undo}"))?;
     if !not_restarted.is_empty() {
