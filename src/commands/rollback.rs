@@ -331,9 +331,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     &image,
                     &v.name,
                     &archive,
-                    v.file.compression,
-                    args.restore_special_bits,
-                    identity.clone(),
+                    Reading {
+                        compression: v.file.compression,
+                        identity: identity.clone(),
+                        special_bits: args.restore_special_bits,
+                    },
                 )
                 .await
                 {
@@ -933,6 +935,14 @@ fn each_entry(from: &str, body: &str) -> String {
     )
 }
 
+/// How a volume's archive is read: its codec, the identity that opens it when it is
+/// `….age`, and whether setuid/setgid/sticky bits are kept.
+struct Reading {
+    compression: Codec,
+    identity: Option<Arc<Identity>>,
+    special_bits: bool,
+}
+
 /// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched:
 /// the archive is checked again (the file may have changed since), its size compared with
 /// the volume's free space, then written. On any failure the staging folder is removed.
@@ -942,10 +952,13 @@ async fn stage_volume(
     image: &str,
     volume: &str,
     archive: &Path,
-    compression: Codec,
-    special_bits: bool,
-    identity: Option<Arc<Identity>>,
+    reading: Reading,
 ) -> Result<Staged> {
+    let Reading {
+        compression,
+        identity,
+        special_bits,
+    } = reading;
     wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
