@@ -341,6 +341,25 @@ fn age_io(e: age::DecryptError) -> io::Error {
     }
 }
 
+/// Verifies one backup file ([`super::verify::verify_file_as`]); a `….age` one through this
+/// layer: with `identity` its content is decrypted and checked too, without one its header
+/// and stored bytes only ([`verify_stored`]).
+pub fn verify_file(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    identity: Option<&Identity>,
+) -> FileReport {
+    if !is_sealed(path) {
+        return super::verify::verify_file_as(path, expect, codec, min_size);
+    }
+    let open = |file: File, size: u64, report: &mut FileReport| {
+        verify_stored(file, size, report, identity)
+    };
+    super::verify::verify_file_opened(path, expect, codec, min_size, &open)
+}
+
 /// A backup file's stored content: decrypted with `identity` when the name ends in `.age`
 /// (an error without one), else the file as it is.
 pub fn open(path: &Path, identity: Option<&Identity>) -> io::Result<Box<dyn BufRead + Send>> {

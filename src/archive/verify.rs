@@ -25,7 +25,6 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, Codec, DecodeError, ZstdError};
-use super::crypt::Identity;
 use super::inflate::{self, GzError};
 use super::sql::SqlScanner;
 use super::tarwalk::TarWalker;
@@ -200,22 +199,28 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
     verify_file_as(path, expect, Codec::from_path(path), min_size)
 }
 
-/// [`verify_file`] with the codec given (the one a manifest recorded). A `….age` file gets
-/// its header and stored bytes checked, not its content: see [`verify_file_keyed`].
+/// [`verify_file`] with the codec given (the one a manifest recorded), for a file read as it
+/// is stored. An encrypted (`….age`) file goes through the age layer's `verify_file`, which
+/// drives [`verify_file_opened`].
 pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) -> FileReport {
     verify_file_with(path, expect, codec, min_size, None, None)
 }
 
-/// [`verify_file_as`] with the run's identity: a `….age` file is decrypted with it and its
-/// content checked too (without one, as [`verify_file_as`]).
-pub fn verify_file_keyed(
+/// The checks after `min-size` of a stored file that is not read as it is: given the file
+/// (open at its start) and its size, they fill in the report (the age layer decrypts first,
+/// then runs [`verify_stream`] on the plaintext).
+pub type Opener<'a> = &'a dyn Fn(File, u64, &mut FileReport);
+
+/// [`verify_file_as`] with the content checks left to `opener` (the file checks `exists`,
+/// `regular-file` and `min-size` run as usual).
+pub fn verify_file_opened(
     path: &Path,
     expect: Expect,
     codec: Codec,
     min_size: u64,
-    identity: Option<&Identity>,
+    opener: Opener<'_>,
 ) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, None, identity)
+    verify_file_with(path, expect, codec, min_size, None, Some(opener))
 }
 
 /// [`verify_file_as`] for a file whose content checks already ran on its bytes while they
@@ -241,7 +246,7 @@ fn verify_file_with(
     codec: Codec,
     min_size: u64,
     streamed: Option<Streamed>,
-    identity: Option<&Identity>,
+    opener: Option<Opener<'_>>,
 ) -> FileReport {
     let mut report = FileReport::new(path, expect, codec);
     let shown = path.display();
@@ -331,7 +336,7 @@ fn verify_file_with(
         // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
         // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
         // that database, not a failed dump: it passes min-size on completeness instead.
-        content(file, size, &mut report, streamed, identity);
+        content(file, size, &mut report, streamed, opener);
         let complete_and_empty = report.failure.is_none()
             && report
                 .sql
@@ -360,7 +365,7 @@ fn verify_file_with(
     }
     report.pass(Check::MinSize);
 
-    content(file, size, &mut report, streamed, identity);
+    content(file, size, &mut report, streamed, opener);
     report
 }
 
@@ -371,11 +376,14 @@ fn content(
     size: u64,
     report: &mut FileReport,
     streamed: Option<Streamed>,
-    identity: Option<&Identity>,
+    opener: Option<Opener<'_>>,
 ) {
     let Some(Streamed { report: s, stored }) = streamed else {
-        // Decrypted first when the file is `….age` and an identity was given.
-        verify_stored(file, size, report, identity);
+        // Through the opener (decrypted first) when there is one.
+        match opener {
+            Some(open) => open(file, size, report),
+            None => verify_stream(file, Some(size), report),
+        }
         return;
     };
     report.sql = s.sql;
@@ -546,7 +554,7 @@ impl io::Write for StreamCheck {
 }
 
 /// Writes to `.0`, then the same bytes to the checks (`.1`): the one tee of a file that is
-/// verified while it is written (clear, [`crate::pipe`], or sealed, [`super::crypt`]).
+/// verified while it is written (clear, [`crate::pipe`], or sealed by the age layer).
 pub struct Tee<W: Write>(pub W, pub StreamCheck);
 
 impl<W: Write> Write for Tee<W> {
@@ -557,16 +565,6 @@ impl<W: Write> Write for Tee<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
-    }
-}
-
-/// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
-/// [`super::crypt`], any other as it is.
-fn verify_stored(file: File, size: u64, report: &mut FileReport, identity: Option<&Identity>) {
-    if super::crypt::is_sealed(&report.path) {
-        super::crypt::verify_stored(file, size, report, identity);
-    } else {
-        verify_stream(file, Some(size), report);
     }
 }
 

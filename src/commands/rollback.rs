@@ -22,7 +22,7 @@ use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::{self, Codec};
 use crate::archive::crypt::Identity;
-use crate::archive::verify::{verify_file_keyed, Expect};
+use crate::archive::verify::Expect;
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
@@ -719,7 +719,7 @@ async fn check_files(
         }
         if problems.is_empty() {
             if let Some(d) = &m.database {
-                let r = verify_file_keyed(
+                let r = crate::archive::crypt::verify_file(
                     &dir.join(&d.file.path),
                     Expect::SqlDump,
                     d.file.compression,

@@ -7,7 +7,7 @@ use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::Codec;
-use crate::archive::verify::{verify_file_keyed, Expect};
+use crate::archive::verify::Expect;
 use crate::cli::{split_list, VerifyArgs};
 use crate::error::{usage, VerificationFailed};
 use crate::manifest::{parse_dir_timestamp, Git, Manifest, Origin, SourceKind};
@@ -70,7 +70,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
         let id = identity.as_deref();
         let verify = |p: &std::path::Path, expect, min| {
-            verify_file_keyed(p, expect, Codec::from_path(p), min, id)
+            crate::archive::crypt::verify_file(p, expect, Codec::from_path(p), min, id)
         };
         let d = db.map(|p| verify(&p, Expect::SqlDump, min_db));
         let v: Vec<_> = volumes
@@ -241,8 +241,13 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
             db.chain(vols)
                 .map(|(rec, expect, min)| {
                     let path = dir.join(&rec.path);
-                    let r =
-                        verify_file_keyed(&path, expect, rec.compression, min, identity.as_deref());
+                    let r = crate::archive::crypt::verify_file(
+                        &path,
+                        expect,
+                        rec.compression,
+                        min,
+                        identity.as_deref(),
+                    );
                     (rec.clone(), r)
                 })
                 .collect::<Vec<_>>()
