@@ -21,12 +21,7 @@ import re
 import sys
 
 # (from, to) edges between siblings that may close a cycle, with why. Keep it short.
-ALLOWED = {
-    # Issue 16: verify hands a `….age` file to crypt, and crypt runs verify's checks on the
-    # plaintext. The fix is one reader stack (decrypt -> decode -> check) that verify drives
-    # with the layers given to it; until then only this edge is allowed.
-    ("archive::verify", "archive::crypt"): "issue 16: verify dispatches encrypted files to crypt",
-}
+ALLOWED = {}
 
 # One direction (issue 16): the edge (`commands`, `actions`: the GitHub runtime and the
 # Reporter that talks to it) calls the engine; the engine reports through the

@@ -7,7 +7,8 @@
 //!
 //! An alert is a side channel: a failing one is retried with back-off under a timeout, then
 //! reported by [`send`]'s [`Delivery`] results, and never hides the original error or changes
-//! the exit code. Every text goes through [`redact`], and the webhook and SMTP URLs are
+//! the exit code. Every text is redacted with the run's [`Secrets`] (carried by the
+//! [`AlertConfig`]'s `run_secrets`), and the webhook and SMTP URLs are
 //! secrets themselves (a Slack webhook URL carries a token): they are masked, and no error
 //! returned here names them.
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::report::Reporter;
-use crate::secrets::redact;
+use crate::secrets::Secrets;
 
 /// When to alert.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub struct AlertConfig {
     pub attempts: u32,
     /// Back-off before the second try; doubled for each further one.
     pub retry_base: Duration,
+    /// The run's secrets: redacted from every text an alert sends or an error names.
+    pub run_secrets: Secrets,
     /// Connecting to the webhook's host.
     pub connect_timeout: Duration,
     /// One whole try (webhook request, or each SMTP command).
@@ -74,6 +77,7 @@ impl Default for AlertConfig {
             retry_base: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
+            run_secrets: Secrets::default(),
         }
     }
 }
@@ -81,19 +85,21 @@ impl Default for AlertConfig {
 impl AlertConfig {
     /// From the inputs, falling back to `BACKUP_ALERT_WEBHOOK_URL`, `BACKUP_ALERT_EMAIL` and
     /// `SMTP_URL` (empty means unset). Masks the webhook and SMTP URLs ([`Self::secrets`])
-    /// through `report`. An unknown `on` means `failure` (the CLI validates it; see
-    /// [`AlertOn::parse`]).
+    /// through `report`, and keeps the run's `secrets` to redact with. An unknown `on`
+    /// means `failure` (the CLI validates it; see [`AlertOn::parse`]).
     pub fn from_inputs(
         webhook: Option<&str>,
         email: Option<&str>,
         smtp: Option<&str>,
         on: &str,
         report: &dyn Reporter,
+        secrets: &Secrets,
     ) -> Self {
-        let c = Self::from_lookup(webhook, email, smtp, on, |k| std::env::var(k).ok());
+        let mut c = Self::from_lookup(webhook, email, smtp, on, |k| std::env::var(k).ok());
         for secret in c.secrets() {
             report.mask(secret);
         }
+        c.run_secrets = secrets.clone();
         c
     }
 
@@ -180,7 +186,8 @@ pub struct Delivery {
 
 impl Alert {
     /// Every text field redacted (and trimmed; empty ones dropped).
-    fn redacted(&self) -> Alert {
+    fn redacted(&self, secrets: &Secrets) -> Alert {
+        let redact = |s: &str| secrets.redact(s);
         let r = |o: &Option<String>| {
             o.as_deref()
                 .map(|s| redact(s.trim()))
@@ -248,8 +255,8 @@ impl Alert {
     }
 
     /// `[predeploy-backup] FAILED backup on org/repo@main (abc1234)` (redacted).
-    pub fn subject(&self) -> String {
-        let a = self.redacted();
+    pub fn subject(&self, secrets: &Secrets) -> String {
+        let a = self.redacted(secrets);
         one_line(&format!(
             "[{}] {} {} on {}",
             crate::manifest::TOOL_NAME,
@@ -261,8 +268,8 @@ impl Alert {
 
     /// One readable paragraph: the webhook's `text` (redacted). Every value is escaped for
     /// chat markup ([`chat_escape`]): Slack and Teams render this text.
-    pub fn text(&self) -> String {
-        let a = self.redacted().chat_escaped();
+    pub fn text(&self, secrets: &Secrets) -> String {
+        let a = self.redacted(secrets).chat_escaped();
         let mut s = format!(
             "predeploy-backup {}: {} on {}.",
             a.verb(),
@@ -289,10 +296,10 @@ impl Alert {
     }
 
     /// The webhook's JSON body (redacted).
-    pub fn json(&self) -> serde_json::Value {
-        let a = self.redacted();
+    pub fn json(&self, secrets: &Secrets) -> serde_json::Value {
+        let a = self.redacted(secrets);
         json!({
-            "text": self.text(),
+            "text": self.text(secrets),
             "status": a.status(),
             "mode": a.mode,
             "repository": a.repository,
@@ -306,8 +313,8 @@ impl Alert {
     }
 
     /// The email's plain-text body (redacted).
-    pub fn email_body(&self) -> String {
-        let a = self.redacted();
+    pub fn email_body(&self, secrets: &Secrets) -> String {
+        let a = self.redacted(secrets);
         let mut s = format!(
             "predeploy-backup: {} {}\n\n",
             mode_or_run(&a.mode),
@@ -464,7 +471,7 @@ fn scrub(config: &AlertConfig, msg: &str) -> String {
             s = s.replace(u.as_str(), "<url>");
         }
     }
-    redact(&s)
+    config.run_secrets.redact(&s)
 }
 
 /// The back-off before try `n + 1` (after `n` failed tries).
@@ -515,7 +522,7 @@ async fn send_webhook(config: &AlertConfig, url: &str, alert: &Alert) -> Result<
         .user_agent(concat!("predeploy-backup/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {}", e.without_url()))?;
-    let body = alert.json();
+    let body = alert.json(&config.run_secrets);
     let attempts = config.attempts.max(1);
     let started = Instant::now();
     let mut last = String::new();
@@ -602,12 +609,12 @@ fn build_message(config: &AlertConfig, to: &str, alert: &Alert) -> Result<lettre
     })?;
     let mut b = lettre::Message::builder()
         .from(from)
-        .subject(alert.subject())
+        .subject(alert.subject(&config.run_secrets))
         .header(ContentType::TEXT_PLAIN);
     for r in recipients(to)? {
         b = b.to(r);
     }
-    b.body(alert.email_body())
+    b.body(alert.email_body(&config.run_secrets))
         .map_err(|e| format!("cannot build the email: {e}"))
 }
 
@@ -686,8 +693,13 @@ async fn send_email(config: &AlertConfig, to: &str, alert: &Alert) -> Result<(),
 }
 
 /// Logs each delivery: a line for those sent, a warning annotation for those that were not
-/// (which never changes the run's result). Returns summary lines for the failures.
-pub fn log_deliveries(deliveries: &[Delivery], report: &dyn Reporter) -> Vec<String> {
+/// (which never changes the run's result). Returns summary lines for the failures, with
+/// `secrets` redacted.
+pub fn log_deliveries(
+    deliveries: &[Delivery],
+    report: &dyn Reporter,
+    secrets: &Secrets,
+) -> Vec<String> {
     let mut lines = vec![];
     for d in deliveries {
         match &d.result {
@@ -701,7 +713,7 @@ pub fn log_deliveries(deliveries: &[Delivery], report: &dyn Reporter) -> Vec<Str
                 lines.push(format!(
                     "The {} alert could not be delivered: {}",
                     d.channel,
-                    redact(msg)
+                    secrets.redact(msg)
                 ));
             }
         }
@@ -734,7 +746,7 @@ mod tests {
             message: "failed <@U123> & <at>Bob</at> `code`".into(),
             ..failure()
         };
-        let t = a.text();
+        let t = a.text(&Secrets::new());
         for bad in ["<!channel>", "<@U123>", "<at>", "@here", "[x](", " `code`"] {
             assert!(!t.contains(bad), "{bad} in {t}");
         }
@@ -746,17 +758,17 @@ mod tests {
     fn texts() {
         let a = failure();
         assert_eq!(
-            a.subject(),
+            a.subject(&Secrets::new()),
             "[predeploy-backup] FAILED backup on org/repo@main (abc1234)"
         );
-        let t = a.text();
+        let t = a.text(&Secrets::new());
         assert!(t.starts_with("predeploy-backup FAILED: backup on org/repo@main (abc1234). Failed check: gzip. db_x.sql.gz: CRC mismatch from postgres://u:***@h/db."), "{t}");
         assert!(t.ends_with("Run: https://github.com/org/repo/actions/runs/42"));
         assert!(!t.contains('\n'));
-        let j = a.json();
+        let j = a.json(&Secrets::new());
         assert_eq!(j["status"], "failure");
         assert_eq!(j["failed_check"], "gzip");
-        let body = a.email_body();
+        let body = a.email_body(&Secrets::new());
         assert!(body.contains("Failed check:  gzip\n"), "{body}");
         assert!(!body.contains("pw-secret") && !j.to_string().contains("pw-secret"));
     }

@@ -5,8 +5,9 @@
 //! - Volumes are read and written through the archive API of a helper container that is
 //!   created but never started, with the volume mounted (read-only for a backup). No image is
 //!   pulled: the helper uses an image that is already present.
-//! - Containers we stop are recorded in a process-wide list so that they are started again
-//!   on success, on failure, and when the job is cancelled (SIGTERM; see `main.rs`).
+//! - Containers we stop are recorded in the run's [`Stopped`] (a value `main` makes and
+//!   shares with its cancellation handler) so that they are started again on success, on
+//!   failure, and when the job is cancelled (SIGTERM; see `main.rs`).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -125,10 +126,6 @@ pub struct ExecOutcome {
     pub stdout_bytes: u64,
 }
 
-/// The engine this run connected to last: containers it stopped are started again through it
-/// (with the same transport), also when the job is cancelled.
-static LAST_ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
-
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -226,7 +223,6 @@ impl Engine {
             docker,
             warnings: c.warnings,
         };
-        *LAST_ENGINE.lock().unwrap() = Some(engine.clone());
         Ok(engine)
     }
 
@@ -574,14 +570,15 @@ impl Engine {
         ok
     }
 
-    /// Stops running containers (those already stopped are left alone), records them so
-    /// that they are started again whatever happens (see [`restart_stopped`]), and returns
-    /// the ones it stopped, for [`restart`]. A name is recorded *before* the stop is asked
-    /// for (a cancellation in between still restarts it) and marked confirmed only when the
-    /// engine says the stop is done.
+    /// Stops running containers (those already stopped are left alone), records them in
+    /// `registry` so that they are started again whatever happens (see
+    /// [`Stopped::restart_all`]), and returns the ones it stopped, for [`Stopped::restart`].
+    /// A name is recorded *before* the stop is asked for (a cancellation in between still
+    /// restarts it) and marked confirmed only when the engine says the stop is done.
     pub async fn stop(
         &self,
         names: &[String],
+        registry: &Stopped,
         report: &dyn Reporter,
     ) -> Result<Vec<String>, DockerError> {
         let mut stopped = vec![];
@@ -591,7 +588,7 @@ impl Engine {
                 continue;
             }
             report.info(&format!("Stopping container {}", c.name));
-            STOPPED.lock().unwrap().push((c.name.clone(), false));
+            registry.record(self, &c.name);
             stopped.push(c.name.clone());
             self.docker
                 .stop_container(
@@ -603,11 +600,7 @@ impl Engine {
                 )
                 .await
                 .map_err(api("stop container"))?;
-            for e in STOPPED.lock().unwrap().iter_mut() {
-                if e.0 == c.name {
-                    e.1 = true;
-                }
-            }
+            registry.confirm(&c.name);
         }
         Ok(stopped)
     }
@@ -629,78 +622,118 @@ fn drain_limit(idle: Duration, bytes: u64) -> Duration {
 /// Seconds a container gets to stop before the engine kills it.
 const STOP_GRACE: u64 = 30;
 
-/// Containers we stopped (or asked to stop) and must start again; `true` once the engine
-/// confirmed the stop. A name leaves the list only when its start succeeded.
-static STOPPED: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+/// The containers a run stopped (or asked to stop) and must start again, and the engine
+/// (with its transport) they were stopped through. Made by the run and shared with its
+/// cancellation handler: cheap to clone, clones share one list. A name leaves the list only
+/// when its start succeeded.
+#[derive(Clone, Default)]
+pub struct Stopped(Arc<Mutex<StoppedState>>);
 
-/// Starts every container [`Engine::stop`] stopped and nobody started again yet; returns
-/// the ones that failed to start. Runs at the end of every run and on cancellation.
-pub async fn restart_stopped(report: &dyn Reporter) -> Vec<String> {
-    let names: Vec<String> = STOPPED
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
-    restart(&names, report).await
+#[derive(Default)]
+struct StoppedState {
+    /// `true` once the engine confirmed the stop.
+    names: Vec<(String, bool)>,
+    engine: Option<Engine>,
 }
 
-/// Starts these containers (stopped by [`Engine::stop`]) again, newest stop first; returns
-/// the ones that failed to start. A stop that was asked for but not confirmed (cancelled
-/// mid-way; the engine carries on, up to the grace period) is waited for first, so that it
-/// cannot complete after the start and leave the container stopped.
-pub async fn restart(names: &[String], report: &dyn Reporter) -> Vec<String> {
-    if names.is_empty() {
-        return vec![];
+impl Stopped {
+    pub fn new() -> Self {
+        Self::default()
     }
-    // The engine (and transport) of this run; a new connection only when none was made.
-    let last = LAST_ENGINE.lock().unwrap().clone();
-    let engine = match last {
-        Some(e) => e,
-        None => match Engine::connect(&Default::default()).await {
-            Ok(e) => e,
-            Err(_) => return names.to_vec(),
-        },
-    };
-    let mut failed = vec![];
-    for name in names.iter().rev() {
-        let confirmed = STOPPED
+
+    fn record(&self, engine: &Engine, name: &str) {
+        let mut s = self.0.lock().unwrap();
+        s.engine = Some(engine.clone());
+        s.names.push((name.to_string(), false));
+    }
+
+    fn confirm(&self, name: &str) {
+        for e in self.0.lock().unwrap().names.iter_mut() {
+            if e.0 == name {
+                e.1 = true;
+            }
+        }
+    }
+
+    fn confirmed(&self, name: &str) -> bool {
+        self.0
             .lock()
             .unwrap()
+            .names
             .iter()
-            .any(|(n, ok)| n == name && *ok);
-        if !confirmed {
-            let deadline = Instant::now() + Duration::from_secs(STOP_GRACE + 5);
-            while Instant::now() < deadline {
-                match engine.container(name).await {
-                    Ok(c) if c.running => tokio::time::sleep(Duration::from_millis(250)).await,
-                    _ => break,
+            .any(|(n, ok)| n == name && *ok)
+    }
+
+    fn started(&self, name: &str) {
+        self.0.lock().unwrap().names.retain(|(n, _)| n != name);
+    }
+
+    /// The containers stopped and not started again yet, oldest stop first.
+    pub fn names(&self) -> Vec<String> {
+        let s = self.0.lock().unwrap();
+        s.names.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Starts every container [`Engine::stop`] stopped and nobody started again yet;
+    /// returns the ones that failed to start. Runs at the end of every run and on
+    /// cancellation.
+    pub async fn restart_all(&self, report: &dyn Reporter) -> Vec<String> {
+        self.restart(&self.names(), report).await
+    }
+
+    /// Starts these containers (stopped by [`Engine::stop`]) again, newest stop first;
+    /// returns the ones that failed to start. A stop that was asked for but not confirmed
+    /// (cancelled mid-way; the engine carries on, up to the grace period) is waited for
+    /// first, so that it cannot complete after the start and leave the container stopped.
+    pub async fn restart(&self, names: &[String], report: &dyn Reporter) -> Vec<String> {
+        if names.is_empty() {
+            return vec![];
+        }
+        // The engine (and transport) that stopped them; a new connection only when none
+        // is known.
+        let known = self.0.lock().unwrap().engine.clone();
+        let engine = match known {
+            Some(e) => e,
+            None => match Engine::connect(&Default::default()).await {
+                Ok(e) => e,
+                Err(_) => return names.to_vec(),
+            },
+        };
+        let mut failed = vec![];
+        for name in names.iter().rev() {
+            if !self.confirmed(name) {
+                let deadline = Instant::now() + Duration::from_secs(STOP_GRACE + 5);
+                while Instant::now() < deadline {
+                    match engine.container(name).await {
+                        Ok(c) if c.running => tokio::time::sleep(Duration::from_millis(250)).await,
+                        _ => break,
+                    }
+                }
+            }
+            report.info(&format!("Starting container {name} again"));
+            match engine
+                .docker
+                .start_container(
+                    name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+            {
+                Ok(()) => self.started(name),
+                Err(e) => {
+                    report.error(
+                        "Container not restarted",
+                        None,
+                        &format!(
+                            "could not start {name} again: {e}; start it by hand: docker start {name}"
+                        ),
+                    );
+                    failed.push(name.clone());
                 }
             }
         }
-        report.info(&format!("Starting container {name} again"));
-        match engine
-            .docker
-            .start_container(
-                name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-        {
-            Ok(()) => STOPPED.lock().unwrap().retain(|(n, _)| n != name),
-            Err(e) => {
-                report.error(
-                    "Container not restarted",
-                    None,
-                    &format!(
-                        "could not start {name} again: {e}; start it by hand: docker start {name}"
-                    ),
-                );
-                failed.push(name.clone());
-            }
-        }
+        failed
     }
-    failed
 }
 
 /// A created, never-started container with a volume at `/data`; removed by [`Helper::remove`].

@@ -21,7 +21,8 @@ pub(crate) fn http_client(follow: bool) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("could not set up the HTTP client: {}", error_chain(&e)))
 }
 
-/// An error and its sources on one line (reqwest's own message is terse), secrets redacted.
+/// An error and its sources on one line (reqwest's own message is terse), URL passwords
+/// redacted (the run's registered secrets are removed wherever the text is shown).
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -33,5 +34,5 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = s.source();
     }
-    crate::secrets::redact(&out)
+    crate::secrets::redact_url_passwords(&out)
 }

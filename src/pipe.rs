@@ -400,16 +400,18 @@ fn encode<W: Write>(
     Ok((total, enc.finish()?))
 }
 
-/// Streams the decoded content of a file written with `codec`, chunk by chunk.
+/// Streams the decoded content of a file written with `codec`, chunk by chunk; a `….age`
+/// file is decrypted with `identity`.
 pub fn decode_file(
     path: &Path,
     codec: Codec,
+    identity: Option<Arc<crypt::Identity>>,
 ) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         // Decrypted on the way when the file is `….age`.
-        let mut gz = codec::reader(codec, crypt::open(&path)?)?;
+        let mut gz = codec::reader(codec, crypt::open(&path, identity.as_deref())?)?;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = gz.read(&mut buf)?;

@@ -434,11 +434,11 @@ impl Server {
         })
     }
 
-    /// A description for logs and the manifest (no secret).
-    pub fn describe(&self) -> String {
+    /// A description for logs and the manifest, the run's `secrets` redacted.
+    pub fn describe(&self, secrets: &crate::secrets::Secrets) -> String {
         match self {
             Server::Container { info, .. } => format!("container {}", info.name),
-            Server::Url { url, .. } => crate::secrets::redact(url),
+            Server::Url { url, .. } => secrets.redact(url),
         }
     }
 }
@@ -506,7 +506,12 @@ fn check(what: &str, creds: &Credentials, db: &str, out: RunOutcome) -> Result<(
     if out.code == 0 {
         return Ok(());
     }
-    let stderr = crate::secrets::redact(&out.stderr);
+    // What this module knows is secret (the password, a URL's password) is removed here; the
+    // run's other secrets are removed wherever the error is shown.
+    let mut stderr = crate::secrets::redact_url_passwords(&out.stderr);
+    if let Some(p) = creds.password.as_deref().filter(|p| p.len() >= 3) {
+        stderr = stderr.replace(p, "***");
+    }
     if stderr.contains("password authentication failed") || stderr.contains("no password supplied")
     {
         return Err(PgError::Auth {

@@ -3,9 +3,10 @@
 //! nor touches the runner's files; the Actions layer implements this with workflow commands
 //! (`crate::actions::commands::Workflow`), and [`Terminal`] is the plain CLI one. Results
 //! (a retention report, a verification report) are returned as values and rendered by the
-//! caller.
+//! caller. Secrets go through [`Reporter::mask`] into the run's [`Secrets`], which the
+//! reporter holds and redacts with.
 
-use crate::secrets::{self, redact};
+use crate::secrets::Secrets;
 
 pub trait Reporter: Send + Sync {
     /// A line of progress (`Stopping container db`).
@@ -15,32 +16,37 @@ pub trait Reporter: Send + Sync {
     fn warning(&self, title: &str, file: Option<&str>, message: &str);
     /// Something failed that the user must act on.
     fn error(&self, title: &str, file: Option<&str>, message: &str);
-    /// A secret: never shown from now on (and removed by [`redact`]).
+    /// A secret: never shown from now on (registered in the run's [`Secrets`], which remove
+    /// it from every text we write).
     fn mask(&self, secret: &str);
 }
 
-/// Plain lines on stderr, secrets redacted: the CLI outside GitHub Actions.
-pub struct Terminal;
+/// Plain lines on stderr, the run's secrets redacted: the CLI outside GitHub Actions.
+#[derive(Clone, Default)]
+pub struct Terminal {
+    pub secrets: Secrets,
+}
 
 impl Terminal {
-    fn annotate(level: &str, title: &str, file: Option<&str>, message: &str) {
+    fn annotate(&self, level: &str, title: &str, file: Option<&str>, message: &str) {
         let at = file.map(|f| format!(" [{f}]")).unwrap_or_default();
-        eprintln!("{level}: {}{at}: {}", redact(title), redact(message));
+        let r = |s| self.secrets.redact(s);
+        eprintln!("{level}: {}{at}: {}", r(title), r(message));
     }
 }
 
 impl Reporter for Terminal {
     fn info(&self, message: &str) {
-        eprintln!("{}", redact(message));
+        eprintln!("{}", self.secrets.redact(message));
     }
     fn warning(&self, title: &str, file: Option<&str>, message: &str) {
-        Self::annotate("warning", title, file, message)
+        self.annotate("warning", title, file, message)
     }
     fn error(&self, title: &str, file: Option<&str>, message: &str) {
-        Self::annotate("error", title, file, message)
+        self.annotate("error", title, file, message)
     }
     fn mask(&self, secret: &str) {
-        secrets::register(secret);
+        self.secrets.register(secret);
     }
 }
 

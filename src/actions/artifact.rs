@@ -34,7 +34,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-use super::commands;
+use super::commands::Workflow;
 
 const SERVICE_PATH: &str = "twirp/github.actions.results.api.v1.ArtifactService";
 /// Size of one Azure block (and of the zip writer's hand-off to the uploader).
@@ -197,12 +197,12 @@ impl Retry {
     }
 
     /// Sleeps before attempt `attempt` (0-based; no wait before the first), logging why.
-    pub(crate) async fn wait(&self, attempt: u32, why: &str) {
+    pub(crate) async fn wait(&self, wf: &Workflow, attempt: u32, why: &str) {
         if attempt == 0 {
             return;
         }
         let d = self.delay(attempt - 1);
-        commands::log(&format!(
+        wf.log(&format!(
             "{why}; retrying in {:.1} s (attempt {} of {})",
             d.as_secs_f64(),
             attempt + 1,
@@ -231,13 +231,13 @@ pub(crate) fn req_error(e: reqwest::Error) -> String {
 }
 
 /// Registers a signed URL's secret parts with the masker.
-pub(crate) fn mask_signed_url(u: &Url) {
+pub(crate) fn mask_signed_url(wf: &Workflow, u: &Url) {
     for (k, v) in u.query_pairs() {
         if k.eq_ignore_ascii_case("sig") || k.eq_ignore_ascii_case("signature") {
-            commands::mask(&v);
+            wf.mask(&v);
             // As it appears, percent-encoded, in the URL text.
             let enc: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-            commands::mask(&enc);
+            wf.mask(&enc);
         }
     }
 }
@@ -252,9 +252,9 @@ pub(crate) fn describe_url(u: &Url) -> String {
     s
 }
 
-fn snippet(body: &str) -> String {
+fn snippet(wf: &Workflow, body: &str) -> String {
     let t: String = body.trim().chars().take(300).collect();
-    commands::redact(&t)
+    wf.redact(&t)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,6 +456,8 @@ pub struct ArtifactClient {
     blob: reqwest::Client,
     retry: Retry,
     retention_cap: Option<u32>,
+    /// The run's log and secrets (the token and signed URLs are masked there).
+    wf: Workflow,
 }
 
 impl fmt::Debug for ArtifactClient {
@@ -475,9 +477,14 @@ impl ArtifactClient {
     /// `ACTIONS_RUNTIME_TOKEN`, whose `scp` claim names the run and job. The token is masked.
     /// The retry base comes from `PREDEPLOY_RETRY_BASE_MS` (default 3 s) and the retention cap
     /// from `GITHUB_RETENTION_DAYS`; both can be overridden with the `with_*` methods.
-    pub fn new(results_url: &str, runtime_token: &str) -> Result<Self, ArtifactError> {
+    /// Progress is logged, and secrets masked, through `wf`.
+    pub fn new(
+        results_url: &str,
+        runtime_token: &str,
+        wf: &Workflow,
+    ) -> Result<Self, ArtifactError> {
         let token = runtime_token.trim().to_string();
-        commands::mask(&token);
+        wf.mask(&token);
         let (run_backend_id, job_backend_id) = backend_ids(&token)?;
         if token.chars().any(|c| c.is_control() || !c.is_ascii()) {
             return Err(ArtifactError::Invalid(format!(
@@ -488,13 +495,13 @@ impl ArtifactClient {
         let url = Url::parse(results_url.trim()).map_err(|e| {
             ArtifactError::Invalid(format!(
                 "ACTIONS_RESULTS_URL `{}` is not a URL ({e}): {TOKEN_HELP}",
-                commands::redact(results_url.trim())
+                wf.redact(results_url.trim())
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(ArtifactError::Invalid(format!(
                 "ACTIONS_RESULTS_URL `{}` is not an http(s) URL: {TOKEN_HELP}",
-                commands::redact(results_url.trim())
+                wf.redact(results_url.trim())
             )));
         }
         let origin = url.origin().ascii_serialization();
@@ -513,6 +520,7 @@ impl ArtifactClient {
             blob,
             retry: Retry::from_env(),
             retention_cap,
+            wf: wf.clone(),
         })
     }
 
@@ -552,7 +560,7 @@ impl ArtifactClient {
         validate_name(name)?;
         let entries = plan_entries(files)?;
         let expires_at = self.expires_at(retention_days);
-        commands::log(&format!(
+        self.wf.log(&format!(
             "Uploading artifact `{name}` ({} file{})",
             entries.len(),
             if entries.len() == 1 { "" } else { "s" }
@@ -582,7 +590,7 @@ impl ArtifactClient {
                 "CreateArtifact returned an upload URL that is not a URL: {e}"
             ))
         })?;
-        mask_signed_url(&signed);
+        mask_signed_url(&self.wf, &signed);
 
         let (size, digest) = self.upload_zip(&signed, entries).await?;
 
@@ -604,7 +612,7 @@ impl ArtifactClient {
                  answered ok=false) after {size} bytes were uploaded"
             )));
         }
-        commands::log(&format!(
+        self.wf.log(&format!(
             "Uploaded artifact `{name}`: id {}, {size} bytes, sha256:{digest}",
             fin.artifact_id
         ));
@@ -681,11 +689,12 @@ impl ArtifactClient {
                 "GetSignedArtifactURL returned a download URL that is not a URL: {e}"
             ))
         })?;
-        mask_signed_url(&url);
+        mask_signed_url(&self.wf, &url);
         let what = format!("the artifact `{name}` (id {}) of {run}", found.database_id);
         fetch_verify_unpack(
             &self.blob,
             self.retry,
+            &self.wf,
             &url,
             found.digest.as_deref(),
             &what,
@@ -698,7 +707,7 @@ impl ArtifactClient {
         let mut days = retention_days.filter(|d| *d > 0)?;
         if let Some(cap) = self.retention_cap {
             if days > cap {
-                commands::warning(
+                self.wf.warning(
                     "Artifact retention",
                     None,
                     &format!(
@@ -725,7 +734,7 @@ impl ArtifactClient {
         );
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
-            self.retry.wait(attempt, &last).await;
+            self.retry.wait(&self.wf, attempt, &last).await;
             let sent = self
                 .api
                 .post(&url)
@@ -761,7 +770,7 @@ impl ArtifactClient {
                         last = format!(
                             "{method} answered {status} with a body that is not the expected \
                              JSON ({e}): {}",
-                            snippet(&String::from_utf8_lossy(&text))
+                            snippet(&self.wf, &String::from_utf8_lossy(&text))
                         );
                         continue;
                     }
@@ -769,11 +778,11 @@ impl ArtifactClient {
             }
             let twirp: TwirpError = serde_json::from_slice(&text).unwrap_or_default();
             let detail = if twirp.msg.is_empty() {
-                snippet(&String::from_utf8_lossy(&text))
+                snippet(&self.wf, &String::from_utf8_lossy(&text))
             } else if twirp.code.is_empty() {
-                commands::redact(&twirp.msg)
+                self.wf.redact(&twirp.msg)
             } else {
-                commands::redact(&format!("{} ({})", twirp.msg, twirp.code))
+                self.wf.redact(&format!("{} ({})", twirp.msg, twirp.code))
             };
             let detail = if detail.is_empty() {
                 String::new()
@@ -866,7 +875,7 @@ impl ArtifactClient {
     ) -> Result<(), ArtifactError> {
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
-            self.retry.wait(attempt, &last).await;
+            self.retry.wait(&self.wf, attempt, &last).await;
             let mut req = self.blob.put(url.clone()).body(body.clone());
             if let Some(ct) = blob_content_type {
                 req = req
@@ -887,7 +896,7 @@ impl ArtifactClient {
                         return Ok(());
                     }
                     let text = r.text().await.unwrap_or_default();
-                    let detail = azure_error(&text);
+                    let detail = azure_error(&self.wf, &text);
                     if is_retryable(status) {
                         last = format!("the artifact storage answered {status} to {what}{detail}");
                         continue;
@@ -913,7 +922,7 @@ fn block_id(index: usize) -> String {
 }
 
 /// `: <Code>: <Message>` from an Azure storage error body, if any.
-fn azure_error(body: &str) -> String {
+fn azure_error(wf: &Workflow, body: &str) -> String {
     let tag = |t: &str| -> Option<String> {
         let open = format!("<{t}>");
         let close = format!("</{t}>");
@@ -922,10 +931,10 @@ fn azure_error(body: &str) -> String {
         Some(body[s..e].lines().next().unwrap_or("").trim().to_string())
     };
     match (tag("Code"), tag("Message")) {
-        (Some(c), Some(m)) => commands::redact(&format!(": {c}: {m}")),
-        (Some(c), None) => commands::redact(&format!(": {c}")),
+        (Some(c), Some(m)) => wf.redact(&format!(": {c}: {m}")),
+        (Some(c), None) => wf.redact(&format!(": {c}")),
         _ if body.trim().is_empty() => String::new(),
-        _ => format!(": {}", snippet(body)),
+        _ => format!(": {}", snippet(wf, body)),
     }
 }
 
@@ -1143,6 +1152,7 @@ pub(crate) fn parse_digest(d: &str) -> Option<String> {
 pub(crate) async fn fetch_verify_unpack(
     http: &reqwest::Client,
     retry: Retry,
+    wf: &Workflow,
     url: &Url,
     expected: Option<&str>,
     what: &str,
@@ -1150,7 +1160,7 @@ pub(crate) async fn fetch_verify_unpack(
 ) -> Result<DownloadedArtifact, ArtifactError> {
     let expected_hex = match expected.map(str::trim).filter(|d| !d.is_empty()) {
         None => {
-            commands::log(&format!(
+            wf.log(&format!(
                 "{what} has no recorded digest (uploaded by an older client): its zip is not \
                  checked against one; the manifest's checksums are still checked before restore"
             ));
@@ -1159,7 +1169,7 @@ pub(crate) async fn fetch_verify_unpack(
         Some(d) => match parse_digest(d) {
             Some(h) => Some(h),
             None => {
-                commands::warning(
+                wf.warning(
                     "Artifact digest",
                     None,
                     &format!(
@@ -1178,7 +1188,7 @@ pub(crate) async fn fetch_verify_unpack(
             std::env::temp_dir().display()
         ))
     })?;
-    let (size, digest) = download_to(http, retry, url, &tmp.0, what).await?;
+    let (size, digest) = download_to(http, retry, wf, url, &tmp.0, what).await?;
     if let Some(exp) = &expected_hex {
         if *exp != digest {
             return Err(ArtifactError::Digest(format!(
@@ -1206,6 +1216,7 @@ pub(crate) async fn fetch_verify_unpack(
 async fn download_to(
     http: &reqwest::Client,
     retry: Retry,
+    wf: &Workflow,
     url: &Url,
     path: &Path,
     what: &str,
@@ -1215,7 +1226,7 @@ async fn download_to(
     };
     let mut last = String::new();
     for attempt in 0..retry.attempts {
-        retry.wait(attempt, &last).await;
+        retry.wait(wf, attempt, &last).await;
         let resp = match http.get(url.clone()).send().await {
             Ok(r) => r,
             Err(e) => {
@@ -1230,7 +1241,7 @@ async fn download_to(
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
-            let detail = azure_error(&text);
+            let detail = azure_error(wf, &text);
             if is_retryable(status) {
                 last = format!("the artifact storage answered {status} for {what}{detail}");
                 continue;

@@ -4,27 +4,16 @@
 //! `%`, CR and LF; property values also `:` and `,`. Outside Actions they would be noise, so
 //! annotations fall back to plain `error:` lines on stderr.
 //!
-//! Secrets (passwords, tokens, URLs with credentials) are registered once with [`mask`]: the
-//! runner then hides them in the log, and [`redact`] removes them from every message we
-//! write ourselves (summary, alerts, manifest, errors), so they are never stored anywhere.
+//! All of it goes through a [`Workflow`]: a value the run creates (in `main`), holding the
+//! run's [`Secrets`] and whether we are inside Actions. Secrets (passwords, tokens, URLs
+//! with credentials) are registered once with [`Workflow::mask`]: the runner then hides them
+//! in the log, and [`Workflow::redact`] removes them from every message we write ourselves
+//! (summary, alerts, manifest, errors), so they are never stored anywhere.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use crate::report::Reporter;
-
-static IN_ACTIONS: Mutex<Option<bool>> = Mutex::new(None);
-
-/// Whether workflow commands go to stdout (inside Actions) or plain lines to stderr.
-pub fn set_in_actions(on: bool) {
-    *IN_ACTIONS.lock().unwrap() = Some(on);
-}
-
-fn in_actions() -> bool {
-    IN_ACTIONS
-        .lock()
-        .unwrap()
-        .unwrap_or_else(|| std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"))
-}
+use crate::secrets::Secrets;
 
 /// Escapes workflow-command data.
 pub fn escape_data(s: &str) -> String {
@@ -61,119 +50,152 @@ pub fn safe_lines(s: &str) -> String {
         .join("\n")
 }
 
-/// Prints a report to stdout, every line guarded ([`safe_lines`]).
-pub fn print_report(text: &str) {
-    println!("{}", safe_lines(&redact(text)));
-}
-
 /// Escapes a workflow-command property value.
 pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// Registers a secret: masked in the Actions log from now on, and removed by [`redact`]
-/// ([`crate::secrets::register`]). Also registers the password part of a URL with
-/// credentials.
-pub fn mask(secret: &str) {
-    let new = crate::secrets::register(secret);
-    if in_actions() {
-        for p in new {
-            for line in p.lines() {
-                println!("::add-mask::{}", escape_data(line));
+/// How this run talks to the runner (or the terminal): workflow commands on stdout inside
+/// GitHub Actions, plain lines on stderr outside, with the run's secrets redacted. Cheap to
+/// clone (the secrets are shared).
+#[derive(Clone, Default)]
+pub struct Workflow {
+    secrets: Secrets,
+    in_actions: bool,
+}
+
+impl Workflow {
+    pub fn new(secrets: Secrets, in_actions: bool) -> Self {
+        Workflow {
+            secrets,
+            in_actions,
+        }
+    }
+
+    /// Inside Actions when `GITHUB_ACTIONS` is `true`.
+    pub fn from_env(secrets: Secrets) -> Self {
+        Self::new(
+            secrets,
+            std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true"),
+        )
+    }
+
+    /// The run's secrets (shared: what is masked here is redacted by every clone).
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// See [`Secrets::redact`].
+    pub fn redact(&self, s: &str) -> String {
+        self.secrets.redact(s)
+    }
+
+    /// Registers a secret: masked in the Actions log from now on, and removed by
+    /// [`Self::redact`]. Also registers the password part of a URL with credentials.
+    pub fn mask(&self, secret: &str) {
+        let new = self.secrets.register(secret);
+        if self.in_actions {
+            for p in new {
+                for line in p.lines() {
+                    println!("::add-mask::{}", escape_data(line));
+                }
             }
         }
     }
-}
 
-pub use crate::secrets::redact;
+    /// The reporter the engine is given: workflow commands inside GitHub Actions, plain
+    /// lines on a terminal ([`crate::report::Terminal`]).
+    pub fn reporter(&self) -> Arc<dyn Reporter> {
+        if self.in_actions {
+            Arc::new(self.clone())
+        } else {
+            Arc::new(crate::report::Terminal {
+                secrets: self.secrets.clone(),
+            })
+        }
+    }
 
-/// The reporter of this process: workflow commands inside GitHub Actions, plain lines on a
-/// terminal ([`crate::report::Terminal`]).
-pub fn reporter() -> &'static dyn Reporter {
-    if in_actions() {
-        &Workflow
-    } else {
-        &crate::report::Terminal
+    /// Prints a report to stdout, every line guarded ([`safe_lines`]).
+    pub fn print_report(&self, text: &str) {
+        println!("{}", safe_lines(&self.redact(text)));
+    }
+
+    /// An `::error` annotation naming the file and the failed check (or `error:` on stderr).
+    pub fn error(&self, title: &str, file: Option<&str>, message: &str) {
+        self.annotate("error", title, file, message)
+    }
+
+    /// A `::warning` annotation.
+    pub fn warning(&self, title: &str, file: Option<&str>, message: &str) {
+        self.annotate("warning", title, file, message)
+    }
+
+    /// A `::notice` annotation.
+    pub fn notice(&self, title: &str, message: &str) {
+        self.annotate("notice", title, None, message)
+    }
+
+    fn annotate(&self, level: &str, title: &str, file: Option<&str>, message: &str) {
+        let message = self.redact(message);
+        let title = self.redact(title);
+        if self.in_actions {
+            let mut props = vec![format!("title={}", escape_property(&title))];
+            if let Some(f) = file {
+                props.insert(0, format!("file={}", escape_property(f)));
+            }
+            println!("::{level} {}::{}", props.join(","), escape_data(&message));
+        } else {
+            let at = file.map(|f| format!(" [{f}]")).unwrap_or_default();
+            eprintln!(
+                "{}",
+                safe_lines(&format!("{level}: {title}{at}: {message}"))
+            );
+        }
+    }
+
+    /// A log line (stderr, so stdout stays clean for workflow commands and `info` output).
+    /// Inside Actions a message is one line (CR/LF escaped); on a terminal its lines are
+    /// kept but each is guarded. Either way no value can start a workflow command.
+    pub fn log(&self, message: &str) {
+        let message = self.redact(message);
+        if self.in_actions {
+            eprintln!("{}", one_line(&message));
+        } else {
+            eprintln!("{}", safe_lines(&message));
+        }
+    }
+
+    /// Starts a collapsible log group (Actions) or a heading (CLI).
+    pub fn group(&self, title: &str) {
+        if self.in_actions {
+            println!("::group::{}", escape_data(title));
+        } else {
+            eprintln!("== {}", one_line(title));
+        }
+    }
+
+    /// Ends the group started by [`Self::group`].
+    pub fn end_group(&self) {
+        if self.in_actions {
+            println!("::endgroup::");
+        }
     }
 }
 
 /// What the engine reports, as workflow commands: log lines, `::warning` / `::error`
 /// annotations, `::add-mask`.
-pub struct Workflow;
-
 impl Reporter for Workflow {
     fn info(&self, message: &str) {
-        log(message)
+        self.log(message)
     }
     fn warning(&self, title: &str, file: Option<&str>, message: &str) {
-        warning(title, file, message)
+        Workflow::warning(self, title, file, message)
     }
     fn error(&self, title: &str, file: Option<&str>, message: &str) {
-        error(title, file, message)
+        Workflow::error(self, title, file, message)
     }
     fn mask(&self, secret: &str) {
-        mask(secret)
-    }
-}
-
-/// An `::error` annotation naming the file and the failed check (or `error:` on stderr).
-pub fn error(title: &str, file: Option<&str>, message: &str) {
-    annotate("error", title, file, message)
-}
-
-/// A `::warning` annotation.
-pub fn warning(title: &str, file: Option<&str>, message: &str) {
-    annotate("warning", title, file, message)
-}
-
-/// A `::notice` annotation.
-pub fn notice(title: &str, message: &str) {
-    annotate("notice", title, None, message)
-}
-
-fn annotate(level: &str, title: &str, file: Option<&str>, message: &str) {
-    let message = redact(message);
-    let title = redact(title);
-    if in_actions() {
-        let mut props = vec![format!("title={}", escape_property(&title))];
-        if let Some(f) = file {
-            props.insert(0, format!("file={}", escape_property(f)));
-        }
-        println!("::{level} {}::{}", props.join(","), escape_data(&message));
-    } else {
-        let at = file.map(|f| format!(" [{f}]")).unwrap_or_default();
-        eprintln!(
-            "{}",
-            safe_lines(&format!("{level}: {title}{at}: {message}"))
-        );
-    }
-}
-
-/// A log line (stderr, so stdout stays clean for workflow commands and `info` output).
-/// Inside Actions a message is one line (CR/LF escaped); on a terminal its lines are kept
-/// but each is guarded. Either way no value can start a workflow command.
-pub fn log(message: &str) {
-    let message = redact(message);
-    if in_actions() {
-        eprintln!("{}", one_line(&message));
-    } else {
-        eprintln!("{}", safe_lines(&message));
-    }
-}
-
-/// Starts a collapsible log group (Actions) or a heading (CLI).
-pub fn group(title: &str) {
-    if in_actions() {
-        println!("::group::{}", escape_data(title));
-    } else {
-        eprintln!("== {}", one_line(title));
-    }
-}
-
-/// Ends the group started by [`group`].
-pub fn end_group() {
-    if in_actions() {
-        println!("::endgroup::");
+        Workflow::mask(self, secret)
     }
 }
 
@@ -207,12 +229,13 @@ mod tests {
 
     #[test]
     fn redacts_registered_secrets_and_url_passwords() {
-        mask("s3cr3t-value");
-        assert_eq!(redact("pw=s3cr3t-value!"), "pw=***!");
+        let wf = Workflow::new(Secrets::new(), false);
+        wf.mask("s3cr3t-value");
+        assert_eq!(wf.redact("pw=s3cr3t-value!"), "pw=***!");
         assert_eq!(
-            redact("postgres://app:hunter22@db:5432/x and more"),
+            wf.redact("postgres://app:hunter22@db:5432/x and more"),
             "postgres://app:***@db:5432/x and more"
         );
-        assert_eq!(redact("http://host/path"), "http://host/path");
+        assert_eq!(wf.redact("http://host/path"), "http://host/path");
     }
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::artifact::{self, ArtifactError, DownloadedArtifact, Retry};
-use super::commands;
+use super::commands::Workflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -267,6 +267,8 @@ pub struct RestClient {
     api: Url,
     blob: reqwest::Client,
     retry: Retry,
+    /// The run's log and secrets (the token and signed URLs are masked there).
+    wf: Workflow,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -282,7 +284,8 @@ impl RestClient {
     /// `api_url` is `GITHUB_API_URL` (e.g. `https://api.github.com`, or `https://ghe/api/v3`);
     /// `token` is the `github-token` input, masked from now on. The retry base comes from
     /// `PREDEPLOY_RETRY_BASE_MS` (default 3 s), or [`RestClient::with_retry_base`].
-    pub fn new(api_url: &str, token: &str) -> Result<Self, RestError> {
+    /// Progress is logged, and secrets masked, through `wf`.
+    pub fn new(api_url: &str, token: &str, wf: &Workflow) -> Result<Self, RestError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(RestError::Invalid(format!(
@@ -290,7 +293,7 @@ impl RestClient {
                  GitHub's REST API, which needs a token; {TOKEN_HELP}"
             )));
         }
-        commands::mask(token);
+        wf.mask(token);
         if token
             .chars()
             .any(|c| c.is_control() || !c.is_ascii() || c == ' ')
@@ -310,7 +313,7 @@ impl RestClient {
         let api = Url::parse(api_str).map_err(|e| {
             RestError::Invalid(format!(
                 "GITHUB_API_URL `{}` is not a URL ({e})",
-                commands::redact(api_str)
+                wf.redact(api_str)
             ))
         })?;
         if !matches!(api.scheme(), "http" | "https")
@@ -319,7 +322,7 @@ impl RestClient {
         {
             return Err(RestError::Invalid(format!(
                 "GITHUB_API_URL `{}` is not an http(s) URL without a query",
-                commands::redact(api_str)
+                wf.redact(api_str)
             )));
         }
         let base = api.as_str().trim_end_matches('/').to_string();
@@ -342,6 +345,7 @@ impl RestClient {
             api,
             blob,
             retry: Retry::from_env(),
+            wf: wf.clone(),
         })
     }
 
@@ -360,11 +364,11 @@ impl RestClient {
             return Err(RestError::NotFound(format!(
                 "GitHub knows no run {run_id} in {owner}/{name} (404{}): check run-id and \
                  repository, and that github-token can read that repository's Actions",
-                github_message(&body)
+                github_message(&self.wf, &body)
             )));
         }
         if !status.is_success() {
-            return Err(status_error(status, &body, &ctx));
+            return Err(status_error(&self.wf, status, &body, &ctx));
         }
         serde_json::from_str(&body).map_err(|e| {
             RestError::Service(format!(
@@ -402,7 +406,7 @@ impl RestClient {
                 found.expires_at.as_deref(),
             )));
         }
-        commands::log(&format!(
+        self.wf.log(&format!(
             "Downloading {what}{}",
             found
                 .size_in_bytes
@@ -410,10 +414,11 @@ impl RestClient {
                 .unwrap_or_default()
         ));
         let location = self.zip_location(owner, repo, found.id, &what).await?;
-        artifact::mask_signed_url(&location);
+        artifact::mask_signed_url(&self.wf, &location);
         artifact::fetch_verify_unpack(
             &self.blob,
             self.retry,
+            &self.wf,
             &location,
             found.digest.as_deref(),
             &what,
@@ -448,7 +453,7 @@ impl RestClient {
                          does not exist, or github-token cannot see it ({TOKEN_HELP})"
                     )))
                 }
-                _ => return Err(status_error(status, &body, &ctx)),
+                _ => return Err(status_error(&self.wf, status, &body, &ctx)),
             }
             let list: ArtifactList = serde_json::from_str(&body).map_err(|e| {
                 RestError::Service(format!(
@@ -502,7 +507,7 @@ impl RestClient {
                     "GitHub answered {status} instead of a redirect when {ctx}"
                 )))
             }
-            _ => return Err(status_error(status, &body, &ctx)),
+            _ => return Err(status_error(&self.wf, status, &body, &ctx)),
         }
         let loc = headers
             .get(reqwest::header::LOCATION)
@@ -536,7 +541,7 @@ impl RestClient {
         let endpoint = path_and_query.split('?').next().unwrap_or(path_and_query);
         let mut last = String::new();
         for attempt in 0..self.retry.attempts {
-            self.retry.wait(attempt, &last).await;
+            self.retry.wait(&self.wf, attempt, &last).await;
             let sent = self
                 .http
                 .get(&url)
@@ -571,7 +576,7 @@ impl RestClient {
             if artifact::is_retryable(status) {
                 last = format!(
                     "the GitHub API answered {status} for {endpoint}{}",
-                    github_message(&body)
+                    github_message(&self.wf, &body)
                 );
                 continue;
             }
@@ -611,16 +616,16 @@ fn expired_message(what: &str, expires_at: Option<&str>) -> String {
     )
 }
 
-fn github_message(body: &str) -> String {
+fn github_message(wf: &Workflow, body: &str) -> String {
     let m: GithubMessage = serde_json::from_str(body).unwrap_or_default();
     match m.message.filter(|s| !s.trim().is_empty()) {
-        Some(s) => format!(": {}", commands::redact(s.trim())),
+        Some(s) => format!(": {}", wf.redact(s.trim())),
         None => String::new(),
     }
 }
 
-fn status_error(status: reqwest::StatusCode, body: &str, ctx: &str) -> RestError {
-    let msg = github_message(body);
+fn status_error(wf: &Workflow, status: reqwest::StatusCode, body: &str, ctx: &str) -> RestError {
+    let msg = github_message(wf, body);
     match status.as_u16() {
         401 => RestError::Auth(format!(
             "GitHub refused github-token (401{msg}) when {ctx}: it is invalid or has expired; \

@@ -7,8 +7,8 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::commands::redact;
 use crate::retention::{when, PruneReport};
+use crate::secrets::Secrets;
 
 /// Summaries larger than this are cut (the runner's hard limit is 1 MiB).
 pub const MAX_BYTES: usize = 900 * 1024;
@@ -82,9 +82,9 @@ impl Summary {
         &self.text
     }
 
-    /// Redacted and capped Markdown, verdict first.
-    pub fn render(&self) -> String {
-        let mut s = redact(&format!(
+    /// Capped Markdown, verdict first, with the run's `secrets` redacted.
+    pub fn render(&self, secrets: &Secrets) -> String {
+        let mut s = secrets.redact(&format!(
             "{}{}",
             self.verdict.as_deref().unwrap_or(""),
             self.text
@@ -100,10 +100,10 @@ impl Summary {
         s
     }
 
-    /// Appends to the summary file.
-    pub fn write_to(&self, path: &Path) -> io::Result<()> {
+    /// Appends to the summary file ([`Self::render`]).
+    pub fn write_to(&self, path: &Path, secrets: &Secrets) -> io::Result<()> {
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-        f.write_all(self.render().as_bytes())
+        f.write_all(self.render(secrets).as_bytes())
     }
 }
 
@@ -169,7 +169,7 @@ pub trait RetentionSummary {
     fn markdown(&self) -> String {
         let mut s = Summary::new();
         self.write_summary(&mut s);
-        s.render()
+        s.render(&Secrets::new())
     }
 }
 
@@ -222,13 +222,14 @@ mod tests {
         s.heading(3, "Files").paragraph("x");
         s.verdict("✅ ok");
         assert!(
-            s.render().starts_with("## ✅ ok\n\n### Files"),
+            s.render(&Secrets::new())
+                .starts_with("## ✅ ok\n\n### Files"),
             "{}",
-            s.render()
+            s.render(&Secrets::new())
         );
         s.verdict("❌ failed");
-        assert!(s.render().starts_with("## ❌ failed\n"));
-        assert!(!s.render().contains("✅ ok"));
+        assert!(s.render(&Secrets::new()).starts_with("## ❌ failed\n"));
+        assert!(!s.render(&Secrets::new()).contains("✅ ok"));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //!   tar walk) through the same tee as a clear file's ([`Tee`], [`StreamCheck`]). The
 //!   plaintext is verified in the same pass that writes it; nothing is decrypted and read
 //!   again.
-//! - **Reading** ([`open`]): a `….age` file is decrypted with the identity given to this run
-//!   ([`install`]); any other file is read as it is. Every reader of backup files (restore,
-//!   verify-restore, the pre-restore checks) goes through it.
+//! - **Reading** ([`open`]): a `….age` file is decrypted with the identity the caller
+//!   passes (the run's `decrypt-identity`, a value handed down, never a global); any other
+//!   file is read as it is. Every reader of backup files (restore, verify-restore, the
+//!   pre-restore checks) goes through it.
 //! - **Verifying a stored file** ([`verify_stored`]): without an identity, the age header
 //!   is parsed and the SHA-256/size of the ciphertext computed (what retention, `verify` and
 //!   a destination's read-back need); with one, every chunk is authenticated and the
@@ -24,7 +25,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -305,18 +306,6 @@ fn openssh_public(pem: &str) -> Option<String> {
     })
 }
 
-static IDENTITY: OnceLock<Identity> = OnceLock::new();
-
-/// Makes `id` the identity every `….age` file of this run is decrypted with.
-pub fn install(id: Identity) {
-    let _ = IDENTITY.set(id);
-}
-
-/// The identity given to this run, if any.
-pub fn identity() -> Option<&'static Identity> {
-    IDENTITY.get()
-}
-
 /// Why a file cannot be opened with an identity.
 #[derive(Debug)]
 pub enum Access {
@@ -352,14 +341,33 @@ fn age_io(e: age::DecryptError) -> io::Error {
     }
 }
 
-/// A backup file's stored content: decrypted with the run's identity when the name ends in
-/// `.age`, else the file as it is.
-pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+/// Verifies one backup file ([`super::verify::verify_file_as`]); a `….age` one through this
+/// layer: with `identity` its content is decrypted and checked too, without one its header
+/// and stored bytes only ([`verify_stored`]).
+pub fn verify_file(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    identity: Option<&Identity>,
+) -> FileReport {
+    if !is_sealed(path) {
+        return super::verify::verify_file_as(path, expect, codec, min_size);
+    }
+    let open = |file: File, size: u64, report: &mut FileReport| {
+        verify_stored(file, size, report, identity)
+    };
+    super::verify::verify_file_opened(path, expect, codec, min_size, &open)
+}
+
+/// A backup file's stored content: decrypted with `identity` when the name ends in `.age`
+/// (an error without one), else the file as it is.
+pub fn open(path: &Path, identity: Option<&Identity>) -> io::Result<Box<dyn BufRead + Send>> {
     let f = BufReader::with_capacity(1 << 20, File::open(path)?);
     if !is_sealed(path) {
         return Ok(Box::new(f));
     }
-    let id = identity().ok_or_else(|| {
+    let id = identity.ok_or_else(|| {
         io::Error::other(format!(
             "{} is encrypted with age: pass the matching identity in decrypt-identity (or env PREDEPLOY_AGE_IDENTITY)",
             path.display()
@@ -577,8 +585,14 @@ impl<R: Read> Read for Watch<R> {
 }
 
 /// The checks after `min-size` of a stored `….age` file (see the module doc). `file` is
-/// open at its start; `size` is its length.
-pub(crate) fn verify_stored(mut file: File, size: u64, report: &mut FileReport) {
+/// open at its start; `size` is its length. With `identity` the content is decrypted and
+/// checked too.
+pub(crate) fn verify_stored(
+    mut file: File,
+    size: u64,
+    report: &mut FileReport,
+    identity: Option<&Identity>,
+) {
     let shown = report.path.display().to_string();
     report.encrypted = Some(vec![]);
     // age-header
@@ -595,7 +609,7 @@ pub(crate) fn verify_stored(mut file: File, size: u64, report: &mut FileReport) 
         report.fail(Check::Sha256, format!("{shown} cannot be read again ({e})"));
         return;
     }
-    let Some(id) = identity() else {
+    let Some(id) = identity else {
         // Without the key: the stored bytes only (size and SHA-256 against the manifest).
         let mut state = (Sha256::new(), 0u64);
         let mut buf = vec![0u8; 1 << 20];

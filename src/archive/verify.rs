@@ -199,9 +199,28 @@ pub fn verify_file(path: &Path, expect: Expect, min_size: u64) -> FileReport {
     verify_file_as(path, expect, Codec::from_path(path), min_size)
 }
 
-/// [`verify_file`] with the codec given (the one a manifest recorded).
+/// [`verify_file`] with the codec given (the one a manifest recorded), for a file read as it
+/// is stored. An encrypted (`….age`) file goes through the age layer's `verify_file`, which
+/// drives [`verify_file_opened`].
 pub fn verify_file_as(path: &Path, expect: Expect, codec: Codec, min_size: u64) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, None)
+    verify_file_with(path, expect, codec, min_size, None, None)
+}
+
+/// The checks after `min-size` of a stored file that is not read as it is: given the file
+/// (open at its start) and its size, they fill in the report (the age layer decrypts first,
+/// then runs [`verify_stream`] on the plaintext).
+pub type Opener<'a> = &'a dyn Fn(File, u64, &mut FileReport);
+
+/// [`verify_file_as`] with the content checks left to `opener` (the file checks `exists`,
+/// `regular-file` and `min-size` run as usual).
+pub fn verify_file_opened(
+    path: &Path,
+    expect: Expect,
+    codec: Codec,
+    min_size: u64,
+    opener: Opener<'_>,
+) -> FileReport {
+    verify_file_with(path, expect, codec, min_size, None, Some(opener))
 }
 
 /// [`verify_file_as`] for a file whose content checks already ran on its bytes while they
@@ -218,7 +237,7 @@ pub fn verify_written(
     min_size: u64,
     streamed: Streamed,
 ) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, Some(streamed))
+    verify_file_with(path, expect, codec, min_size, Some(streamed), None)
 }
 
 fn verify_file_with(
@@ -227,6 +246,7 @@ fn verify_file_with(
     codec: Codec,
     min_size: u64,
     streamed: Option<Streamed>,
+    opener: Option<Opener<'_>>,
 ) -> FileReport {
     let mut report = FileReport::new(path, expect, codec);
     let shown = path.display();
@@ -316,7 +336,7 @@ fn verify_file_with(
         // An empty database (a new app's first deploy) dumps to a few hundred bytes. A dump
         // that is complete (pg_dump wrote its last line) and holds no rows at all is exactly
         // that database, not a failed dump: it passes min-size on completeness instead.
-        content(file, size, &mut report, streamed);
+        content(file, size, &mut report, streamed, opener);
         let complete_and_empty = report.failure.is_none()
             && report
                 .sql
@@ -345,16 +365,25 @@ fn verify_file_with(
     }
     report.pass(Check::MinSize);
 
-    content(file, size, &mut report, streamed);
+    content(file, size, &mut report, streamed, opener);
     report
 }
 
 /// The content checks and `sha256` of an opened file: decoded here, or (`streamed`) taken
 /// from the checks that ran while it was written, with the stored bytes hashed again.
-fn content(file: File, size: u64, report: &mut FileReport, streamed: Option<Streamed>) {
+fn content(
+    file: File,
+    size: u64,
+    report: &mut FileReport,
+    streamed: Option<Streamed>,
+    opener: Option<Opener<'_>>,
+) {
     let Some(Streamed { report: s, stored }) = streamed else {
-        // Decrypted first when the file is `….age` and an identity was given.
-        verify_stored(file, size, report);
+        // Through the opener (decrypted first) when there is one.
+        match opener {
+            Some(open) => open(file, size, report),
+            None => verify_stream(file, Some(size), report),
+        }
         return;
     };
     report.sql = s.sql;
@@ -525,7 +554,7 @@ impl io::Write for StreamCheck {
 }
 
 /// Writes to `.0`, then the same bytes to the checks (`.1`): the one tee of a file that is
-/// verified while it is written (clear, [`crate::pipe`], or sealed, [`super::crypt`]).
+/// verified while it is written (clear, [`crate::pipe`], or sealed by the age layer).
 pub struct Tee<W: Write>(pub W, pub StreamCheck);
 
 impl<W: Write> Write for Tee<W> {
@@ -536,16 +565,6 @@ impl<W: Write> Write for Tee<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
-    }
-}
-
-/// The checks after `min-size` of a stored file: an age-encrypted one (`….age`) through
-/// [`super::crypt`], any other as it is.
-fn verify_stored(file: File, size: u64, report: &mut FileReport) {
-    if super::crypt::is_sealed(&report.path) {
-        super::crypt::verify_stored(file, size, report);
-    } else {
-        verify_stream(file, Some(size), report);
     }
 }
 

@@ -8,7 +8,7 @@
 //! 3. write everything into a hidden `.pre-deployment-<ts>.partial/` folder: a crash leaves
 //!    nothing that looks like a backup;
 //! 4. stop `stop-containers` only around the volume archives, and start them again at once
-//!    (and on every failure path, and on SIGTERM: see `docker::restart_stopped`);
+//!    (and on every failure path, and on SIGTERM: see `docker::Stopped`);
 //! 5. read every file back with the `verify` machinery; optionally restore the dump into a
 //!    throwaway database;
 //! 6. only then write the manifest, rename the folder into place, publish, and prune.
@@ -21,7 +21,7 @@ use chrono::Utc;
 
 use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::actions::summary::human_size;
 use crate::archive::codec::Codec;
 use crate::archive::verify::{verify_written, Expect, FileReport};
@@ -47,6 +47,7 @@ pub struct Database {
 /// Resolves the database inputs (container, compose labels or URL) and checks the server
 /// answers. `None` when no database was asked for.
 pub async fn resolve_database(
+    wf: &Workflow,
     engine: Option<&Engine>,
     t: &crate::cli::Target,
 ) -> Result<Option<Database>> {
@@ -56,7 +57,7 @@ pub async fn resolve_database(
         .or_else(|| std::env::var("POSTGRES_PASSWORD").ok())
         .filter(|p| !p.is_empty());
     if let Some(p) = &password {
-        wf::mask(p);
+        wf.mask(p);
     }
     let by_container = t.postgres_container.is_some() || t.compose_project.is_some();
     if by_container && t.database_url.is_some() {
@@ -65,7 +66,7 @@ pub async fn resolve_database(
         ));
     }
     if let Some(url) = &t.database_url {
-        wf::mask(url);
+        wf.mask(url);
         let parsed = url::Url::parse(url).map_err(|e| {
             usage(format!(
                 "database-url is not a URL ({e}): write postgres://user:password@host:5432/dbname"
@@ -100,7 +101,7 @@ pub async fn resolve_database(
         };
         let size = server.database_size(&creds).await?;
         if let Some((path, version)) = server.pick_pg_dump(&creds).await? {
-            wf::log(&format!("Using {} ({version})", path.display()));
+            wf.log(&format!("Using {} ({version})", path.display()));
         }
         return Ok(Some(Database {
             server,
@@ -108,7 +109,7 @@ pub async fn resolve_database(
             meta: DbMeta {
                 name: Some(db),
                 user: Some(user),
-                url: Some(wf::redact(url)),
+                url: Some(wf.redact(url)),
                 ..Default::default()
             },
             creds,
@@ -230,6 +231,8 @@ pub struct Spec<'a> {
     /// With a destination: every file is sent there while it is written (see
     /// [`super::destination::Shipping`]); the caller commits or discards it after `take`.
     pub shipping: Option<&'a super::destination::Shipping>,
+    /// What verify-restore decrypts the dump with when it is encrypted.
+    pub decrypt: Option<std::sync::Arc<crate::archive::crypt::Identity>>,
 }
 
 /// A verified backup, in place, with the backup root still locked.
@@ -245,7 +248,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     if std::env::var("RUNNER_ENVIRONMENT").as_deref() == Ok("github-hosted")
         && !args.publish.include_backups_in_artifact
     {
-        wf::warning(
+        ctx.wf.warning(
             "Backup files will not outlive this job",
             None,
             "this is a GitHub-hosted runner: its disk, and the backup files on it, are deleted when the job ends, and the artifact holds only the manifest. Set include-backups-in-artifact: true (or a durable destination) to be able to roll back from another job",
@@ -254,9 +257,9 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
     let compression = Codec::parse(&args.compression).map_err(usage)?;
     let compression_level = compression.level(args.compression_level).map_err(usage)?;
     let encrypt = super::crypto::recipients(ctx, &args.encrypt)?;
-    let given = super::crypto::identity(&args.decrypt)?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
     match (&encrypt, args.verify_restore) {
-        (Some(r), true) => match crate::archive::crypt::identity() {
+        (Some(r), true) => match identity.as_deref() {
             None => {
                 return Err(usage(format!(
                     "verify-restore reads the dump back, and the dump will be encrypted to {}: pass the matching identity in decrypt-identity (or env {}), or set verify-restore: false",
@@ -272,7 +275,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
             }
             Some(_) => {}
         },
-        (None, _) if given == super::crypto::Given::Input => wf::warning(
+        (None, _) if given == super::crypto::Given::Input => ctx.wf.warning(
             "decrypt-identity is not used",
             None,
             "decrypt-identity only serves verify-restore of encrypted backups (encrypt-recipients): it is ignored here",
@@ -280,7 +283,7 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         _ => {}
     }
     if let Some(r) = &encrypt {
-        wf::log(&format!(
+        ctx.wf.log(&format!(
             "Encrypting the backup files with age to {}",
             r.fingerprints.join(", ")
         ));
@@ -310,11 +313,14 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         revision: (commit, branch),
         encrypt,
         shipping: shipping.as_ref(),
+        decrypt: identity,
     };
     let taken = take(ctx, &spec).await;
     let (taken, stored) = match (taken, shipping) {
         (Ok(mut t), Some(s)) => {
-            let stored = s.commit(&t.dir, &mut t.manifest, lease.as_ref()).await?;
+            let stored = s
+                .commit(&t.dir, &mut t.manifest, lease.as_ref(), &ctx.wf)
+                .await?;
             (t, Some(stored))
         }
         (Ok(t), None) => (t, None),
@@ -379,7 +385,7 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
     } else {
         None
     };
-    let db = resolve_database(engine.as_ref(), t).await?;
+    let db = resolve_database(&ctx.wf, engine.as_ref(), t).await?;
     let mut volume_users: Vec<ContainerInfo> = vec![];
     if let Some(e) = &engine {
         for v in &volumes {
@@ -416,9 +422,9 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
 
     // 2. The lock, and a fresh timestamped folder.
     let root = ctx.backup_root(spec.backup_root)?;
-    let lock = crate::lock::acquire(&root, LOCK_WAIT, ctx.report)?;
+    let lock = crate::lock::acquire(&root, LOCK_WAIT, &*ctx.report)?;
     ctx.give_to_workspace_owner(&root.join(crate::lock::LOCK_FILE));
-    remove_stale_partials(&root);
+    remove_stale_partials(&ctx.wf, &root);
     let (created_at, ts, final_dir) = loop {
         let now = Utc::now();
         let ts = manifest::timestamp(now);
@@ -517,14 +523,14 @@ pub async fn take(ctx: &mut Context, spec: &Spec<'_>) -> Result<Taken> {
 
 /// A run that was killed (SIGKILL, power loss) leaves its hidden `.partial` folder behind;
 /// with the lock held no other run is writing one, so they can go.
-fn remove_stale_partials(root: &Path) {
+fn remove_stale_partials(wf: &Workflow, root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with(&format!(".{}", manifest::DIR_PREFIX)) && name.ends_with(".partial") {
-            wf::log(&format!("Removing {name}, left by an interrupted run"));
+            wf.log(&format!("Removing {name}, left by an interrupted run"));
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -624,9 +630,9 @@ async fn make(
             file_safe(&name),
             codec.ext()
         ));
-        wf::group(&format!(
+        ctx.wf.group(&format!(
             "Dumping database {name} ({})",
-            d.server.describe()
+            d.server.describe(ctx.wf.secrets())
         ));
         let started = Instant::now();
         let (tx, writer) = pipe::write_backup_file(
@@ -639,11 +645,11 @@ async fn make(
         );
         let dumped = d.server.dump(&d.creds, tx).await;
         let written = writer.await?;
-        wf::end_group();
+        ctx.wf.end_group();
         dumped?;
         let (raw, checked) = written.with_context(|| format!("cannot write {}", path.display()))?;
         timings.insert("database dump".into(), started.elapsed().as_secs_f64());
-        wf::log(&format!(
+        ctx.wf.log(&format!(
             "Dumped {} of SQL in {:.1} s",
             human_size(raw),
             started.elapsed().as_secs_f64()
@@ -659,9 +665,10 @@ async fn make(
         let started = Instant::now();
         let mut stopped = vec![];
         if let (Some(e), false) = (engine, stop.is_empty()) {
-            stopped = e.stop(stop, ctx.report).await?;
+            stopped = e.stop(stop, &ctx.stopped, &*ctx.report).await?;
         }
         let archived = archive_all(
+            &ctx.wf,
             work,
             ts,
             (codec, level),
@@ -674,7 +681,7 @@ async fn make(
         )
         .await;
         // Only what this backup stopped: a caller (rollback) may keep others stopped.
-        let not_restarted = crate::docker::restart(&stopped, ctx.report).await;
+        let not_restarted = ctx.stopped.restart(&stopped, &*ctx.report).await;
         (vol_files, vol_checked) = archived?.into_iter().map(|(p, m, c)| ((p, m), c)).unzip();
         if !not_restarted.is_empty() {
             anyhow::bail!(
@@ -748,7 +755,7 @@ async fn make(
                 .as_ref()
                 .is_some_and(|s| s.tables.values().all(|&n| n == 0))
         {
-            wf::warning(
+            ctx.wf.warning(
                 "The database is empty",
                 None,
                 &format!(
@@ -765,7 +772,7 @@ async fn make(
         let all_ok = verified.db.as_ref().is_some_and(|(r, _)| r.verified());
         if let (Some(d), Some((report, _)), true) = (db, &verified.db, all_ok) {
             let started = Instant::now();
-            let rc = verify_restore(ctx, d, report).await?;
+            let rc = verify_restore(ctx, d, report, spec.decrypt.clone()).await?;
             timings.insert("verify-restore".into(), started.elapsed().as_secs_f64());
             if !rc.passed {
                 verified.report(ctx);
@@ -795,6 +802,7 @@ async fn make(
 /// Archives each volume (through a helper container) and host path into `work`.
 #[allow(clippy::too_many_arguments)]
 async fn archive_all(
+    wf: &Workflow,
     work: &Path,
     ts: &str,
     (codec, level): (Codec, u32),
@@ -822,7 +830,7 @@ async fn archive_all(
         let engine = engine.expect("docker connected for volumes");
         let image = helper_image.expect("helper image chosen for volumes");
         let path = work.join(names.allocate("volume", v, ts, &ext));
-        wf::log(&format!("Archiving volume {v}"));
+        wf.log(&format!("Archiving volume {v}"));
         let helper = engine.helper(v, image, true, None).await?;
         let (tx, writer) =
             pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal(), ship(&path));
@@ -844,7 +852,7 @@ async fn archive_all(
     }
     for p in host_paths {
         let path = work.join(names.allocate("volume", &p.display().to_string(), ts, &ext));
-        wf::log(&format!("Archiving folder {}", p.display()));
+        wf.log(&format!("Archiving folder {}", p.display()));
         let (mut rx, reader) = pipe::tar_folder(p.clone());
         let (tx, writer) =
             pipe::write_backup_file(path.clone(), codec, level, Expect::Tar, seal(), ship(&path));
@@ -876,12 +884,13 @@ async fn verify_restore(
     ctx: &mut Context,
     d: &Database,
     report: &FileReport,
+    identity: Option<std::sync::Arc<crate::archive::crypt::Identity>>,
 ) -> Result<RestoreCheck> {
     let scratch = format!(
         "predeploy_verify_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    wf::group(&format!(
+    ctx.wf.group(&format!(
         "verify-restore: loading the dump into throwaway database {scratch}"
     ));
     d.server
@@ -894,8 +903,8 @@ async fn verify_restore(
             )
         })?;
     let outcome = async {
-        let (rx, reader) = pipe::decode_file(&report.path, report.codec);
-        let loaded = d.server.load(&d.creds, &scratch, rx, ctx.report).await;
+        let (rx, reader) = pipe::decode_file(&report.path, report.codec, identity);
+        let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
         let read = reader.await?;
         loaded.context("verify-restore: the dump does not load into a fresh database")?;
         read?;
@@ -910,9 +919,9 @@ async fn verify_restore(
     }
     .await;
     let dropped = d.server.drop_database(&d.creds, &scratch).await;
-    wf::end_group();
+    ctx.wf.end_group();
     if let Err(e) = dropped {
-        wf::warning(
+        ctx.wf.warning(
             "Throwaway database not dropped",
             None,
             &format!("could not drop {scratch}: {e}; drop it by hand"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::Context;
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::archive::crypt::{self, Access, Identity, Recipients};
 use crate::archive::verify::FileReport;
 use crate::cli::{Decrypt, Encrypt};
@@ -55,8 +55,9 @@ pub fn recipients(ctx: &Context, e: &Encrypt) -> Result<Option<Arc<Recipients>>>
     Ok(Some(Arc::new(r)))
 }
 
-/// Reads, masks, parses and installs the identity (for every `….age` file this run reads).
-pub fn identity(d: &Decrypt) -> Result<Given> {
+/// Reads, masks and parses the identity: where it came from, and the identity itself, which
+/// the caller hands to everything that opens a `….age` file of this run.
+pub fn identity(d: &Decrypt, wf: &Workflow) -> Result<(Given, Option<Arc<Identity>>)> {
     let (value, given) = match d
         .decrypt_identity
         .as_deref()
@@ -68,10 +69,10 @@ pub fn identity(d: &Decrypt) -> Result<Given> {
             .filter(|v| !v.trim().is_empty())
         {
             Some(v) => (v, Given::Env),
-            None => return Ok(Given::None),
+            None => return Ok((Given::None, None)),
         },
     };
-    mask_all(&value);
+    mask_all(wf, &value);
     let what = match given {
         Given::Input => "decrypt-identity",
         _ => IDENTITY_ENV,
@@ -85,12 +86,11 @@ pub fn identity(d: &Decrypt) -> Result<Given> {
                 "{what} is neither an age identity (AGE-SECRET-KEY-1…) nor the path of a readable identity file"
             ))
         })?;
-        mask_all(&body);
+        mask_all(wf, &body);
         body
     };
     let id = Identity::parse(&text).map_err(|e| usage(e.replace("decrypt-identity", what)))?;
-    crypt::install(id);
-    Ok(given)
+    Ok((given, Some(Arc::new(id))))
 }
 
 fn looks_like_a_key(v: &str) -> bool {
@@ -98,10 +98,10 @@ fn looks_like_a_key(v: &str) -> bool {
 }
 
 /// Masks the whole value and each line of it (Actions masks line by line).
-fn mask_all(v: &str) {
-    wf::mask(v);
+fn mask_all(wf: &Workflow, v: &str) {
+    wf.mask(v);
     for line in v.lines() {
-        wf::mask(line);
+        wf.mask(line);
     }
 }
 
@@ -111,7 +111,10 @@ fn mask_all(v: &str) {
 /// less protected than the backup and opens with the identity that restored it. An ssh
 /// recipient is recorded by its fingerprint only, so it is kept only when it is the
 /// identity's own key.
-pub fn safety_recipients(m: &Manifest) -> Result<Option<Arc<Recipients>>> {
+pub fn safety_recipients(
+    m: &Manifest,
+    identity: Option<&Identity>,
+) -> Result<Option<Arc<Recipients>>> {
     let files = m.files();
     if files.iter().all(|f| f.encrypted.is_none()) {
         return Ok(None);
@@ -122,7 +125,7 @@ pub fn safety_recipients(m: &Manifest) -> Result<Option<Arc<Recipients>>> {
         .filter(|r| r.starts_with("age1") && Recipients::parse(r).is_ok())
         .cloned()
         .collect();
-    if let Some(id) = crypt::identity() {
+    if let Some(id) = identity {
         keys.extend(id.recipients.iter().cloned());
     }
     let r = Recipients::parse(&keys.join("\n")).map_err(|_| {
@@ -160,7 +163,9 @@ pub fn preflight_manifest(
     dir: &Path,
     source: &str,
     given: Given,
+    identity: Option<&Identity>,
     need_key: bool,
+    wf: &Workflow,
 ) -> Result<()> {
     for f in m.files() {
         let named = crypt::is_sealed(Path::new(&f.path));
@@ -195,7 +200,9 @@ pub fn preflight_manifest(
         ),
         source,
         given,
+        identity,
         need_key,
+        wf,
     )
 }
 
@@ -206,7 +213,9 @@ pub fn preflight(
     encrypted_to: &str,
     source: &str,
     given: Given,
+    identity: Option<&Identity>,
     need_key: bool,
+    wf: &Workflow,
 ) -> Result<()> {
     if paths.is_empty() {
         match given {
@@ -215,14 +224,14 @@ pub fn preflight(
                     "decrypt-identity was given but {source} is not encrypted: remove decrypt-identity (an identity is only needed for backups whose files end in .age); nothing was changed"
                 )))
             }
-            Given::Env => wf::log(&format!(
+            Given::Env => wf.log(&format!(
                 "{IDENTITY_ENV} is set but {source} is not encrypted: the identity is not used"
             )),
             Given::None => {}
         }
         return Ok(());
     }
-    let Some(id) = crypt::identity() else {
+    let Some(id) = identity else {
         if !need_key {
             return Ok(());
         }

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::actions::summary::{self as md, human_size};
 use crate::cli::DestinationArgs;
 use crate::manifest::{Manifest, DIR_PREFIX, FILE_NAME};
@@ -45,7 +45,7 @@ pub async fn open(ctx: &mut Context, args: &DestinationArgs) -> Result<Option<St
     // The credentials the S3 client reads from the environment are secrets.
     for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         if let Ok(v) = std::env::var(k) {
-            crate::actions::commands::mask(&v);
+            ctx.wf.mask(&v);
         }
     }
     let opts = s3::Options {
@@ -84,7 +84,7 @@ pub async fn lock(ctx: &Context, store: &Store) -> Result<Lease> {
                 .unwrap_or_else(|_| "this host".into())
         ),
     };
-    Ok(Lease::acquire(store, &holder, LEASE_TTL, LEASE_WAIT, wf::log).await?)
+    Ok(Lease::acquire(store, &holder, LEASE_TTL, LEASE_WAIT, |m| ctx.wf.log(m)).await?)
 }
 
 /// Where one backup went.
@@ -289,6 +289,7 @@ impl Shipping {
         dir: &Path,
         m: &mut Manifest,
         lease: Option<&Lease>,
+        wf: &Workflow,
     ) -> Result<Stored> {
         let store = &self.store;
         let folder = self.folder();
@@ -334,7 +335,7 @@ impl Shipping {
                     );
                 }
                 bytes += done.bytes;
-                wf::log(&format!(
+                wf.log(&format!(
                     "Stored {} ({}): sent in {:.1} s while it was written, {} read back in {:.1} s",
                     store.url_of(&key),
                     human_size(done.bytes),
@@ -505,7 +506,7 @@ pub struct Found {
 
 /// Every backup in the destination whose manifest is ours, oldest first (folders without a
 /// readable manifest are incomplete and skipped).
-pub async fn backups(store: &Store) -> Result<Vec<Found>> {
+pub async fn backups(store: &Store, wf: &Workflow) -> Result<Vec<Found>> {
     let mut out = vec![];
     for folder in store.folders().await? {
         if !folder.starts_with(DIR_PREFIX) {
@@ -518,7 +519,7 @@ pub async fn backups(store: &Store) -> Result<Vec<Found>> {
         let text = String::from_utf8_lossy(&bytes);
         match Manifest::parse(&text, Path::new(&store.url_of(&key))) {
             Ok(manifest) => out.push(Found { folder, manifest }),
-            Err(e) => wf::log(&format!("Skipping {}: {e}", store.url_of(&folder))),
+            Err(e) => wf.log(&format!("Skipping {}: {e}", store.url_of(&folder))),
         }
     }
     out.sort_by_key(|f| f.manifest.created_at);
@@ -526,9 +527,9 @@ pub async fn backups(store: &Store) -> Result<Vec<Found>> {
 }
 
 /// The newest backup (not a rollback's safety backup) that the run `run_id` made.
-pub async fn find_run(store: &Store, run_id: u64) -> Result<Found> {
+pub async fn find_run(store: &Store, run_id: u64, wf: &Workflow) -> Result<Found> {
     let id = run_id.to_string();
-    let all = backups(store).await?;
+    let all = backups(store, wf).await?;
     let count = all.len();
     all.into_iter()
         .rev()
@@ -572,7 +573,7 @@ pub async fn find_manifest(store: &Store, url: &str) -> Result<Found> {
 }
 
 /// Downloads the files a manifest lists into `into` (streamed); the caller checks them.
-pub async fn download(store: &Store, found: &Found, into: &Path) -> Result<PathBuf> {
+pub async fn download(store: &Store, found: &Found, into: &Path, wf: &Workflow) -> Result<PathBuf> {
     let dir = into.join(&found.folder);
     tokio::fs::create_dir_all(&dir).await?;
     for f in found.manifest.files() {
@@ -599,7 +600,7 @@ pub async fn download(store: &Store, found: &Found, into: &Path) -> Result<PathB
         let n = tokio::io::copy(&mut r, &mut out)
             .await
             .with_context(|| format!("downloading {}", store.url_of(&key)))?;
-        wf::log(&format!(
+        wf.log(&format!(
             "Downloaded {} ({}) in {:.1} s",
             store.url_of(&key),
             human_size(n),
@@ -648,8 +649,9 @@ pub async fn prune(
     policy: &Policy,
     own: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
+    wf: &Workflow,
 ) -> Result<Pruned> {
-    let mut all = backups(store).await?;
+    let mut all = backups(store, wf).await?;
     all.sort_by(|a, b| {
         b.manifest
             .created_at
@@ -736,19 +738,19 @@ fn report_pruned(ctx: &mut Context, store: &Store, p: &Pruned, dry_run: bool) {
             Verdict::Keep => "kept",
             Verdict::Delete => deleted,
         };
-        wf::log(&format!(
+        ctx.wf.log(&format!(
             "Retention in {}: {folder}: {what} ({why})",
             store.url()
         ));
     }
     for c in &p.cleared {
-        wf::log(&format!(
+        ctx.wf.log(&format!(
             "Retention in {}: {cleared} the incomplete {c}",
             store.url()
         ));
     }
     for e in &p.problems {
-        wf::warning("Retention in the destination", None, e);
+        ctx.wf.warning("Retention in the destination", None, e);
     }
     let gone: Vec<&String> = p
         .decisions
@@ -791,7 +793,7 @@ pub async fn prune_mode(
     } else {
         None
     };
-    let result = prune(store, policy, None, chrono::Utc::now()).await;
+    let result = prune(store, policy, None, chrono::Utc::now(), &ctx.wf).await;
     if let Some(l) = lease {
         l.release().await;
     }
@@ -813,10 +815,10 @@ pub async fn prune_after_backup(
         keep_last: keep.keep_last,
         dry_run: false,
     };
-    match prune(store, &policy, Some(own), chrono::Utc::now()).await {
+    match prune(store, &policy, Some(own), chrono::Utc::now(), &ctx.wf).await {
         Ok(p) => report_pruned(ctx, store, &p, false),
         Err(e) => {
-            wf::warning(
+            ctx.wf.warning(
                 "Retention in the destination skipped",
                 None,
                 &format!("{e:#}"),
@@ -867,7 +869,7 @@ mod tests {
             keep_last: 2,
             dry_run: false,
         };
-        let deleted = prune(&s, &keep, None, chrono::Utc::now())
+        let deleted = prune(&s, &keep, None, chrono::Utc::now(), &Default::default())
             .await
             .unwrap()
             .deleted;
@@ -881,7 +883,7 @@ mod tests {
             keep_last: 1,
             dry_run: false,
         };
-        let deleted = prune(&s, &keep, None, chrono::Utc::now())
+        let deleted = prune(&s, &keep, None, chrono::Utc::now(), &Default::default())
             .await
             .unwrap()
             .deleted;
@@ -895,9 +897,15 @@ mod tests {
             keep_last: 0,
             dry_run: false,
         };
-        let p = prune(&s, &keep, Some(&old3), chrono::Utc::now())
-            .await
-            .unwrap();
+        let p = prune(
+            &s,
+            &keep,
+            Some(&old3),
+            chrono::Utc::now(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         let left = s.folders().await.unwrap();
         assert!(left.contains(&old3), "{p:?}");
         assert!(left.contains(&future), "{p:?}");

@@ -61,7 +61,7 @@ pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
             .replace("```sh\n", "")
             .replace("```\n", ""),
     );
-    crate::actions::commands::print_report(&text);
+    ctx.wf.print_report(&text);
     ctx.summary
         .heading(2, "Last deployment backup")
         .code("", &text);
@@ -79,7 +79,7 @@ pub async fn run(ctx: &mut Context, args: InfoArgs) -> Result<()> {
 /// `info` with a destination: every complete backup there (time, commit, branch, sizes,
 /// verified) and the commands that restore the newest one, from the destination alone.
 async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Result<()> {
-    let all = super::destination::backups(store).await?;
+    let all = super::destination::backups(store, &ctx.wf).await?;
     let Some(last) = all.iter().rev().find(|f| f.manifest.mode != Origin::Safety) else {
         return Err(usage(format!(
             "no complete backup in {}: run `predeploy-backup backup --destination {}` first",
@@ -134,7 +134,7 @@ async fn from_destination(ctx: &mut Context, store: &crate::store::Store) -> Res
             .map(|c| format!(" --postgres-container {c}"))
             .unwrap_or_default()
     ));
-    crate::actions::commands::print_report(&text);
+    ctx.wf.print_report(&text);
     ctx.summary
         .heading(2, "Backups in the destination")
         .code("", &text);

@@ -43,12 +43,22 @@ pub struct Context {
     pub engine: crate::transport::Settings,
     /// Engine warnings already shown (a rollback connects twice).
     engine_warned: Vec<String>,
-    /// Where the engine reports progress ([`wf::reporter`]).
-    pub report: &'static dyn crate::report::Reporter,
+    /// How this run talks to the runner, with the run's secrets ([`wf::Workflow`]).
+    pub wf: wf::Workflow,
+    /// Where the engine reports progress ([`wf::Workflow::reporter`]).
+    pub report: std::sync::Arc<dyn crate::report::Reporter>,
+    /// Containers this run stopped: started again at the end of the run, and by `main`
+    /// when the job is cancelled (it holds a clone).
+    pub stopped: crate::docker::Stopped,
 }
 
 impl Context {
-    pub fn new(runtime: Runtime, workspace_arg: Option<&Path>) -> Result<Context> {
+    pub fn new(
+        runtime: Runtime,
+        workspace_arg: Option<&Path>,
+        wf: wf::Workflow,
+        stopped: crate::docker::Stopped,
+    ) -> Result<Context> {
         let cwd = std::env::current_dir()?;
         let workspace = workspace_arg
             .map(Path::to_path_buf)
@@ -71,7 +81,9 @@ impl Context {
             degraded: None,
             engine: Default::default(),
             engine_warned: vec![],
-            report: wf::reporter(),
+            report: wf.reporter(),
+            wf,
+            stopped,
         })
     }
 
@@ -81,7 +93,7 @@ impl Context {
         let engine = crate::docker::Engine::connect(&self.engine).await?;
         for w in engine.warnings() {
             if !self.engine_warned.contains(w) {
-                wf::warning("Docker engine", None, w);
+                self.wf.warning("Docker engine", None, w);
                 self.engine_warned.push(w.clone());
             }
         }
@@ -177,12 +189,12 @@ pub fn pointer_form(workspace: &Path, p: &Path) -> String {
 }
 
 /// Runs a parsed command line to the end: the mode, then (whatever happened) the outputs,
-/// the summary and the alert. Returns the mode's error for `main` to report.
-pub async fn run(cli: Cli) -> Result<()> {
+/// the summary and the alert. Returns the mode's error for `main` to report (through the
+/// same `wf`, which holds every secret the run registered).
+pub async fn run(cli: Cli, wf: wf::Workflow, stopped: crate::docker::Stopped) -> Result<()> {
     let runtime = Runtime::from_env();
-    wf::set_in_actions(runtime.in_actions);
     if let Some(t) = &runtime.runtime_token {
-        wf::mask(t);
+        wf.mask(t);
     }
     let mode = cli.mode;
     let mode_name = mode.name();
@@ -199,9 +211,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         alerts.alert_email.as_deref(),
         alerts.smtp_url.as_deref(),
         &alerts.alert_on,
-        wf::reporter(),
+        &*wf.reporter(),
+        wf.secrets(),
     );
-    let mut ctx = Context::new(runtime, workspace_arg.as_deref())?;
+    let mut ctx = Context::new(runtime, workspace_arg.as_deref(), wf, stopped)?;
     if let Mode::Backup(crate::cli::BackupArgs { engine, .. })
     | Mode::Rollback(crate::cli::RollbackArgs { engine, .. }) = &mode
     {
@@ -210,7 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .into_iter()
             .flatten()
         {
-            wf::mask(secret);
+            ctx.wf.mask(secret);
         }
         ctx.engine = engine.settings();
     }
@@ -224,7 +237,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
 
     // Whatever happened: containers we stopped are started again.
-    let not_restarted = crate::docker::restart_stopped(ctx.report).await;
+    let not_restarted = ctx.stopped.restart_all(&*ctx.report).await;
     let result = match (result, not_restarted.is_empty()) {
         (Ok(()), false) => Err(anyhow::anyhow!(
             "containers could not be started again: {}; start them by hand with `docker start`",
@@ -263,7 +276,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
     };
     let deliveries = crate::alert::send(&alert_config, &alert).await;
-    for line in crate::alert::log_deliveries(&deliveries, ctx.report) {
+    for line in crate::alert::log_deliveries(&deliveries, &*ctx.report, ctx.wf.secrets()) {
         ctx.summary
             .paragraph(&format!("⚠️ {}", crate::actions::summary::text(&line)));
     }
@@ -277,7 +290,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 fn finish(ctx: &Context, mode_name: &str) {
     if let Some(path) = &ctx.runtime.output_file {
         if let Err(e) = ctx.outputs.write_to(path) {
-            wf::error(
+            ctx.wf.error(
                 "Outputs not written",
                 None,
                 &format!("cannot write step outputs to {}: {e}", path.display()),
@@ -286,12 +299,13 @@ fn finish(ctx: &Context, mode_name: &str) {
     } else if !ctx.runtime.in_actions && mode_name != "info" {
         // The CLI prints what the action would set as outputs (`info` printed its report).
         for (k, v) in &ctx.outputs.values {
-            wf::print_report(&format!("{k}={}", v.replace(['\n', '\r'], ",")));
+            ctx.wf
+                .print_report(&format!("{k}={}", v.replace(['\n', '\r'], ",")));
         }
     }
     if let Some(path) = &ctx.runtime.summary_file {
-        if let Err(e) = ctx.summary.write_to(path) {
-            wf::warning(
+        if let Err(e) = ctx.summary.write_to(path, ctx.wf.secrets()) {
+            ctx.wf.warning(
                 "Summary not written",
                 None,
                 &format!("cannot write the job summary to {}: {e}", path.display()),

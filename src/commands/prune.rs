@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::Context;
-use crate::actions::commands as wf;
 use crate::actions::summary::RetentionSummary;
 use crate::cli::{Keep, PruneArgs};
 use crate::retention::{prune, Policy};
@@ -21,9 +20,9 @@ pub async fn run(ctx: &mut Context, args: PruneArgs) -> Result<()> {
     if let Some(store) = super::destination::open(ctx, dest).await? {
         super::destination::prune_mode(ctx, &store, &policy, dest.lock == "auto").await?;
     }
-    let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600), ctx.report)?;
+    let _lock = crate::lock::acquire(&root, std::time::Duration::from_secs(600), &*ctx.report)?;
     let report = prune(&root, &ctx.workspace, &policy, chrono::Utc::now())?;
-    report.log(ctx.report);
+    report.log(&*ctx.report);
     report.write_summary(&mut ctx.summary);
     if !report.failed.is_empty() {
         ctx.failed_check = Some("prune".into());
@@ -42,7 +41,7 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
     };
     match prune(root, &ctx.workspace, &policy, chrono::Utc::now()) {
         Ok(report) => {
-            report.log(ctx.report);
+            report.log(&*ctx.report);
             report.write_summary(&mut ctx.summary);
             if !report.failed.is_empty() {
                 ctx.failed_check.get_or_insert_with(|| "prune".into());
@@ -50,7 +49,7 @@ pub async fn after_backup(ctx: &mut Context, root: &Path, keep: &Keep) {
             }
         }
         Err(e) => {
-            wf::warning("Retention skipped", None, &format!("{e}"));
+            ctx.wf.warning("Retention skipped", None, &format!("{e}"));
             ctx.failed_check.get_or_insert_with(|| "prune".into());
             ctx.degraded = Some(format!("retention was skipped: {e}"));
         }

@@ -9,7 +9,6 @@ use anyhow::{Context as _, Result};
 
 use super::Context;
 use crate::actions::artifact::{artifact_url, validate_name, ArtifactClient};
-use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::Codec;
 use crate::archive::verify::FileReport;
@@ -254,7 +253,7 @@ impl Verified {
                 container: meta.container.clone(),
                 compose_project: meta.compose_project.clone(),
                 compose_service: meta.compose_service.clone(),
-                url: meta.url.as_deref().map(wf::redact),
+                url: meta.url.as_deref().map(|u| ctx.wf.redact(u)),
                 server_version: sql.server_version,
                 dump_tool_version: sql.dump_version,
                 tables: sql.tables,
@@ -301,7 +300,7 @@ pub struct Rejected {
 /// the error the run ends with (exit 1).
 pub fn reject(ctx: &mut Context, rejected: Rejected) -> anyhow::Error {
     for f in &rejected.failed {
-        wf::error(
+        ctx.wf.error(
             &format!("Backup check `{}` failed", f.check),
             Some(&f.file),
             &f.message,
@@ -407,7 +406,7 @@ pub async fn publish(
                 files.push((format!("{folder}/{}", f.path), dir.join(&f.path)));
             }
         }
-        let client = ArtifactClient::new(url, token)?;
+        let client = ArtifactClient::new(url, token, &ctx.wf)?;
         let up = client
             .upload(&publish.artifact_name, &files, Some(retention_days))
             .await

@@ -9,18 +9,20 @@
 //! restored. `dry-run` stops after the checks and says what would change.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
 use super::backup::{resolve_database, take, Spec};
 use super::Context;
 use crate::actions::artifact::ArtifactClient;
-use crate::actions::commands as wf;
+use crate::actions::commands::Workflow;
 use crate::actions::outputs::Outputs;
 use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::{self, Codec};
-use crate::archive::verify::{verify_file_as, Expect};
+use crate::archive::crypt::Identity;
+use crate::archive::verify::Expect;
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
@@ -42,7 +44,7 @@ struct Chosen {
 
 pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     if let Some(t) = &args.github_token {
-        wf::mask(t);
+        ctx.wf.mask(t);
     }
     // Until the very end, a rollback has not restored anything (refusals included).
     ctx.outputs.set("restored", "false");
@@ -52,7 +54,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     check_values(m, &chosen.source)?;
     ctx.backup_dir = Some(ctx.display(&chosen.dir));
     ctx.revision = (m.git.commit.clone(), m.git.branch.clone());
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "Restoring the backup of {} ({})",
         m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
         chosen.source
@@ -67,10 +69,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
 
     // 1. The identity fits the backup, and every byte is checked against the manifest,
     //    before anything is touched.
-    let given = super::crypto::identity(&args.decrypt)?;
-    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, true)?;
-    let safety_encrypt = super::crypto::safety_recipients(m)?;
-    check_files(ctx, &chosen).await?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
+    let id = identity.as_deref();
+    super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, id, true, &ctx.wf)?;
+    let safety_encrypt = super::crypto::safety_recipients(m, id)?;
+    check_files(ctx, &chosen, identity.clone()).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
     //    database's container, name and user, never the choice of targets.
@@ -103,7 +106,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         None
     };
     let db = if restore_db && m.database.is_some() {
-        let db = resolve_database(engine.as_ref(), &target).await?;
+        let db = resolve_database(&ctx.wf, engine.as_ref(), &target).await?;
         if db.is_none() {
             return Err(usage(
                 "the backup has a database but no target to restore it to: set postgres-container (or compose-project + postgres-service, or database-url)",
@@ -141,7 +144,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         plan.push(format!(
             "database `{}` on {}: dropped and recreated from {} ({}, {} tables)",
             d.creds.db,
-            d.server.describe(),
+            d.server.describe(ctx.wf.secrets()),
             rec.file.path,
             human_size(rec.file.size),
             rec.tables.len()
@@ -173,7 +176,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         plan.push(format!("code: check out commit {c} (the `commit` output)"));
     }
     for p in &plan {
-        wf::log(&format!("  - {p}"));
+        ctx.wf.log(&format!("  - {p}"));
     }
     ctx.summary.heading(
         2,
@@ -201,7 +204,8 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         set_common(&mut ctx.outputs);
         ctx.outputs.set("restored", "false");
         ctx.outputs.set("backup-dir", ctx.display(&chosen.dir));
-        wf::log("Dry run: every check passed; nothing was changed.");
+        ctx.wf
+            .log("Dry run: every check passed; nothing was changed.");
         return Ok(());
     }
 
@@ -218,10 +222,10 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             .filter(|s| Some(*s) != db_container.as_ref())
             .cloned()
             .collect();
-        stopped = e.stop(&to_stop, ctx.report).await?;
+        stopped = e.stop(&to_stop, &ctx.stopped, &*ctx.report).await?;
     }
     // A safety backup of the current state (the same machinery as `backup`).
-    wf::group("Safety backup of the current state");
+    ctx.wf.group("Safety backup of the current state");
     ctx.summary.heading(3, "Safety backup of the current state");
     let mut safety_target = target.clone();
     safety_target.volumes = Some(volumes.join(","));
@@ -255,12 +259,13 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         encrypt: safety_encrypt,
         // It goes where the restored one came from, sent while it is written.
         shipping: shipping.as_ref(),
+        decrypt: None,
     };
     let taken = take(ctx, &spec).await;
     let (safety, safety_url) = match (taken, shipping) {
         (Ok(mut t), Some(s)) => {
             let url = s
-                .commit(&t.dir, &mut t.manifest, None)
+                .commit(&t.dir, &mut t.manifest, None, &ctx.wf)
                 .await
                 .context("the safety backup could not be stored in the destination, so nothing was restored")?
                 .url;
@@ -276,13 +281,13 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             ));
         }
     };
-    wf::end_group();
+    ctx.wf.end_group();
     // The safety backup set backup outputs; a rollback has its own.
     ctx.outputs = Outputs::default();
     let safety_dir = ctx.display(&safety.dir);
     ctx.outputs.set("safety-backup-dir", safety_dir.clone());
     if let Some(u) = &safety_url {
-        wf::log(&format!("Safety backup stored in {u}"));
+        ctx.wf.log(&format!("Safety backup stored in {u}"));
         ctx.summary
             .paragraph(&format!("Safety backup stored in {}.", md::code(u)));
     }
@@ -325,12 +330,16 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             {
                 let archive = chosen.dir.join(&v.file.path);
                 match stage_volume(
+                    &ctx.wf,
                     e,
                     &image,
                     &v.name,
                     &archive,
-                    v.file.compression,
-                    args.restore_special_bits,
+                    Reading {
+                        compression: v.file.compression,
+                        identity: identity.clone(),
+                        special_bits: args.restore_special_bits,
+                    },
                 )
                 .await
                 {
@@ -347,7 +356,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         let db_loaded = async {
             if let (Some(d), Some(rec)) = (&db, &m.database) {
                 let path = chosen.dir.join(&rec.file.path);
-                wf::group(&format!("Restoring database {}", d.creds.db));
+                ctx.wf.group(&format!("Restoring database {}", d.creds.db));
                 // Load into a scratch database; the live one is replaced only once the load
                 // succeeded, so a dump that fails halfway leaves it as it was.
                 let scratch = format!(
@@ -356,8 +365,9 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                 );
                 d.server.create_database(&d.creds, &scratch).await?;
                 let loaded = async {
-                    let (rx, reader) = pipe::decode_file(&path, rec.file.compression);
-                    let loaded = d.server.load(&d.creds, &scratch, rx, ctx.report).await;
+                    let (rx, reader) =
+                        pipe::decode_file(&path, rec.file.compression, identity.clone());
+                    let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
                     let read = reader.await?;
                     loaded?;
                     read.with_context(|| format!("reading {}", path.display()))?;
@@ -365,7 +375,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     Ok::<_, anyhow::Error>(())
                 }
                 .await;
-                wf::end_group();
+                ctx.wf.end_group();
                 if let Err(e) = loaded {
                     let _ = d.server.drop_database(&d.creds, &scratch).await;
                     return Err(e.context(format!(
@@ -395,7 +405,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     }
     .await;
-    let not_restarted = crate::docker::restart(&stopped, ctx.report).await;
+    let not_restarted = ctx.stopped.restart(&stopped, &*ctx.report).await;
     drop(safety.lock);
     restored.with_context(|| format!("the rollback failed part way; {undo}"))?;
     if !not_restarted.is_empty() {
@@ -407,7 +417,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         md::code(&safety_dir),
         md::code(m.git.commit.as_deref().unwrap_or("unknown"))
     ));
-    wf::log(&format!("Restored. {undo}"));
+    ctx.wf.log(&format!("Restored. {undo}"));
     Ok(())
 }
 
@@ -432,7 +442,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
     };
     let mut dest_args = args.location.destination.clone();
     dest_args.destination = Some(parent.to_string());
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "The files of {} are not on this machine; no destination input is set, so they are fetched from the destination its manifest records: {parent}",
         chosen.source
     ));
@@ -444,7 +454,7 @@ async fn choose(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen> {
         manifest: chosen.manifest,
     };
     let root = ctx.backup_root(&args.location.backup_root)?;
-    let mut fetched = fetch(&root, store, found).await?;
+    let mut fetched = fetch(&root, store, found, &ctx.wf).await?;
     fetched.source = format!("{} (files from {url})", chosen.source);
     Ok(fetched)
 }
@@ -493,6 +503,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
             let client = ArtifactClient::new(
                 ctx.runtime.results_url.as_deref().unwrap_or_default(),
                 ctx.runtime.runtime_token.as_deref().unwrap_or_default(),
+                &ctx.wf,
             )?;
             client.download(&args.artifact_name, tmp.path()).await?
         } else {
@@ -515,7 +526,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
                 .api_url
                 .clone()
                 .unwrap_or_else(|| "https://api.github.com".into());
-            let client = RestClient::new(&api, token)?;
+            let client = RestClient::new(&api, token, &ctx.wf)?;
             // Provenance: the run must be this repository's own (not a fork's, not a pull
             // request's), narrowed by trusted-workflows / trusted-branches.
             let policy = TrustPolicy {
@@ -529,7 +540,7 @@ async fn choose_source(ctx: &mut Context, args: &RollbackArgs) -> Result<Chosen>
             };
             let run = client.workflow_run(&repo, run_id).await?;
             check_provenance(&run, &policy)?;
-            wf::log(&format!(
+            ctx.wf.log(&format!(
                 "Run {run_id}: {} on branch {} of {} ({} event)",
                 run.path,
                 run.head_branch.as_deref().unwrap_or("?"),
@@ -625,11 +636,11 @@ async fn choose_in_destination(
     let found = if let Some(url) = manifest_url {
         dest::find_manifest(&store, url).await?
     } else if let Some(id) = args.run_id {
-        dest::find_run(&store, id).await?
+        dest::find_run(&store, id, &ctx.wf).await?
     } else if args.manifest.is_some() || Pointer::read(&ctx.workspace)?.is_some() {
         return Ok(None);
     } else {
-        dest::backups(&store)
+        dest::backups(&store, &ctx.wf)
             .await?
             .into_iter()
             .rev()
@@ -641,7 +652,7 @@ async fn choose_in_destination(
                 ))
             })?
     };
-    fetch(root, store, found).await.map(Some)
+    fetch(root, store, found, &ctx.wf).await.map(Some)
 }
 
 /// Downloads the backup `found` names from `store` into a staging folder in `root`.
@@ -649,18 +660,19 @@ async fn fetch(
     root: &Path,
     store: crate::store::Store,
     found: super::destination::Found,
+    wf: &Workflow,
 ) -> Result<Chosen> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".predeploy-download-")
         .tempdir_in(root)
         .with_context(|| format!("cannot create a staging folder in {}", root.display()))?;
-    wf::group(&format!(
+    wf.group(&format!(
         "Downloading {} from the destination",
         store.url_of(&found.folder)
     ));
-    let dir = super::destination::download(&store, &found, tmp.path()).await;
-    wf::end_group();
+    let dir = super::destination::download(&store, &found, tmp.path(), wf).await;
+    wf.end_group();
     let dir = dir?;
     Ok(Chosen {
         source: store.url_of(&found.folder),
@@ -673,7 +685,11 @@ async fn fetch(
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the
 /// safety of every archive entry. Any doubt refuses the rollback (exit 1).
-async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
+async fn check_files(
+    ctx: &mut Context,
+    chosen: &Chosen,
+    identity: Option<Arc<Identity>>,
+) -> Result<()> {
     let m = chosen.manifest.clone();
     let dir = chosen.dir.clone();
     let problems = tokio::task::spawn_blocking(move || {
@@ -707,11 +723,12 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         }
         if problems.is_empty() {
             if let Some(d) = &m.database {
-                let r = verify_file_as(
+                let r = crate::archive::crypt::verify_file(
                     &dir.join(&d.file.path),
                     Expect::SqlDump,
                     d.file.compression,
                     0,
+                    identity.as_deref(),
                 );
                 if let Some(f) = r.failure {
                     problems.push((d.file.path.clone(), f.check.as_str().to_string(), f.message));
@@ -719,7 +736,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
             }
             for v in &m.volumes {
                 let path = dir.join(&v.file.path);
-                let checked = crate::archive::crypt::open(&path)
+                let checked = crate::archive::crypt::open(&path, identity.as_deref())
                     .map_err(|e| e.to_string())
                     .and_then(|f| {
                         crate::archive::restore::check_archive(f, v.file.compression, &v.file.path)
@@ -738,7 +755,7 @@ async fn check_files(ctx: &mut Context, chosen: &Chosen) -> Result<()> {
         return Ok(());
     }
     for (file, check, msg) in &problems {
-        wf::error(
+        ctx.wf.error(
             &format!("Rollback refused: `{check}` check"),
             Some(&ctx.display(&chosen.dir.join(file))),
             msg,
@@ -908,6 +925,7 @@ struct Staged {
     /// `.predeploy-restore-<id>` (our own random name) at the volume root.
     stage: String,
     root: Option<(u32, u64, u64)>,
+    wf: Workflow,
 }
 
 /// Space the restore needs beyond the archive's bytes: a block per entry (rounding of file
@@ -921,28 +939,42 @@ fn each_entry(from: &str, body: &str) -> String {
     )
 }
 
+/// How a volume's archive is read: its codec, the identity that opens it when it is
+/// `….age`, and whether setuid/setgid/sticky bits are kept.
+struct Reading {
+    compression: Codec,
+    identity: Option<Arc<Identity>>,
+    special_bits: bool,
+}
+
 /// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched:
 /// the archive is checked again (the file may have changed since), its size compared with
 /// the volume's free space, then written. On any failure the staging folder is removed.
 async fn stage_volume(
+    wf: &Workflow,
     engine: &Engine,
     image: &str,
     volume: &str,
     archive: &Path,
-    compression: Codec,
-    special_bits: bool,
+    reading: Reading,
 ) -> Result<Staged> {
-    wf::log(&format!(
+    let Reading {
+        compression,
+        identity,
+        special_bits,
+    } = reading;
+    wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
     let path = archive.to_path_buf();
     let name = archive.display().to_string();
+    let id = identity.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        let f = crate::archive::crypt::open(&path)?;
+        let f = crate::archive::crypt::open(&path, id.as_deref())?;
         crate::archive::restore::check_archive(f, compression, &name).map_err(anyhow::Error::from)
     })
     .await??;
-    let root = root_entry(archive, compression)?
+    let root = root_entry(archive, compression, identity.as_deref())?
         .map(|(mode, uid, gid)| (if special_bits { mode } else { mode & 0o777 }, uid, gid));
     let staged = Staged {
         engine: engine.clone(),
@@ -953,6 +985,7 @@ async fn stage_volume(
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ),
         root,
+        wf: wf.clone(),
     };
     let script = format!(
         "set -e; mkdir -m 700 /data/{s}; df -Pk /data | awk 'NR==2 {{ print \"free=\" $4 }}'",
@@ -1003,7 +1036,7 @@ async fn stage_volume(
             let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
             return prep.upload_to(&target, stream).await.with_context(failed);
         }
-        let (rx, reader) = plain_tar(archive, compression, special_bits);
+        let (rx, reader) = plain_tar(archive, compression, special_bits, identity);
         let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
         if let Err(e @ crate::docker::DockerError::Stalled { .. }) = uploaded {
             // The reader was cut off by the stall: the stall is the news.
@@ -1016,7 +1049,7 @@ async fn stage_volume(
             .with_context(|| format!("reading {}", archive.display()))?;
         uploaded.with_context(failed)?;
         if dropped > 0 {
-            wf::warning(
+            wf.warning(
                 "Special bits dropped",
                 None,
                 &format!(
@@ -1064,7 +1097,7 @@ impl Staged {
     async fn discard(self) {
         match self.run("rm -rf -- \"$S\"").await {
             Ok((0, _)) => {}
-            Ok((code, log)) => wf::warning(
+            Ok((code, log)) => self.wf.warning(
                 "Staging folder left behind",
                 None,
                 &format!(
@@ -1072,7 +1105,7 @@ impl Staged {
                     self.stage, self.volume
                 ),
             ),
-            Err(e) => wf::warning(
+            Err(e) => self.wf.warning(
                 "Staging folder left behind",
                 None,
                 &format!(
@@ -1087,7 +1120,7 @@ impl Staged {
     /// (renames on one filesystem), then the old ones are deleted. If a move fails, the moves
     /// are undone and the volume is left as it was.
     async fn swap(self) -> Result<()> {
-        wf::log(&format!("Restoring volume {}", self.volume));
+        self.wf.log(&format!("Restoring volume {}", self.volume));
         // Docker's archive upload does not apply the root entry (`./`) to the target
         // folder itself, so the volume root's owner and mode are set here.
         let root = match self.root {
@@ -1131,12 +1164,16 @@ fn plain_tar(
     archive: &Path,
     compression: Codec,
     special_bits: bool,
+    identity: Option<Arc<Identity>>,
 ) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
     use std::io::Read;
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let mut plain = codec::reader(compression, crate::archive::crypt::open(&path)?)?;
+        let mut plain = codec::reader(
+            compression,
+            crate::archive::crypt::open(&path, identity.as_deref())?,
+        )?;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -1167,8 +1204,12 @@ fn plain_tar(
 }
 
 /// Owner and mode of the archive's root entry (`./`), when it has one.
-fn root_entry(archive: &Path, compression: Codec) -> Result<Option<(u32, u64, u64)>> {
-    let gz = codec::reader(compression, crate::archive::crypt::open(archive)?)?;
+fn root_entry(
+    archive: &Path,
+    compression: Codec,
+    identity: Option<&Identity>,
+) -> Result<Option<(u32, u64, u64)>> {
+    let gz = codec::reader(compression, crate::archive::crypt::open(archive, identity)?)?;
     let mut tar = tar::Archive::new(gz);
     let Some(first) = tar.entries()?.next() else {
         return Ok(None);

@@ -5,9 +5,9 @@ use anyhow::{Context as _, Result};
 
 use super::record::{publish, DbMeta, Verified, VolMeta};
 use super::{revision, Context};
-use crate::actions::commands as wf;
 use crate::actions::summary::{self as md, human_size};
-use crate::archive::verify::{verify_file, verify_file_as, Expect};
+use crate::archive::codec::Codec;
+use crate::archive::verify::Expect;
 use crate::cli::{split_list, VerifyArgs};
 use crate::error::{usage, VerificationFailed};
 use crate::manifest::{parse_dir_timestamp, Git, Manifest, Origin, SourceKind};
@@ -42,7 +42,7 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
 
     // Encrypted files (`….age`): with an identity, it must open them (else exit 2) and the
     // content is checked too; without one, the stored bytes only.
-    let given = super::crypto::identity(&args.decrypt)?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
     let sealed: Vec<_> = db
         .iter()
         .chain(volumes.iter())
@@ -54,10 +54,12 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         "these backup files are encrypted with age",
         "the files to verify",
         given,
+        identity.as_deref(),
         false,
+        &ctx.wf,
     )?;
-    if !sealed.is_empty() && crate::archive::crypt::identity().is_none() {
-        crate::actions::commands::log(
+    if !sealed.is_empty() && identity.is_none() {
+        ctx.wf.log(
             "The files are encrypted and no identity was given: their age header, size and SHA-256 are checked, not their content. Pass decrypt-identity to check the content too.",
         );
     }
@@ -66,10 +68,14 @@ pub async fn run(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     let min_db = args.thresholds.min_db_size;
     let min_vol = args.thresholds.min_volume_size;
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
-        let d = db.map(|p| verify_file(&p, Expect::SqlDump, min_db));
+        let id = identity.as_deref();
+        let verify = |p: &std::path::Path, expect, min| {
+            crate::archive::crypt::verify_file(p, expect, Codec::from_path(p), min, id)
+        };
+        let d = db.map(|p| verify(&p, Expect::SqlDump, min_db));
         let v: Vec<_> = volumes
             .iter()
-            .map(|p| verify_file(p, Expect::Tar, min_vol))
+            .map(|p| verify(p, Expect::Tar, min_vol))
             .collect();
         (d, v)
     })
@@ -163,9 +169,9 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     let found = if let Some(url) = manifest_url {
         dest::find_manifest(&store, url).await?
     } else if let Some(id) = args.run_id {
-        dest::find_run(&store, id).await?
+        dest::find_run(&store, id, &ctx.wf).await?
     } else {
-        dest::backups(&store)
+        dest::backups(&store, &ctx.wf)
             .await?
             .into_iter()
             .rev()
@@ -187,12 +193,12 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     ctx.outputs
         .set("branch", m.git.branch.clone().unwrap_or_default());
     ctx.outputs.set("timestamp", m.timestamp.clone());
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "Verifying {url} (made {} from commit {}), changing nothing",
         m.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
         m.git.commit.as_deref().unwrap_or("unknown")
     ));
-    let given = super::crypto::identity(&args.decrypt)?;
+    let (given, identity) = super::crypto::identity(&args.decrypt, &ctx.wf)?;
 
     // The objects, streamed into a staging folder (next to the backups when that folder
     // exists, else the system's temporary folder), removed when this ends.
@@ -208,14 +214,15 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
     }
     .context("cannot create a staging folder to check the backup in")?;
     let started = std::time::Instant::now();
-    wf::group(&format!("Reading {url} back from the destination"));
-    let dir = dest::download(&store, &found, tmp.path()).await;
-    wf::end_group();
+    ctx.wf
+        .group(&format!("Reading {url} back from the destination"));
+    let dir = dest::download(&store, &found, tmp.path(), &ctx.wf).await;
+    ctx.wf.end_group();
     let dir = dir.with_context(|| format!("cannot read {url} from the destination"))?;
-    super::crypto::preflight_manifest(&m, &dir, &url, given, false)?;
+    super::crypto::preflight_manifest(&m, &dir, &url, given, identity.as_deref(), false, &ctx.wf)?;
     let sealed = m.files().iter().any(|f| f.encrypted.is_some());
-    if sealed && crate::archive::crypt::identity().is_none() {
-        wf::log(
+    if sealed && identity.is_none() {
+        ctx.wf.log(
             "The files are encrypted and no identity was given: their age header, size and SHA-256 are checked, not their content. Pass decrypt-identity to check the content too.",
         );
     }
@@ -234,7 +241,13 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
             db.chain(vols)
                 .map(|(rec, expect, min)| {
                     let path = dir.join(&rec.path);
-                    let r = verify_file_as(&path, expect, rec.compression, min);
+                    let r = crate::archive::crypt::verify_file(
+                        &path,
+                        expect,
+                        rec.compression,
+                        min,
+                        identity.as_deref(),
+                    );
                     (rec.clone(), r)
                 })
                 .collect::<Vec<_>>()
@@ -262,7 +275,7 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
             )
         });
         if let Some((check, message)) = &failure {
-            wf::error(
+            ctx.wf.error(
                 &format!("Backup check `{check}` failed"),
                 Some(&object),
                 message,
@@ -328,7 +341,7 @@ async fn in_destination(ctx: &mut Context, args: VerifyArgs) -> Result<()> {
         md::code(&url),
         started.elapsed().as_secs_f64()
     ));
-    wf::log(&format!(
+    ctx.wf.log(&format!(
         "{url}: every file read back from the destination and verified; nothing was changed"
     ));
     Ok(())

@@ -9,15 +9,26 @@ mod smtp_server;
 use std::time::{Duration, Instant};
 
 use alert_http::{Behaviour, Receiver};
-use predeploy_backup::actions::commands::mask;
-use predeploy_backup::alert::{send, Alert, AlertConfig, AlertOn};
+use predeploy_backup::alert::{Alert, AlertConfig, AlertOn, Delivery};
+use predeploy_backup::secrets::Secrets;
 use smtp_server::SmtpServer;
 
-/// Registered with `mask()` as a real run registers `postgres-password`.
+/// Registered in the run's secrets as a real run registers `postgres-password`.
 const DB_PASSWORD: &str = "hunter2-Very-Secret";
 
+/// [`predeploy_backup::alert::send`] as a run sends: with the run's secrets, in which the
+/// database password is registered.
+async fn send(config: &AlertConfig, alert: &Alert) -> Vec<Delivery> {
+    let run_secrets = Secrets::new();
+    run_secrets.register(DB_PASSWORD);
+    let config = AlertConfig {
+        run_secrets,
+        ..config.clone()
+    };
+    predeploy_backup::alert::send(&config, alert).await
+}
+
 fn failure() -> Alert {
-    mask(DB_PASSWORD);
     Alert {
         success: false,
         mode: "backup".into(),

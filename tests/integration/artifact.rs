@@ -15,6 +15,7 @@ use std::time::Duration;
 use predeploy_backup::actions::artifact::{
     artifact_url, ArtifactClient, ArtifactError, FORBIDDEN_NAME_CHARS,
 };
+use predeploy_backup::actions::commands::Workflow;
 use predeploy_backup::actions::rest::{RestClient, RestError};
 use predeploy_backup::commands::exit::kind as exit_kind;
 use predeploy_backup::error::ExitKind;
@@ -68,7 +69,7 @@ fn token() -> String {
 }
 
 async fn client(server: &TwirpServer) -> ArtifactClient {
-    ArtifactClient::new(&server.url(), &token())
+    ArtifactClient::new(&server.url(), &token(), &Workflow::default())
         .unwrap()
         .with_retry_base(FAST)
         .with_retention_cap(None)
@@ -316,7 +317,7 @@ async fn other_4xx_fail_at_once_with_the_twirp_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_is_down_gives_a_clear_error() {
     let addr = closed_port("127.0.0.1").await;
-    let c = ArtifactClient::new(&format!("http://{addr}/"), &token())
+    let c = ArtifactClient::new(&format!("http://{addr}/"), &token(), &Workflow::default())
         .unwrap()
         .with_retry_base(FAST);
     let tmp = tempfile::tempdir().unwrap();
@@ -351,7 +352,7 @@ async fn an_invalid_runtime_token_is_refused() {
         &no_results,
         &short,
     ] {
-        let e = ArtifactClient::new("http://127.0.0.1:1/", bad).unwrap_err();
+        let e = ArtifactClient::new("http://127.0.0.1:1/", bad, &Workflow::default()).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, ArtifactError::Invalid(_)), "{bad}: {msg}");
         assert!(msg.contains("runtime token"), "{msg}");
@@ -452,7 +453,7 @@ const REPO: &str = "org/app";
 const GH_TOKEN: &str = "ghs_TestTokenValue0123456789";
 
 async fn rest(fake: &RestFake, token: &str) -> RestClient {
-    RestClient::new(&fake.api.url(), token)
+    RestClient::new(&fake.api.url(), token, &Workflow::default())
         .unwrap()
         .with_retry_base(FAST)
 }
@@ -649,7 +650,7 @@ async fn rest_a_bad_token_is_explained() {
     assert!(!msg.contains("ghs_wrong_token_value"), "{msg}");
     assert_eq!(kind(e), ExitKind::Usage);
 
-    let e = RestClient::new(&fake.api.url(), "  ").unwrap_err();
+    let e = RestClient::new(&fake.api.url(), "  ", &Workflow::default()).unwrap_err();
     assert!(matches!(e, RestError::Invalid(_)), "{e}");
     let e = c
         .download_run_artifact("not-a-repo", 1, "predeploy-backup", tmp.path())
@@ -708,8 +709,8 @@ async fn rest_an_entry_that_leaves_the_target_is_refused() {
 #[tokio::test]
 async fn the_futures_are_send() {
     fn send<T: Send>(_: &T) {}
-    let c = ArtifactClient::new("http://127.0.0.1:1/", &token()).unwrap();
-    let r = RestClient::new("http://127.0.0.1:1", GH_TOKEN).unwrap();
+    let c = ArtifactClient::new("http://127.0.0.1:1/", &token(), &Workflow::default()).unwrap();
+    let r = RestClient::new("http://127.0.0.1:1", GH_TOKEN, &Workflow::default()).unwrap();
     let files: Vec<(String, PathBuf)> = Vec::new();
     let dest = PathBuf::from("/nonexistent");
     let up = c.upload("x", &files, None);
