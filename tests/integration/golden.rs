@@ -43,11 +43,12 @@ fn filters() -> Vec<(&'static str, &'static str)> {
         (r"\b[0-9a-f]{64}\b", "[sha256]"),
         // The summary's short hashes.
         (r"`[0-9a-f]{16}…`", "`[sha256-prefix]…`"),
-        // The backup folder's stamp: pre-deployment-20261203_154555 (and its files).
-        (r"\d{8}[-_T]?\d{6}", "[stamp]"),
-        // File sizes and timings in manifest.yml (`size: 697974`, `  database dump: 0.68`).
+        // File sizes and timings in manifest.yml (`size: 697974`, `  database dump: 0.68`),
+        // before stamps: a timing's digits (`1.20261204015530`) may look like a stamp.
         (r"(?m)^(\s*size: )\d+$", "${1}[size]"),
         (r"(?m)^(  [a-z ]+: )\d+\.\d+$", "${1}[seconds]"),
+        // The backup folder's stamp: pre-deployment-20261203_154555 (and its files).
+        (r"\d{8}[-_T]?\d{6}", "[stamp]"),
         // Sizes in the outputs file (one line per file).
         (
             r"(?m)^(db-backup-size=|volume-backup-sizes=)?\d+$",
