@@ -1212,28 +1212,30 @@ fn root_entry(
     compression: Codec,
     identity: Option<&Identity>,
 ) -> Result<Option<(u32, u64, u64)>> {
-    // The first headers are enough (a PAX header may come before the root entry).
-    let mut head = Vec::with_capacity(64 << 10);
+    // The walk verification uses (tarwalk), stopped at the first real entry.
+    let mut walker = crate::archive::tarwalk::TarWalker::new();
+    let mut first = None;
     let mut out = vec![0u8; 16 << 10];
     codec::restore(
         compression,
         &mut crate::archive::crypt::open(archive, identity)?,
         &mut out,
         &mut |d| {
-            head.extend_from_slice(&d[..d.len().min((64 << 10) - head.len())]);
-            head.len() < 64 << 10
+            let _ = walker.feed(d, &mut |e| {
+                first = Some((e.path.to_vec(), e.typeflag, e.mode, e.uid, e.gid));
+                Err("the first entry is read".into())
+            });
+            first.is_none() && !walker.failed()
         },
     )?;
-    let mut tar = tar::Archive::new(std::io::Cursor::new(head));
-    let Some(first) = tar.entries()?.next() else {
-        return Ok(None);
+    let Some((path, typeflag, mode, uid, gid)) = first else {
+        return match walker.error() {
+            Some(e) => Err(anyhow::anyhow!("{}: {e}", archive.display())),
+            None => Ok(None),
+        };
     };
-    let first = first?;
-    let path = first.path()?.to_path_buf();
-    let is_root = matches!(path.to_str(), Some("." | "./" | ""));
-    if !is_root || first.header().entry_type() != tar::EntryType::Directory {
+    if !matches!(path.as_slice(), b"." | b"./" | b"") || typeflag != b'5' {
         return Ok(None);
     }
-    let h = first.header();
-    Ok(Some((h.mode()? & 0o7777, h.uid()?, h.gid()?)))
+    Ok(Some(((mode & 0o7777) as u32, uid, gid)))
 }
