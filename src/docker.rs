@@ -909,3 +909,81 @@ impl Helper {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Recorded;
+
+    #[test]
+    fn helper_runs_as_root_with_its_own_command_no_network_and_our_label() {
+        let spec = HelperSpec {
+            name_prefix: "predeploy-backup-helper",
+            image: "app:with-user-and-no-cmd",
+            bind: "vol:/data:ro".into(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            interactive: false,
+        };
+        let b = spec.body();
+        // An image with a non-root USER, or without CMD, still works.
+        assert_eq!(b.user.as_deref(), Some("0:0"));
+        assert_eq!(b.entrypoint, Some(vec![]));
+        assert_eq!(b.cmd, Some(spec.cmd.clone()));
+        assert_eq!(b.network_disabled, Some(true));
+        let labels = b.labels.unwrap();
+        assert_eq!(labels["org.predeploy-backup.helper"], "true");
+        let host = b.host_config.unwrap();
+        assert_eq!(host.binds, Some(vec!["vol:/data:ro".to_string()]));
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        // Only a helper fed through stdin removes itself; the others are removed by us.
+        assert_eq!(host.auto_remove, None);
+        assert_eq!(b.open_stdin, None);
+        let fed = HelperSpec {
+            interactive: true,
+            ..spec
+        }
+        .body();
+        assert_eq!(fed.open_stdin, Some(true));
+        assert_eq!(fed.host_config.unwrap().auto_remove, Some(true));
+    }
+
+    #[test]
+    fn drain_limit_gives_one_idle_period_per_mib_still_in_the_buffers() {
+        let idle = Duration::from_secs(10);
+        assert_eq!(drain_limit(idle, 0), idle);
+        assert_eq!(drain_limit(idle, 1), idle * 2);
+        assert_eq!(drain_limit(idle, 3 << 20), idle * 4);
+        // What can still be in flight is bounded, whatever the body's size.
+        assert_eq!(drain_limit(idle, 50 << 30), idle * 9);
+    }
+
+    #[tokio::test]
+    async fn a_container_that_cannot_start_again_stays_listed_and_is_named_with_what_to_do() {
+        // An engine nobody answers at: every start fails.
+        let docker =
+            Docker::connect_with_http("http://127.0.0.1:1", 2, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let engine = Engine {
+            docker,
+            warnings: vec![],
+        };
+        let stopped = Stopped::new();
+        let shared = stopped.clone();
+        stopped.record(&engine, "db");
+        stopped.record(&engine, "app");
+        stopped.confirm("db");
+        stopped.confirm("app");
+        // Clones share one list (the cancellation handler holds one).
+        assert_eq!(shared.names(), ["db", "app"]);
+        let report = Recorded(Default::default());
+        let failed = shared.restart_all(&report).await;
+        // Newest stop first; both still listed, so the end of the run tries again.
+        assert_eq!(failed, ["app", "db"]);
+        assert_eq!(stopped.names(), ["db", "app"]);
+        let said = report.0.lock().unwrap().join("\n");
+        assert!(said.contains("docker start app"), "{said}");
+        assert!(said.contains("docker start db"), "{said}");
+        stopped.started("db");
+        assert_eq!(shared.names(), ["app"]);
+    }
+}

@@ -411,20 +411,19 @@ pub fn decode_file(
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         // Decrypted on the way when the file is `….age`.
-        let mut gz = codec::reader(codec, crypt::open(&path, identity.as_deref())?)?;
+        let mut input = crypt::open(&path, identity.as_deref())?;
         let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = gz.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                return Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the reader stopped",
-                ));
-            }
+        let whole = codec::restore(codec, &mut input, &mut buf, &mut |d| {
+            tx.blocking_send(Bytes::copy_from_slice(d)).is_ok()
+        })
+        .map_err(io::Error::other)?;
+        if !whole {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the reader stopped",
+            ));
         }
+        Ok(())
     });
     (rx, task)
 }

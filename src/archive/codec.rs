@@ -14,7 +14,7 @@
 //! and the `zstd` CLI never write them (`pzstd` does: recompress such a file with `zstd`).
 
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::ops::RangeInclusive;
 use std::path::Path;
 
@@ -311,22 +311,25 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
-// ---------------------------------------------------------------- plain reader stack
+// ---------------------------------------------------------------- restoring
 
-/// The decoded content of a file written with `codec` (for restoring a verified file).
-pub fn reader<R: BufRead + Send + 'static>(
+/// The decoded content of a file written with `codec`, handed to `sink` in blocks of at
+/// most `out.len()` bytes (for restoring a verified file). It is [`decode`], the decoder
+/// verification uses: one decoder per codec, so what was verified is what is restored, and
+/// a stream that changed since is refused as strictly. `sink` returns `false` to stop
+/// early; then the result is `Ok(false)`.
+pub fn restore<R: BufRead>(
     codec: Codec,
-    input: R,
-) -> io::Result<Box<dyn Read + Send>> {
-    Ok(match codec {
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Codec::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(input)?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
-            Box::new(d)
-        }
-        Codec::None => Box::new(input),
-    })
+    input: &mut R,
+    out: &mut [u8],
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<bool, DecodeError> {
+    let mut whole = true;
+    decode(codec, input, out, &mut |d| {
+        whole = sink(d);
+        whole
+    })?;
+    Ok(whole)
 }
 
 // ---------------------------------------------------------------- strict reader
@@ -727,11 +730,61 @@ fn is_skippable(b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::archive::testutil::{dump_text, Rng};
+    use std::io::Read;
 
     pub(crate) fn zst(data: &[u8], level: i32) -> Vec<u8> {
         let mut e = Encoder::new(Vec::new(), Codec::Zstd, level as u32).unwrap();
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    /// What an independent decoder (flate2's, the zstd crate's) reads from `file`.
+    fn oracle(codec: Codec, file: &[u8]) -> Vec<u8> {
+        let mut back = Vec::new();
+        match codec {
+            Codec::Gzip => {
+                flate2::read::MultiGzDecoder::new(file)
+                    .read_to_end(&mut back)
+                    .unwrap();
+            }
+            Codec::Zstd => back = zstd::stream::decode_all(file).unwrap(),
+            Codec::None => back = file.to_vec(),
+        }
+        back
+    }
+
+    #[test]
+    fn restore_hands_on_what_was_written_and_stops_when_asked() {
+        let text = dump_text(&[("public.t", 30_000)], None);
+        for codec in Codec::ALL {
+            let mut e = Encoder::new(Vec::new(), codec, codec.default_level()).unwrap();
+            e.write_all(&text).unwrap();
+            let file = e.finish().unwrap();
+            let (mut got, mut out) = (Vec::new(), vec![0u8; 4096]);
+            let whole = restore(codec, &mut &file[..], &mut out, &mut |d| {
+                got.extend_from_slice(d);
+                true
+            })
+            .unwrap();
+            assert!(whole && got == text, "{codec}");
+            let mut blocks = 0;
+            let whole = restore(codec, &mut &file[..], &mut out, &mut |_| {
+                blocks += 1;
+                blocks < 2
+            })
+            .unwrap();
+            assert!(!whole && blocks == 2, "{codec}");
+            if codec != Codec::None {
+                // A changed byte near the end is refused, as verification refuses it.
+                let mut bad = file.clone();
+                let i = bad.len() - 6;
+                bad[i] ^= 0x55;
+                assert!(
+                    restore(codec, &mut &bad[..], &mut out, &mut |_| true).is_err(),
+                    "{codec}"
+                );
+            }
+        }
     }
 
     fn strict(bytes: &[u8]) -> Result<Stats, ZstdError> {
@@ -759,12 +812,7 @@ mod tests {
             let mut e = Encoder::new(Vec::new(), codec, codec.default_level()).unwrap();
             e.write_all(&text).unwrap();
             let file = e.finish().unwrap();
-            let mut back = Vec::new();
-            reader(codec, io::Cursor::new(file.clone()))
-                .unwrap()
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, text, "{codec}");
+            assert_eq!(oracle(codec, &file), text, "{codec}");
             let mut got = Vec::new();
             let mut out = vec![0u8; 4096];
             let s = decode(codec, &mut &file[..], &mut out, &mut |d| {
@@ -806,12 +854,7 @@ mod tests {
         let s = strict(&z).unwrap();
         assert_eq!(s.units, 1);
         assert_eq!(s.uncompressed, data.len() as u64);
-        let mut back = Vec::new();
-        reader(Codec::Zstd, io::Cursor::new(z.clone()))
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
-        assert!(back == data);
+        assert!(oracle(Codec::Zstd, &z) == data);
         let text_alone = zst(&text, 3).len();
         assert!(
             z.len() < 2 * noise.len() + 2 * text_alone + text_alone / 2,

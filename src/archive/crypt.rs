@@ -792,11 +792,13 @@ mod tests {
             assert_eq!(sealed.sha256, hex::encode(Sha256::digest(&bytes)));
             assert_eq!(sealed.raw, dump.len() as u64);
             let d = age::Decryptor::new_buffered(io::Cursor::new(bytes.clone())).unwrap();
-            let mut plain =
-                crate::archive::codec::reader(codec, BufReader::new(d.decrypt(id.iter()).unwrap()))
-                    .unwrap();
-            let mut back = vec![];
-            plain.read_to_end(&mut back).unwrap();
+            let mut plain = BufReader::new(d.decrypt(id.iter()).unwrap());
+            let (mut back, mut out) = (vec![], vec![0u8; 64 * 1024]);
+            crate::archive::codec::restore(codec, &mut plain, &mut out, &mut |b| {
+                back.extend_from_slice(b);
+                true
+            })
+            .unwrap();
             assert_eq!(back, dump);
         }
     }

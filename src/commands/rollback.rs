@@ -1166,29 +1166,32 @@ fn plain_tar(
     special_bits: bool,
     identity: Option<Arc<Identity>>,
 ) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
-    use std::io::Read;
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let mut plain = codec::reader(
-            compression,
-            crate::archive::crypt::open(&path, identity.as_deref())?,
-        )?;
+        let mut input = crate::archive::crypt::open(&path, identity.as_deref())?;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = plain.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
+        let mut failed = None;
+        let whole = codec::restore(compression, &mut input, &mut buf, &mut |d| {
             let out = if special_bits {
-                buf[..n].to_vec()
+                d.to_vec()
             } else {
-                filter.feed(&buf[..n]).map_err(anyhow::Error::msg)?
+                match filter.feed(d) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        failed = Some(anyhow::Error::msg(e));
+                        return false;
+                    }
+                }
             };
-            if tx.blocking_send(bytes::Bytes::from(out)).is_err() {
-                anyhow::bail!("the upload stopped reading");
-            }
+            tx.blocking_send(bytes::Bytes::from(out)).is_ok()
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !whole {
+            anyhow::bail!("the upload stopped reading");
         }
         if special_bits {
             return Ok((0, vec![]));
@@ -1209,17 +1212,30 @@ fn root_entry(
     compression: Codec,
     identity: Option<&Identity>,
 ) -> Result<Option<(u32, u64, u64)>> {
-    let gz = codec::reader(compression, crate::archive::crypt::open(archive, identity)?)?;
-    let mut tar = tar::Archive::new(gz);
-    let Some(first) = tar.entries()?.next() else {
-        return Ok(None);
+    // The walk verification uses (tarwalk), stopped at the first real entry.
+    let mut walker = crate::archive::tarwalk::TarWalker::new();
+    let mut first = None;
+    let mut out = vec![0u8; 16 << 10];
+    codec::restore(
+        compression,
+        &mut crate::archive::crypt::open(archive, identity)?,
+        &mut out,
+        &mut |d| {
+            let _ = walker.feed(d, &mut |e| {
+                first = Some((e.path.to_vec(), e.typeflag, e.mode, e.uid, e.gid));
+                Err("the first entry is read".into())
+            });
+            first.is_none() && !walker.failed()
+        },
+    )?;
+    let Some((path, typeflag, mode, uid, gid)) = first else {
+        return match walker.error() {
+            Some(e) => Err(anyhow::anyhow!("{}: {e}", archive.display())),
+            None => Ok(None),
+        };
     };
-    let first = first?;
-    let path = first.path()?.to_path_buf();
-    let is_root = matches!(path.to_str(), Some("." | "./" | ""));
-    if !is_root || first.header().entry_type() != tar::EntryType::Directory {
+    if !matches!(path.as_slice(), b"." | b"./" | b"") || typeflag != b'5' {
         return Ok(None);
     }
-    let h = first.header();
-    Ok(Some((h.mode()? & 0o7777, h.uid()?, h.gid()?)))
+    Ok(Some(((mode & 0o7777) as u32, uid, gid)))
 }

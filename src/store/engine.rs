@@ -468,6 +468,31 @@ struct Upload {
     writer:
         Option<tokio::task::JoinHandle<Result<crate::docker::ExecOutcome, object_store::Error>>>,
     sent: u64,
+    /// Committed, or aborted and cleaned up: nothing of it is left to remove on drop.
+    settled: bool,
+}
+
+/// An upload dropped before it was committed or aborted (the future holding it was
+/// cancelled: a lease's renewal stopped when its run ended, a cancelled run) removes its
+/// temporary file, best effort, once its writer is done: otherwise the hidden
+/// `.NAME.predeploy-tmp-ID` would stay in the destination for good.
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.parts = None;
+        let (helper, temp, writer) = (self.helper.clone(), self.temp.clone(), self.writer.take());
+        rt.spawn(async move {
+            if let Some(w) = writer {
+                let _ = w.await;
+            }
+            let _ = helper.output(REMOVE, &[&temp]).await;
+        });
+    }
 }
 
 impl Upload {
@@ -508,6 +533,7 @@ impl Upload {
             parts: Some(parts_tx),
             writer: Some(writer),
             sent: 0,
+            settled: false,
         }
     }
 
@@ -565,6 +591,7 @@ impl Upload {
         if code != 0 {
             return Err(script_error(code, &self.location, &err));
         }
+        self.settled = true;
         Ok(PutResult {
             e_tag: Some(out.trim().to_string()),
             version: None,
@@ -573,7 +600,9 @@ impl Upload {
     }
 
     async fn cleanup(&mut self) {
-        let _ = self.helper.output(REMOVE, &[&self.temp]).await;
+        if self.helper.output(REMOVE, &[&self.temp]).await.is_ok() {
+            self.settled = true;
+        }
     }
 }
 

@@ -680,7 +680,9 @@ fn server_killed_mid_upload_leaves_no_manifest_and_keeps_the_local_copy() {
 fn server_killed_while_a_later_file_is_made_keeps_the_local_backup_and_leaves_nothing() {
     let test = "dest-killed-later";
     let mut s3 = Seaweed::start(BUCKET);
-    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::random(500));
+    // Big enough that archiving it takes seconds after its upload began, on a quiet machine
+    // too (at about 200 MB/s, 500 MiB was done within the wait below).
+    let (pg, vol) = Pg::seeded_with_volume(test, &TreeSpec::random(1200));
     let ws: Arc<Workspace> = Workspace::new();
     let mut running = with_s3(ws.action("backup"), &s3)
         .postgres(&pg)
@@ -711,8 +713,9 @@ fn server_killed_while_a_later_file_is_made_keeps_the_local_backup_and_leaves_no
         std::thread::sleep(Duration::from_millis(50));
     }
     s3.kill();
-    // Long enough for the upload's retries to give up: it fails, and is not resumed.
-    std::thread::sleep(Duration::from_secs(3));
+    // Long enough for the upload's retries to give up (3 retries, backoff from 100 ms): it
+    // fails, and is not resumed.
+    std::thread::sleep(Duration::from_millis(2000));
     // The run is frozen while the server starts again, so that it comes back before the
     // run ends whatever the machine's speed; the volume must still be being made.
     let signal = |sig: &str| {
