@@ -1019,6 +1019,19 @@ fn retention_clears_the_incomplete_upload_of_a_killed_run() {
         .unwrap();
     assert!(status.success());
     let _ = running.wait();
+    // A killed run cannot remove its archive helper if it still had one (users find such
+    // leftovers by the label); here the test removes it, or its volume would stay in use.
+    let left = crate::support::docker::docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=org.predeploy-backup.helper",
+        "--filter",
+        &format!("volume={}", vol.name),
+    ]);
+    for id in left.split_whitespace() {
+        crate::support::docker::docker_ok(&["rm", "-f", id]);
+    }
     assert_eq!(s3.incomplete_uploads(), 1, "{:?}", s3.keys());
     assert!(manifests(&s3).is_empty());
     // The killed run's lease would expire in two minutes; the lease tests cover that, so
