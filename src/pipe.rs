@@ -245,19 +245,8 @@ impl Read for Follower {
 
 /// Reads a file back behind its writer and returns its (size, SHA-256) once the writer is
 /// done and the end of the file is reached.
-fn hash_behind(f: Follower) -> io::Result<(u64, String)> {
-    let mut file = crate::archive::hash::HashingReader::new(f);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let (_, size, sha) = file.finish();
-    Ok((size, sha))
+fn hash_behind(mut f: Follower) -> io::Result<(u64, String)> {
+    crate::archive::hash::sha256_reader(&mut f)
 }
 
 /// Bytes per chunk a [`follow`]ed file is sent in, and chunks in flight.
@@ -401,17 +390,19 @@ fn encode<W: Write>(
 }
 
 /// Streams the decoded content of a file written with `codec`, chunk by chunk; a `….age`
-/// file is decrypted with `identity`.
+/// file is decrypted with `identity`. The task returns the stored file's (size, SHA-256),
+/// read in the same pass, so that the caller can hold what it used to the manifest.
 pub fn decode_file(
     path: &Path,
     codec: Codec,
     identity: Option<Arc<crypt::Identity>>,
-) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<()>>) {
+) -> (mpsc::Receiver<Bytes>, JoinHandle<io::Result<(u64, String)>>) {
     let path = path.to_path_buf();
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        // Decrypted on the way when the file is `….age`.
-        let mut input = crypt::open(&path, identity.as_deref())?;
+        // Decrypted on the way when the file is `….age`; the stored bytes are tallied.
+        let tally = crate::archive::hash::Tally::new();
+        let mut input = crypt::open_tallied(&path, identity.as_deref(), Some(&tally))?;
         let mut buf = vec![0u8; 256 * 1024];
         let whole = codec::restore(codec, &mut input, &mut buf, &mut |d| {
             tx.blocking_send(Bytes::copy_from_slice(d)).is_ok()
@@ -423,7 +414,10 @@ pub fn decode_file(
                 "the reader stopped",
             ));
         }
-        Ok(())
+        // Whatever the decoder did not need is still part of the file.
+        io::copy(&mut input, &mut io::sink())?;
+        drop(input);
+        Ok(tally.digest())
     });
     (rx, task)
 }

@@ -31,6 +31,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::codec::{Codec, Encoder};
+use super::hash::Tally;
 use super::verify::{Check, Expect, FileReport, StreamCheck, Tee};
 
 /// The suffix of an encrypted file, after the codec's (`.sql.gz.age`).
@@ -363,7 +364,23 @@ pub fn verify_file(
 /// A backup file's stored content: decrypted with `identity` when the name ends in `.age`
 /// (an error without one), else the file as it is.
 pub fn open(path: &Path, identity: Option<&Identity>) -> io::Result<Box<dyn BufRead + Send>> {
-    let f = BufReader::with_capacity(1 << 20, File::open(path)?);
+    open_tallied(path, identity, None)
+}
+
+/// [`open`], with every stored byte read (before decryption) counted and hashed by `tally`:
+/// the caller learns whether what it used is exactly the file the manifest describes, in the
+/// same read.
+pub fn open_tallied(
+    path: &Path,
+    identity: Option<&Identity>,
+    tally: Option<&Tally>,
+) -> io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path)?;
+    let raw: Box<dyn Read + Send> = match tally {
+        Some(t) => Box::new(t.reader(file)),
+        None => Box::new(file),
+    };
+    let f = BufReader::with_capacity(1 << 20, raw);
     if !is_sealed(path) {
         return Ok(Box::new(f));
     }
@@ -551,23 +568,6 @@ pub fn written_report(path: &Path, expect: Expect, min_size: u64, sealed: Sealed
 
 // ---------------------------------------------------------------- verifying a stored file
 
-/// Hashes and counts what is read through it (shared with the caller).
-struct HashReader<R> {
-    inner: R,
-    state: Arc<Mutex<(Sha256, u64)>>,
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Ok(mut s) = self.state.lock() {
-            s.0.update(&buf[..n]);
-            s.1 += n as u64;
-        }
-        Ok(n)
-    }
-}
-
 /// Remembers the first error of the decrypting reader (a chunk that fails authentication).
 struct Watch<R> {
     inner: R,
@@ -611,39 +611,30 @@ pub(crate) fn verify_stored(
     }
     let Some(id) = identity else {
         // Without the key: the stored bytes only (size and SHA-256 against the manifest).
-        let mut state = (Sha256::new(), 0u64);
+        let tally = Tally::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             match file.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    state.0.update(&buf[..n]);
-                    state.1 += n as u64;
-                }
+                Ok(n) => tally.update(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     report.fail(
                         Check::Sha256,
-                        format!("reading {shown} failed at byte {} ({e}); check the disk, then verify again", state.1),
+                        format!("reading {shown} failed at byte {} ({e}); check the disk, then verify again", tally.digest().0),
                     );
                     return;
                 }
             }
         }
-        finish_hash(report, state, size);
+        finish_hash(report, tally.digest(), size);
         return;
     };
     if let Some(r) = report.encrypted.as_mut() {
         r.clone_from(&id.public);
     }
-    let state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    let hashed = BufReader::with_capacity(
-        1 << 20,
-        HashReader {
-            inner: file,
-            state: state.clone(),
-        },
-    );
+    let tally = Tally::new();
+    let hashed = BufReader::with_capacity(1 << 20, tally.reader(file));
     let decrypted = match age::Decryptor::new_buffered(hashed).and_then(|d| d.decrypt(id.iter())) {
         Ok(r) => r,
         Err(age::DecryptError::NoMatchingKeys) => {
@@ -688,17 +679,10 @@ pub(crate) fn verify_stored(
         return;
     }
     report.passed.retain(|c| *c != Check::Sha256);
-    let state = match Arc::try_unwrap(state) {
-        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
-        Err(shared) => {
-            let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            (s.0.clone(), s.1)
-        }
-    };
-    finish_hash(report, state, size);
+    finish_hash(report, tally.digest(), size);
 }
 
-fn finish_hash(report: &mut FileReport, (hasher, len): (Sha256, u64), size: u64) {
+fn finish_hash(report: &mut FileReport, (len, sha): (u64, String), size: u64) {
     if len != size {
         report.fail(
             Check::Sha256,
@@ -709,7 +693,7 @@ fn finish_hash(report: &mut FileReport, (hasher, len): (Sha256, u64), size: u64)
         );
         return;
     }
-    report.sha256 = Some(hex::encode(hasher.finalize()));
+    report.sha256 = Some(sha);
     report.pass(Check::Sha256);
 }
 

@@ -5,44 +5,58 @@
 
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 /// Read/hash block size for [`sha256_file`].
 const BLOCK: usize = 1 << 20;
 
-/// A reader that hashes (SHA-256) and counts everything read through it.
-pub struct HashingReader<R: Read> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
+/// SHA-256 and byte count of what passes through a reader (or a stream of chunks) that
+/// someone else owns: a decryptor, a decoder or an upload takes the reader, the tally stays
+/// with the caller, who reads the digest once the stream is done. This is how a file is
+/// checked against its manifest in the same read that uses it (a rollback restores exactly
+/// the bytes it hashed; verification hashes the ciphertext it decrypts).
+#[derive(Clone, Default)]
+pub struct Tally(Arc<Mutex<(Sha256, u64)>>);
 
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader {
+impl Tally {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts and hashes `data`.
+    pub fn update(&self, data: &[u8]) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.0.update(data);
+        s.1 += data.len() as u64;
+    }
+
+    /// `inner`, with everything read through it counted here.
+    pub fn reader<R: Read>(&self, inner: R) -> Tallied<R> {
+        Tallied {
             inner,
-            hasher: Sha256::new(),
-            count: 0,
+            tally: self.clone(),
         }
     }
 
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.count
-    }
-
-    /// The inner reader, the byte count and the lowercase hex SHA-256 of what was read.
-    pub fn finish(self) -> (R, u64, String) {
-        (self.inner, self.count, hex::encode(self.hasher.finalize()))
+    /// (bytes, lowercase hex SHA-256) of everything so far.
+    pub fn digest(&self) -> (u64, String) {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (s.1, hex::encode(s.0.clone().finalize()))
     }
 }
 
-impl<R: Read> Read for HashingReader<R> {
+/// A reader whose bytes a [`Tally`] counts and hashes.
+pub struct Tallied<R> {
+    inner: R,
+    tally: Tally,
+}
+
+impl<R: Read> Read for Tallied<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        self.tally.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -85,10 +99,12 @@ mod tests {
 
     #[test]
     fn reader_and_file_agree_with_known_digests() {
-        let mut r = HashingReader::new(&b"abc"[..]);
+        let tally = Tally::new();
         let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        assert_eq!(r.finish().2, ABC);
+        tally.reader(&b"ab"[..]).read_to_end(&mut out).unwrap();
+        tally.update(b"c");
+        assert_eq!(tally.digest(), (3, ABC.to_string()));
+        assert_eq!(Tally::new().digest(), (0, EMPTY.to_string()));
 
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");

@@ -82,6 +82,10 @@ pub struct RestorePlan {
     pub setid: bool,
     /// Up to 10 of those entries, for the log.
     pub setid_paths: Vec<String>,
+    /// Mode (permission and special bits), uid and gid of the archive's root folder (`./`)
+    /// when it is the first entry: Docker's upload does not apply that entry to the folder
+    /// it extracts into, so a restore sets them itself.
+    pub root: Option<(u32, u64, u64)>,
 }
 
 /// Checks a compressed tar archive (`codec`), reading it to its end; nothing is written.
@@ -206,6 +210,11 @@ impl SafetyCheck {
                 self.refused = Some((e.index + 1, e.path_lossy(), reason));
             }
         }
+    }
+
+    /// Whether an entry so far was refused (a reader that writes as it checks stops here).
+    pub fn refused(&self) -> bool {
+        self.refused.is_some()
     }
 
     /// After the last entry: the entry a restore would refuse (1-based index, its path as
@@ -389,6 +398,9 @@ impl Checker {
                 ));
             }
             self.plan.dirs += 1;
+            if self.plan.entries == 1 {
+                self.plan.root = Some(((e.mode & 0o7777) as u32, e.uid, e.gid));
+            }
             self.note_mode(e);
             return Ok(());
         }

@@ -297,67 +297,73 @@ pub async fn run(ctx: &mut Context, args: BackupArgs) -> Result<()> {
         (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),
         _ => None,
     };
-    // A backup with a destination counts only once every file is verified there.
-    let full = args.location.destination.verify_destination != "size";
-    let shipping = store
-        .as_ref()
-        .map(|s| super::destination::Shipping::new(s, full));
-    let spec = Spec {
-        mode: Origin::Backup,
-        backup_root: &args.location.backup_root,
-        target: &args.target,
-        thresholds: &args.thresholds,
-        compression,
-        compression_level,
-        verify_restore: args.verify_restore,
-        revision: (commit, branch),
-        encrypt,
-        shipping: shipping.as_ref(),
-        decrypt: identity,
-    };
-    let taken = take(ctx, &spec).await;
-    let (taken, stored) = match (taken, shipping) {
-        (Ok(mut t), Some(s)) => {
-            let stored = s
-                .commit(&t.dir, &mut t.manifest, lease.as_ref(), &ctx.wf)
-                .await?;
-            (t, Some(stored))
-        }
-        (Ok(t), None) => (t, None),
-        (Err(e), s) => {
-            // Nothing of a failed backup stays in the destination.
-            if let Some(s) = s {
-                s.discard().await;
+    // Whatever happens next, the lease is given back when this run is done with the
+    // destination: a failed run must not make the next one wait for its expiry.
+    let done = async {
+        // A backup with a destination counts only once every file is verified there.
+        let full = args.location.destination.verify_destination != "size";
+        let shipping = store
+            .as_ref()
+            .map(|s| super::destination::Shipping::new(s, full));
+        let spec = Spec {
+            mode: Origin::Backup,
+            backup_root: &args.location.backup_root,
+            target: &args.target,
+            thresholds: &args.thresholds,
+            compression,
+            compression_level,
+            verify_restore: args.verify_restore,
+            revision: (commit, branch),
+            encrypt,
+            shipping: shipping.as_ref(),
+            decrypt: identity,
+        };
+        let taken = take(ctx, &spec).await;
+        let (taken, stored) = match (taken, shipping) {
+            (Ok(mut t), Some(s)) => {
+                let stored = s
+                    .commit(&t.dir, &mut t.manifest, lease.as_ref(), &ctx.wf)
+                    .await?;
+                (t, Some(stored))
             }
-            return Err(e);
+            (Ok(t), None) => (t, None),
+            (Err(e), s) => {
+                // Nothing of a failed backup stays in the destination.
+                if let Some(s) = s {
+                    s.discard().await;
+                }
+                return Err(e);
+            }
+        };
+        publish(
+            ctx,
+            &taken.manifest,
+            &taken.dir,
+            &args.publish,
+            args.keep.retention_days,
+        )
+        .await?;
+        match &stored {
+            Some(s) => super::destination::report(ctx, s, full),
+            None => super::destination::warn_no_destination(ctx),
         }
-    };
-    publish(
-        ctx,
-        &taken.manifest,
-        &taken.dir,
-        &args.publish,
-        args.keep.retention_days,
-    )
-    .await?;
-    match &stored {
-        Some(s) => super::destination::report(ctx, s, full),
-        None => super::destination::warn_no_destination(ctx),
+        super::prune::after_backup(ctx, &taken.root, &args.keep).await;
+        if let Some(store) = &store {
+            let own = taken
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            super::destination::prune_after_backup(ctx, store, &args.keep, &own).await;
+        }
+        drop(taken.lock);
+        Ok(())
     }
-    super::prune::after_backup(ctx, &taken.root, &args.keep).await;
-    if let Some(store) = &store {
-        let own = taken
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        super::destination::prune_after_backup(ctx, store, &args.keep, &own).await;
-    }
+    .await;
     if let Some(l) = lease {
         l.release().await;
     }
-    drop(taken.lock);
-    Ok(())
+    done
 }
 
 /// Makes one verified backup: checks, dump, archives, read-back, manifest, rename.
@@ -907,7 +913,13 @@ async fn verify_restore(
         let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
         let read = reader.await?;
         loaded.context("verify-restore: the dump does not load into a fresh database")?;
-        read?;
+        let (size, sha) = read?;
+        if Some(&sha) != report.sha256.as_ref() || size != report.size {
+            anyhow::bail!(
+                "verify-restore: {} changed after it was verified (SHA-256 {sha}, {size} bytes); something else is writing the backup folder",
+                report.path.display()
+            );
+        }
         let expected = report.sql.clone().unwrap_or_default().tables;
         let names: Vec<String> = expected.keys().cloned().collect();
         let actual = d.server.count_rows(&d.creds, &scratch, &names).await?;

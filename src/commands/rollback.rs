@@ -7,7 +7,17 @@
 //! no running container uses a volume unless it was named in `stop-containers`. Then a safety
 //! backup of the current state is taken with the `backup` machinery, and only then is anything
 //! restored. `dry-run` stops after the checks and says what would change.
+//!
+//! Each file is read twice, and both reads are held to the manifest. The check is one pass
+//! per file ([`check_files`]), made before anything is stopped, so that a bad backup costs no
+//! downtime. The restore reads the file again into a scratch database or a hidden staging
+//! folder. That read is checked as it goes ([`read_for_restore`], [`pipe::decode_file`]'s
+//! tally), and only what hashed to the manifest's SHA-256 is swapped in. Why not re-check
+//! before the restore instead: the file could change after that check. Why not restore from
+//! the first read: it happens before the stop, and staging into a live volume would race the
+//! app.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +32,9 @@ use crate::actions::rest::{check_provenance, RestClient, TrustPolicy};
 use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::{self, Codec};
 use crate::archive::crypt::Identity;
+use crate::archive::hash::Tally;
+use crate::archive::restore::{RestorePlan, SafetyCheck};
+use crate::archive::tarwalk::TarWalker;
 use crate::archive::verify::Expect;
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
@@ -73,7 +86,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     let id = identity.as_deref();
     super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, id, true, &ctx.wf)?;
     let safety_encrypt = super::crypto::safety_recipients(m, id)?;
-    check_files(ctx, &chosen, identity.clone()).await?;
+    let plans = check_files(ctx, &chosen, identity.clone()).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
     //    database's container, name and user, never the choice of targets.
@@ -209,6 +222,19 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         return Ok(());
     }
 
+    // The safety backup goes where the backup came from, under that destination's lease:
+    // taken before anything is stopped, so a backup running there is waited for while the
+    // app is still up.
+    let lease = match (&chosen.store, args.location.destination.lock.as_str()) {
+        (Some(store), "auto") => Some(super::destination::lock(ctx, store).await?),
+        _ => None,
+    };
+    let release = |lease: Option<crate::store::lease::Lease>| async move {
+        if let Some(l) = lease {
+            l.release().await;
+        }
+    };
+
     // 4. Stop the named containers now and keep them stopped until the restore is done:
     //    anything they wrote after the safety backup would otherwise be lost.
     let mut stopped = vec![];
@@ -222,7 +248,13 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
             .filter(|s| Some(*s) != db_container.as_ref())
             .cloned()
             .collect();
-        stopped = e.stop(&to_stop, &ctx.stopped, &*ctx.report).await?;
+        stopped = match e.stop(&to_stop, &ctx.stopped, &*ctx.report).await {
+            Ok(s) => s,
+            Err(err) => {
+                release(lease).await;
+                return Err(err.into());
+            }
+        };
     }
     // A safety backup of the current state (the same machinery as `backup`).
     ctx.wf.group("Safety backup of the current state");
@@ -262,25 +294,24 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
         decrypt: None,
     };
     let taken = take(ctx, &spec).await;
-    let (safety, safety_url) = match (taken, shipping) {
-        (Ok(mut t), Some(s)) => {
-            let url = s
-                .commit(&t.dir, &mut t.manifest, None, &ctx.wf)
-                .await
-                .context("the safety backup could not be stored in the destination, so nothing was restored")?
-                .url;
-            (t, Some(url))
-        }
-        (Ok(t), None) => (t, None),
+    let safety = match (taken, shipping) {
+        (Ok(mut t), Some(s)) => s
+            .commit(&t.dir, &mut t.manifest, lease.as_ref(), &ctx.wf)
+            .await
+            .context(
+                "the safety backup could not be stored in the destination, so nothing was restored",
+            )
+            .map(|stored| (t, Some(stored.url))),
+        (Ok(t), None) => Ok((t, None)),
         (Err(e), s) => {
             if let Some(s) = s {
                 s.discard().await;
             }
-            return Err(e.context(
-                "the safety backup of the current state failed, so nothing was restored",
-            ));
+            Err(e.context("the safety backup of the current state failed, so nothing was restored"))
         }
     };
+    release(lease).await;
+    let (safety, safety_url) = safety?;
     ctx.wf.end_group();
     // The safety backup set backup outputs; a rollback has its own.
     ctx.outputs = Outputs::default();
@@ -339,6 +370,9 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                         compression: v.file.compression,
                         identity: identity.clone(),
                         special_bits: args.restore_special_bits,
+                        size: v.file.size,
+                        sha256: v.file.sha256.clone(),
+                        plan: plans.get(&v.file.path).cloned().unwrap_or_default(),
                     },
                 )
                 .await
@@ -370,7 +404,18 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     let loaded = d.server.load(&d.creds, &scratch, rx, &*ctx.report).await;
                     let read = reader.await?;
                     loaded?;
-                    read.with_context(|| format!("reading {}", path.display()))?;
+                    let (size, sha) =
+                        read.with_context(|| format!("reading {}", path.display()))?;
+                    // What was loaded is exactly what was checked, or it does not go live.
+                    if size != rec.file.size || sha != rec.file.sha256 {
+                        return Err(VerificationFailed(format!(
+                            "refusing to restore {}: it changed after it was checked ({size} bytes with SHA-256 {sha} now, the manifest says {} bytes with {})",
+                            path.display(),
+                            rec.file.size,
+                            rec.file.sha256
+                        ))
+                        .into());
+                    }
                     d.server.swap_in(&d.creds, &scratch, &d.creds.db).await?;
                     Ok::<_, anyhow::Error>(())
                 }
@@ -684,75 +729,81 @@ async fn fetch(
 }
 
 /// Size and SHA-256 of every file against the manifest, the dump's completeness, and the
-/// safety of every archive entry. Any doubt refuses the rollback (exit 1).
+/// safety of every archive entry, in one read of each file (a second one only to tell an
+/// altered file from a damaged one, when a check failed). Any doubt refuses the rollback
+/// (exit 1). Returns what each volume archive's restore will create, by file name.
 async fn check_files(
     ctx: &mut Context,
     chosen: &Chosen,
     identity: Option<Arc<Identity>>,
-) -> Result<()> {
+) -> Result<HashMap<String, RestorePlan>> {
     let m = chosen.manifest.clone();
     let dir = chosen.dir.clone();
-    let problems = tokio::task::spawn_blocking(move || {
+    let (problems, plans) = tokio::task::spawn_blocking(move || {
         let mut problems = vec![];
+        let mut plans = HashMap::new();
         for f in m.files() {
             let path = dir.join(&f.path);
-            match crate::archive::hash::sha256_file(&path) {
+            // A file of the wrong size is not read at all.
+            match std::fs::metadata(&path) {
+                Err(e) => {
+                    problems.push((
+                        f.path.clone(),
+                        "exists".to_string(),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                    continue;
+                }
+                Ok(meta) if meta.len() != f.size => {
+                    problems.push((
+                        f.path.clone(),
+                        "size".into(),
+                        format!(
+                            "{} bytes, the manifest says {}: the file changed since the backup",
+                            meta.len(),
+                            f.size
+                        ),
+                    ));
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            let is_db = m.database.as_ref().is_some_and(|d| d.file.path == f.path);
+            let (read, content) = read_and_check(&path, f, is_db, identity.as_deref());
+            // A file that is not the one the manifest describes is reported as such, whatever
+            // else is wrong with it.
+            let read = match read {
+                Some(r) => Ok(r),
+                None => crate::archive::hash::sha256_file(&path),
+            };
+            match read {
                 Err(e) => problems.push((
                     f.path.clone(),
                     "exists".to_string(),
                     format!("cannot read {}: {e}", path.display()),
                 )),
-                Ok((size, _)) if size != f.size => problems.push((
-                    f.path.clone(),
-                    "size".into(),
-                    format!(
-                        "{size} bytes, the manifest says {}: the file changed since the backup",
-                        f.size
-                    ),
-                )),
-                Ok((_, sha)) if sha != f.sha256 => problems.push((
+                Ok((size, sha)) if size != f.size || sha != f.sha256 => problems.push((
                     f.path.clone(),
                     "sha256".into(),
                     format!(
-                        "SHA-256 {sha} differs from the manifest's {}: the file was altered",
+                        "SHA-256 {sha} ({size} bytes) differs from the manifest's {}: the file was altered",
                         f.sha256
                     ),
                 )),
-                Ok(_) => {}
+                Ok(_) => match content {
+                    Ok(Some(plan)) => {
+                        plans.insert(f.path.clone(), plan);
+                    }
+                    Ok(None) => {}
+                    Err((check, msg)) => problems.push((f.path.clone(), check, msg)),
+                },
             }
         }
-        if problems.is_empty() {
-            if let Some(d) = &m.database {
-                let r = crate::archive::crypt::verify_file(
-                    &dir.join(&d.file.path),
-                    Expect::SqlDump,
-                    d.file.compression,
-                    0,
-                    identity.as_deref(),
-                );
-                if let Some(f) = r.failure {
-                    problems.push((d.file.path.clone(), f.check.as_str().to_string(), f.message));
-                }
-            }
-            for v in &m.volumes {
-                let path = dir.join(&v.file.path);
-                let checked = crate::archive::crypt::open(&path, identity.as_deref())
-                    .map_err(|e| e.to_string())
-                    .and_then(|f| {
-                        crate::archive::restore::check_archive(f, v.file.compression, &v.file.path)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(msg) = checked {
-                    problems.push((v.file.path.clone(), "restore-safety".into(), msg));
-                }
-            }
-        }
-        problems
+        (problems, plans)
     })
     .await?;
     if problems.is_empty() {
-        return Ok(());
+        return Ok(plans);
     }
     for (file, check, msg) in &problems {
         ctx.wf.error(
@@ -772,6 +823,41 @@ async fn check_files(
             .join("\n")
     ))
     .into())
+}
+
+/// A file's content checks: what a volume archive's restore creates when they passed, else
+/// the failed check's name and message.
+type Verdict = Result<Option<RestorePlan>, (String, String)>;
+
+/// One read of a backup file through its content checks (the dump's, or the archive's
+/// restore-safety rules): the verdict, and the (size, SHA-256) of the whole file when that
+/// read covered it all.
+fn read_and_check(
+    path: &Path,
+    f: &crate::manifest::FileRecord,
+    is_db: bool,
+    identity: Option<&Identity>,
+) -> (Option<(u64, String)>, Verdict) {
+    if is_db {
+        let r =
+            crate::archive::crypt::verify_file(path, Expect::SqlDump, f.compression, 0, identity);
+        return match (r.failure, r.sha256) {
+            (Some(fl), _) => (None, Err((fl.check.as_str().to_string(), fl.message))),
+            (None, sha) => (sha.map(|s| (r.size, s)), Ok(None)),
+        };
+    }
+    let tally = Tally::new();
+    let mut input = match crate::archive::crypt::open_tallied(path, identity, Some(&tally)) {
+        Ok(i) => i,
+        Err(e) => return (None, Err(("restore-safety".into(), e.to_string()))),
+    };
+    let plan = crate::archive::restore::check_archive(&mut input, f.compression, &f.path)
+        .map(Some)
+        .map_err(|e| ("restore-safety".to_string(), e.to_string()));
+    // The rest of the file (after a refusal, or bytes past the end of the stream) is hashed
+    // too, so that an altered file is reported as altered.
+    let whole = std::io::copy(&mut input, &mut std::io::sink()).is_ok();
+    (whole.then(|| tally.digest()), plan)
 }
 
 /// What a rollback restores: the named volumes, and why the rest is not restored.
@@ -940,16 +1026,26 @@ fn each_entry(from: &str, body: &str) -> String {
 }
 
 /// How a volume's archive is read: its codec, the identity that opens it when it is
-/// `….age`, and whether setuid/setgid/sticky bits are kept.
+/// `….age`, whether setuid/setgid/sticky bits are kept, and what the manifest and the check
+/// before the restore said about it.
 struct Reading {
     compression: Codec,
     identity: Option<Arc<Identity>>,
     special_bits: bool,
+    /// The manifest's size and SHA-256 of the stored file.
+    size: u64,
+    sha256: String,
+    /// What [`check_files`] found the archive creates (entries, bytes, the root folder).
+    plan: RestorePlan,
 }
 
-/// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched:
-/// the archive is checked again (the file may have changed since), its size compared with
-/// the volume's free space, then written. On any failure the staging folder is removed.
+/// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched.
+/// The archive was checked before anything was stopped; it is read here once more, and that
+/// read is checked as it goes: each entry by the restore-safety rules before its header is
+/// sent, and the stored bytes against the manifest's size and SHA-256 at the end, so the
+/// staged content is exactly what was checked even if the file changed in between. The free
+/// space is compared with what the check found the archive creates before anything is
+/// written. On any failure the staging folder is removed.
 async fn stage_volume(
     wf: &Workflow,
     engine: &Engine,
@@ -958,23 +1054,13 @@ async fn stage_volume(
     archive: &Path,
     reading: Reading,
 ) -> Result<Staged> {
-    let Reading {
-        compression,
-        identity,
-        special_bits,
-    } = reading;
     wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
-    let path = archive.to_path_buf();
-    let name = archive.display().to_string();
-    let id = identity.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        let f = crate::archive::crypt::open(&path, id.as_deref())?;
-        crate::archive::restore::check_archive(f, compression, &name).map_err(anyhow::Error::from)
-    })
-    .await??;
-    let root = root_entry(archive, compression, identity.as_deref())?
+    let plan = reading.plan.clone();
+    let special_bits = reading.special_bits;
+    let root = plan
+        .root
         .map(|(mode, uid, gid)| (if special_bits { mode } else { mode & 0o777 }, uid, gid));
     let staged = Staged {
         engine: engine.clone(),
@@ -1030,13 +1116,7 @@ async fn stage_volume(
         let failed = || {
             format!("writing the backup of volume {volume} failed (is the volume full?); its live data was not touched")
         };
-        if special_bits && compression == Codec::Gzip && !crate::archive::crypt::is_sealed(archive) {
-            // Docker reads a gzip tar itself.
-            let file = tokio::fs::File::open(archive).await?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-            return prep.upload_to(&target, stream).await.with_context(failed);
-        }
-        let (rx, reader) = plain_tar(archive, compression, special_bits, identity);
+        let (rx, reader) = read_for_restore(archive, reading);
         let uploaded = prep.upload_to(&target, pipe::into_stream(rx)).await;
         if let Err(e @ crate::docker::DockerError::Stalled { .. }) = uploaded {
             // The reader was cut off by the stall: the stall is the news.
@@ -1158,22 +1238,56 @@ impl Staged {
 /// How many entries had a special bit dropped, and up to 10 of their paths.
 type Dropped = tokio::task::JoinHandle<Result<(u64, Vec<String>)>>;
 
-/// The archive decoded to a plain tar stream, with setuid/setgid/sticky bits dropped unless
-/// `special_bits`; the task returns how many entries had one, and up to 10 of their paths.
-fn plain_tar(
+/// The archive read once for its restore, as a plain tar stream: the stored bytes are
+/// tallied, decrypted when the file is `….age`, decoded, walked with the restore-safety
+/// rules (a refused or malformed entry stops the stream before the chunk holding its header
+/// is sent: nothing it names reaches the engine), and stripped of setuid/setgid/sticky bits
+/// unless `special_bits`. The task fails (exit 1) when an entry was refused or the file is
+/// not the one the manifest describes (size and SHA-256 of every stored byte); the caller
+/// then discards what was staged. On success it returns how many entries had a special bit
+/// dropped, and up to 10 of their paths.
+fn read_for_restore(
     archive: &Path,
-    compression: Codec,
-    special_bits: bool,
-    identity: Option<Arc<Identity>>,
+    reading: Reading,
 ) -> (tokio::sync::mpsc::Receiver<bytes::Bytes>, Dropped) {
     let path = archive.to_path_buf();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
-        let mut input = crate::archive::crypt::open(&path, identity.as_deref())?;
+        let Reading {
+            compression,
+            identity,
+            special_bits,
+            size,
+            sha256,
+            plan: _,
+        } = reading;
+        let name = path.display().to_string();
+        let refuse = |why: String| -> anyhow::Error {
+            VerificationFailed(format!(
+                "refusing to restore {name}: {why}; the live data was not touched"
+            ))
+            .into()
+        };
+        let tally = Tally::new();
+        let mut input =
+            crate::archive::crypt::open_tallied(&path, identity.as_deref(), Some(&tally))?;
+        let mut walker = TarWalker::new();
+        let mut safety = SafetyCheck::new();
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut failed = None;
         let whole = codec::restore(compression, &mut input, &mut buf, &mut |d| {
+            let walked = walker.feed(d, &mut |e| {
+                safety.entry(e);
+                if safety.refused() {
+                    Err("refused".into())
+                } else {
+                    Ok(())
+                }
+            });
+            if walked.is_err() {
+                return false;
+            }
             let out = if special_bits {
                 d.to_vec()
             } else {
@@ -1186,12 +1300,37 @@ fn plain_tar(
                 }
             };
             tx.blocking_send(bytes::Bytes::from(out)).is_ok()
-        })?;
+        });
+        // An entry the rules refuse, or a malformed archive, is the news.
+        if let Some((index, entry, reason)) = std::mem::take(&mut safety).finish() {
+            return Err(refuse(format!("entry {index} `{entry}`: {reason}")));
+        }
+        if let Some(e) = walker.error() {
+            return Err(refuse(format!(
+                "the tar archive is malformed at byte {} of its content: {}",
+                e.offset, e.message
+            )));
+        }
+        let whole = whole.map_err(|e| refuse(format!("the stored stream is damaged: {e}")))?;
         if let Some(e) = failed {
             return Err(e);
         }
         if !whole {
             anyhow::bail!("the upload stopped reading");
+        }
+        if let Err(e) = walker.finish() {
+            return Err(refuse(format!(
+                "the tar archive is incomplete: {}",
+                e.message
+            )));
+        }
+        std::io::copy(&mut input, &mut std::io::sink())?;
+        drop(input);
+        let (n, sha) = tally.digest();
+        if n != size || sha != sha256 {
+            return Err(refuse(format!(
+                "it changed after it was checked ({n} bytes with SHA-256 {sha} now, the manifest says {size} bytes with {sha256})"
+            )));
         }
         if special_bits {
             return Ok((0, vec![]));
@@ -1206,36 +1345,87 @@ fn plain_tar(
     (rx, task)
 }
 
-/// Owner and mode of the archive's root entry (`./`), when it has one.
-fn root_entry(
-    archive: &Path,
-    compression: Codec,
-    identity: Option<&Identity>,
-) -> Result<Option<(u32, u64, u64)>> {
-    // The walk verification uses (tarwalk), stopped at the first real entry.
-    let mut walker = crate::archive::tarwalk::TarWalker::new();
-    let mut first = None;
-    let mut out = vec![0u8; 16 << 10];
-    codec::restore(
-        compression,
-        &mut crate::archive::crypt::open(archive, identity)?,
-        &mut out,
-        &mut |d| {
-            let _ = walker.feed(d, &mut |e| {
-                first = Some((e.path.to_vec(), e.typeflag, e.mode, e.uid, e.gid));
-                Err("the first entry is read".into())
-            });
-            first.is_none() && !walker.failed()
-        },
-    )?;
-    let Some((path, typeflag, mode, uid, gid)) = first else {
-        return match walker.error() {
-            Some(e) => Err(anyhow::anyhow!("{}: {e}", archive.display())),
-            None => Ok(None),
-        };
-    };
-    if !matches!(path.as_slice(), b"." | b"./" | b"") || typeflag != b'5' {
-        return Ok(None);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::hash::sha256_hex;
+    use crate::archive::testutil::{end, gz, push, raw_header, Rng};
+
+    /// A tar of `./`, a 600 KiB file (more than one decoded chunk), and `last`.
+    fn tar_then(last: &[u8]) -> Vec<u8> {
+        let mut t = vec![];
+        push(&mut t, &raw_header(b"./", b'5', 0, b""), b"");
+        let big = Rng::new(7).bytes(600 << 10);
+        push(
+            &mut t,
+            &raw_header(b"./big.bin", b'0', big.len() as u64, b""),
+            &big,
+        );
+        push(&mut t, &raw_header(last, b'0', 5, b""), b"hello");
+        end(&mut t);
+        t
     }
-    Ok(Some(((mode & 0o7777) as u32, uid, gid)))
+
+    /// Runs [`read_for_restore`] on `stored` (gzip) held to `manifest` (the bytes whose size and
+    /// SHA-256 the manifest records): what reached the engine, and the outcome.
+    async fn stage(stored: &[u8], manifest: &[u8]) -> (Vec<u8>, Result<(u64, Vec<String>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("volume_x.tar.gz");
+        std::fs::write(&path, stored).unwrap();
+        let reading = Reading {
+            compression: Codec::Gzip,
+            identity: None,
+            special_bits: true,
+            size: manifest.len() as u64,
+            sha256: sha256_hex(manifest),
+            plan: RestorePlan::default(),
+        };
+        let (mut rx, task) = read_for_restore(&path, reading);
+        let mut sent = vec![];
+        while let Some(b) = rx.recv().await {
+            sent.extend_from_slice(&b);
+        }
+        (sent, task.await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_staging_read_sends_the_checked_tar_and_holds_the_file_to_its_manifest() {
+        let tar = tar_then(b"./last.txt");
+        let stored = gz(&tar);
+        let (sent, outcome) = stage(&stored, &stored).await;
+        assert_eq!(outcome.unwrap(), (0, vec![]));
+        assert!(
+            sent == tar,
+            "the engine did not get the archive's tar as it is"
+        );
+
+        // The same content, stored differently from what the manifest records (the file was
+        // replaced after the check): refused, although the tar itself is fine.
+        let other = gz(&tar_then(b"./other.txt"));
+        let (_, outcome) = stage(&other, &stored).await;
+        let e = outcome.unwrap_err();
+        assert!(e.downcast_ref::<VerificationFailed>().is_some(), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("changed after it was checked"),
+            "{e:#}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unsafe_entry_stops_the_staging_stream_before_its_header_is_sent() {
+        let stored = gz(&tar_then(b"../escape.txt"));
+        // Even with the manifest's hash matching (a manifest written for the evil file).
+        let (sent, outcome) = stage(&stored, &stored).await;
+        let e = outcome.unwrap_err();
+        assert!(e.downcast_ref::<VerificationFailed>().is_some(), "{e:#}");
+        assert!(format!("{e:#}").contains("`../escape.txt`"), "{e:#}");
+        assert!(
+            sent.starts_with(&raw_header(b"./", b'5', 0, b"")),
+            "nothing was streamed before the refusal"
+        );
+        assert!(
+            !sent.windows(13).any(|w| w == b"../escape.txt"),
+            "the refused entry reached the engine"
+        );
+    }
 }

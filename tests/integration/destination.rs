@@ -21,6 +21,8 @@
 //!   one moment through `volume://` ([`two_backups_at_once_to_one_volume_never_interleave`])
 //!   and `host://` ([`two_backups_at_once_to_one_host_folder_never_interleave`])
 //! - [`engine_lease_is_renewed_and_an_expired_one_is_taken_over_by_one_run`]
+//! - [`a_failed_backup_gives_the_lease_back_and_the_next_one_does_not_wait`], and
+//!   [`rollback_waits_for_the_destination_lease_before_stopping_anything`]
 //! - [`verify_checks_a_backup_in_the_bucket_and_changes_nothing`]
 //! - [`verify_refuses_a_zst_file_recorded_as_gzip_and_a_gz_file_recorded_as_zstd`]
 //! - [`link_leaving_the_volume_is_warned_at_backup_and_refused_at_rollback`]
@@ -828,6 +830,107 @@ fn two_concurrent_backups_to_one_destination_never_interleave() {
         .keys()
         .iter()
         .any(|k| k.ends_with("predeploy-backup.lock")));
+}
+
+/// A backup that fails after it took the destination's lease gives the lease back: the
+/// retry (the user's next push, minutes later) starts at once instead of waiting for the
+/// failed run's lease to expire.
+#[test]
+fn a_failed_backup_gives_the_lease_back_and_the_next_one_does_not_wait() {
+    let s3 = Seaweed::start(BUCKET);
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.join("site")).unwrap();
+    std::fs::write(ws.join("site/index.html"), vec![b'x'; 4096]).unwrap();
+    let lock_key = format!("{PREFIX}/predeploy-backup.lock");
+    // Fails in its own checks, after the lease was taken (the archive is below the minimum).
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("paths", "site")
+        .input("min-volume-size", "100000000")
+        .run();
+    o.assert_code(1);
+    o.assert_mentions("min-volume-size");
+    assert!(
+        !s3.keys().contains(&lock_key),
+        "the failed run left its lease: {:?}\n{o}",
+        s3.keys()
+    );
+    assert!(manifests(&s3).is_empty(), "{:?}", s3.keys());
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("paths", "site")
+        .input("min-volume-size", "1")
+        .run();
+    o.assert_code(0);
+    assert!(
+        !o.all_text().contains("Waiting for the lock"),
+        "the next run waited for the failed run's lease\n{o}"
+    );
+    assert_eq!(manifests(&s3).len(), 1, "{:?}", s3.keys());
+}
+
+/// A rollback from a destination sends its safety backup there under the destination's
+/// lease, and takes it before it stops anything: while another run holds it, the app keeps
+/// running and nothing changes; once it is released the rollback goes on, restores, and
+/// gives the lease back.
+#[test]
+fn rollback_waits_for_the_destination_lease_before_stopping_anything() {
+    let test = "dest-rb-lease";
+    let s3 = Seaweed::start(BUCKET);
+    let vol = Volume::with_tree(test, &TreeSpec::random(40));
+    let app = Container::sleeper(
+        &format!("{test}-app"),
+        &[&format!("{}:/data", vol.name)],
+        &["--init"],
+    );
+    let ws = Workspace::new();
+    let o = with_s3(ws.action("backup"), &s3)
+        .input("volumes", &vol.name)
+        .input("min-volume-size", "1")
+        .input("stop-containers", &app.name)
+        .run();
+    o.assert_code(0);
+    let before = vol.fingerprint();
+    let out = app.exec(&["sh", "-c", "echo bad-deploy > /data/new.txt"]);
+    assert!(out.status.success());
+    let changed = vol.fingerprint();
+    let started = app.started_at();
+
+    // Another run (a backup of the next deploy) holds the lease.
+    let lock_key = format!("{PREFIX}/predeploy-backup.lock");
+    let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    s3.put(
+        &lock_key,
+        format!(
+            r#"{{"owner":"other-run","holder":"run 77 of acme/app","expires_at":"{}"}}"#,
+            until.to_rfc3339()
+        )
+        .as_bytes(),
+    );
+    let mut r = with_s3(ws.action("rollback"), &s3)
+        .input("run-id", "4242")
+        .input("volumes", &vol.name)
+        .input("stop-containers", &app.name)
+        .spawn();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(r.is_running(), "the rollback did not wait for the lease");
+    assert!(
+        app.is_running(),
+        "the app was stopped while the rollback waited"
+    );
+    assert_eq!(app.started_at(), started);
+    vol.fingerprint()
+        .assert_same(&changed, "while the rollback waited for the lease");
+    assert_eq!(manifests(&s3).len(), 1, "{:?}", s3.keys());
+
+    // The other run ends.
+    s3.delete(&lock_key);
+    let r = r.wait();
+    r.assert_code(0);
+    assert_eq!(r.out("restored"), "true", "{r}");
+    r.assert_mentions("run 77 of acme/app");
+    vol.fingerprint().assert_same(&before, "after the rollback");
+    // The safety backup is stored there, and the lease given back.
+    assert_eq!(manifests(&s3).len(), 2, "{:?}", s3.keys());
+    assert!(!s3.keys().contains(&lock_key), "{:?}", s3.keys());
 }
 
 #[test]
