@@ -59,7 +59,7 @@ source_backup() {
     shift
     OUT="$BENCH_TMP/src-$name.out"
     our_cli "$BENCH_TMP/src-$name.log" "$OUT" backup --backup-root "$WS/src-$name" \
-        --upload-artifact false --commit bench --branch bench "$@"
+        --upload-artifact false --commit "$(printf "%040d" 0 | tr 0 b)" --branch bench "$@"
     local dir
     dir="$(output_value "$OUT" backup-dir)"
     [[ "$dir" == /* ]] || dir="$WS/$dir"
@@ -67,15 +67,17 @@ source_backup() {
     [[ -f "$MANIFEST" ]] || die "no manifest in $dir"
 }
 
-# ours_rollback KEY MANIFEST RESTORE_LINE_REGEX FILE TIMING: one timed rollback; records the
+# ours_rollback KEY MANIFEST RESTORE_LINE_REGEX FILE TIMING TARGET...: one timed rollback of the
+# targets TARGET names (rollback restores only what its inputs name); records the
 # total (size: FILE of the backup), the restore phase (from the first log line matching the
 # regex to the end), what came before it, and the safety backup's TIMING from its manifest;
 # removes the safety backup afterwards.
 ours_rollback() {
-    local key="$1" manifest="$2" re="$3"
+    local key="$1" manifest="$2" re="$3" file="$4" timing="$5"
+    shift 5
     local logf="$BENCH_TMP/rollback.log" outf="$BENCH_TMP/rollback.out"
     if ! measure_stamped "$logf" "$outf" "$BIN" rollback --manifest "$manifest" \
-        --backup-root "$WS/safety" --workspace "$WS"; then
+        --backup-root "$WS/safety" --workspace "$WS" "$@"; then
         cut -d' ' -f2- "$logf" >&2
         die "our rollback failed"
     fi
@@ -85,7 +87,7 @@ ours_rollback() {
         cat "$logf" >&2
         die "no line matching '$re' in the rollback's log"
     }
-    record "$key" "ours: rollback (total)" "$(stat -c %s "$(dirname "$manifest")"/"$4")" "input: our backup"
+    record "$key" "ours: rollback (total)" "$(stat -c %s "$(dirname "$manifest")"/"$file")" "input: our backup"
     record_time "${key}_pre" "ours: checks + safety backup (before restore)" "$at"
     record_time "${key}_restore" "ours: restore phase" "$(awk -v a="$M_WALL" -v b="$at" 'BEGIN { printf "%.3f", a - b }')"
     local safety
@@ -93,7 +95,7 @@ ours_rollback() {
     [[ -n "$safety" ]] || die "no safety-backup-dir in the rollback's outputs"
     [[ "$safety" == /* ]] || safety="$WS/$safety"
     record_time "${key}_safety_dump" "ours: safety backup's dump/archive (its manifest)" \
-        "$(manifest_timing "$safety/manifest.yml" "$5")"
+        "$(manifest_timing "$safety/manifest.yml" "$timing")"
     rm -rf "$WS/safety"
     cp "$logf" "$BENCH_TMP/last-$key.log"
 }
@@ -126,7 +128,8 @@ if ((DB_MB > 0)); then
         for who in $( ((i % 2)) && echo "ours seed" || echo "seed ours"); do
             if [[ "$who" == ours ]]; then
                 ours_rollback db_ours "$DB_MANIFEST" '^== Restoring database' \
-                    "$(basename "$DB_FILE")" "database dump"
+                    "$(basename "$DB_FILE")" "database dump" \
+                    --postgres-container "$C" --postgres-user "$PG_USER" --postgres-db "$PG_DB"
             else
                 # shellcheck disable=SC2016 # expanded by the inner shell
                 measure bash -c 'set -o pipefail
@@ -169,7 +172,7 @@ if ((VOL_MB > 0)); then
         for who in $( ((i % 2)) && echo "ours seed" || echo "seed ours"); do
             if [[ "$who" == ours ]]; then
                 ours_rollback vol_ours "$VOL_MANIFEST" '^Restoring volume' \
-                    "$(basename "$VOL_FILE")" "volume archives"
+                    "$(basename "$VOL_FILE")" "volume archives" --volumes "$V"
             else
                 measure docker run --rm --label "$BENCH_LABEL=$BENCH_RUN_ID" -v "$V:/data" \
                     -v "$(dirname "$VOL_FILE"):/backup:ro" --entrypoint sh "$SEED_IMAGE" \
