@@ -6,6 +6,7 @@
 //! - [`round_trip_restores_database_and_volume_and_restarts_the_consumer`]
 //! - [`dry_run_by_manifest_path_changes_nothing_then_restores_that_backup`]
 //! - [`tampered_backup_files_are_refused_before_any_change`]
+//! - [`an_archive_replaced_after_its_check_is_not_restored`]
 //! - [`malicious_archives_are_refused_before_any_byte_is_written`]
 //! - [`running_consumer_blocks_unless_named_in_stop_containers`]
 //! - [`rollback_empties_the_volume_when_the_consumer_image_runs_as_non_root`]
@@ -608,6 +609,72 @@ fn tampered_backup_files_are_refused_before_any_change() {
     assert_eq!(s.backup_folders(), folders, "a safety backup was made");
     assert_eq!(s.state(), changed, "the database or volume changed");
     assert_eq!(s.consumer.started_at(), started);
+}
+
+/// The check before the stop and the restore are two reads of the archive. A file replaced
+/// between them (here: one byte of a file's content, so the tar stays well-formed and the
+/// size the same) is caught by the restore's own read: its SHA-256 is not the manifest's.
+/// Nothing staged goes live, the consumer runs again, and the error says what happened.
+#[test]
+fn an_archive_replaced_after_its_check_is_not_restored() {
+    let s = Stack::new("rb-swapped", false);
+    let b = s.backup_with(BACKUP_COMMIT, BACKUP_BRANCH, &[("compression", "none")]);
+    let archive = b.path(b.out("volume-backup-paths"));
+    s.change("after-backup");
+    let changed = s.state();
+    // Where the first regular file's content starts in the plain tar.
+    let offset = {
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        let e = a
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.header().entry_type().is_file() && e.size() > 0)
+            .expect("a file with content in the archive");
+        e.raw_file_position() as usize
+    };
+    let backups = s.ws.join("backups");
+    let safety_started = || {
+        std::fs::read_dir(&backups).unwrap().flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.starts_with(".pre-deployment-") && n.ends_with(".partial")
+        })
+    };
+    let mut r = s
+        .rollback()
+        .input(
+            "manifest",
+            b.out("backup-dir").to_string() + "/" + FILE_NAME,
+        )
+        .input("stop-containers", &s.consumer.name)
+        .spawn();
+    // The check is done once the safety backup has started: alter the archive now.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !safety_started() {
+        assert!(
+            r.is_running(),
+            "the rollback ended before its safety backup"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no safety backup started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    corpus::flip_byte(&archive, offset);
+    let o = r.wait();
+    o.assert_code(1)
+        .assert_mentions("changed after it was checked");
+    assert_eq!(o.out("restored"), "false", "{o}");
+    s.state().assert_same(&changed, "after the refused restore");
+    assert!(
+        s.consumer.is_running(),
+        "the consumer was not started again\n{o}"
+    );
+    assert!(
+        leftover_helpers(&s.vol.name).is_empty(),
+        "helpers left behind"
+    );
 }
 
 // -----------------------------------------------------------------------------------------
