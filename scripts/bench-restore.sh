@@ -12,7 +12,8 @@
 #   Volume (BENCH_VOL_MB of PDF-like random files; a volume-only backup made by our tool; no
 #   container uses the volume):
 #     ours  predeploy-backup rollback --manifest M ...; "restore phase" = from its
-#           `Restoring volume` log line (the wipe helper starts right after) to its exit
+#           `Unpacking the backup of volume` log line (the archive is read, checked and
+#           unpacked next to the live data, then swapped in) to its exit
 #     seed  docker run --rm -v V:/data -v DIR:/backup IMAGE sh -c
 #             'rm -rf /data/* && tar xzf /backup/x.tar.gz -C /data'
 #           (IMAGE: predeploy-test/postgres:15, GNU tar 1.34 + gzip 1.12), on our .tar.gz
@@ -171,7 +172,7 @@ if ((VOL_MB > 0)); then
     for ((i = 1; i <= RUNS; i++)); do
         for who in $( ((i % 2)) && echo "ours seed" || echo "seed ours"); do
             if [[ "$who" == ours ]]; then
-                ours_rollback vol_ours "$VOL_MANIFEST" '^Restoring volume' \
+                ours_rollback vol_ours "$VOL_MANIFEST" '^Unpacking the backup of volume' \
                     "$(basename "$VOL_FILE")" "volume archives" --volumes "$V"
             else
                 measure docker run --rm --label "$BENCH_LABEL=$BENCH_RUN_ID" -v "$V:/data" \
@@ -203,8 +204,9 @@ if ((VOL_MB > 0)); then
     echo
     ratio_line "time: seed / ours (restore phase)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours_restore]}")" ">=" 2
     ratio_line "time: seed / ours (total)" "$(ratio "${B_WALL[vol_seed]}" "${B_WALL[vol_ours]}")" ">=" 2
-    echo "  (our volume restore phase starts at its 'Restoring volume' line; the probe for a helper"
-    echo "  image with a shell, just before it, is counted in 'checks + safety backup')"
+    echo "  (our volume restore phase starts at its 'Unpacking the backup of volume' line: reading,"
+    echo "  checking and unpacking the archive, then the swap; the probe for a helper image with a"
+    echo "  shell, just before it, is counted in 'checks + safety backup')"
 fi
 echo
 echo "  best = fastest of the runs; peak RSS = highest of the runs; CPU = user+sys of the local"
