@@ -982,4 +982,113 @@ mod tests {
         assert_eq!(b, "volume_ws_srv_a_b-2_T.tar.gz");
         assert_eq!(c, "volume_ws_srv_a_b-3_T.tar.gz");
     }
+
+    #[test]
+    fn file_safe_keeps_a_portable_name_and_never_an_empty_one() {
+        assert_eq!(file_safe("/srv/data/"), "srv_data");
+        assert_eq!(file_safe("my vol:1"), "my_vol_1");
+        assert_eq!(file_safe("app.db-2_x"), "app.db-2_x");
+        assert_eq!(file_safe("été"), "_t_");
+        assert_eq!(file_safe("/"), "root");
+        assert_eq!(file_safe(""), "root");
+    }
+
+    /// A backup folder under `root`: its files (name, size), a manifest unless `complete` is
+    /// false.
+    fn folder(root: &Path, name: &str, files: &[(&str, usize)], complete: bool) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, n) in files {
+            std::fs::write(dir.join(f), vec![b'x'; *n]).unwrap();
+        }
+        if complete {
+            std::fs::write(dir.join(manifest::FILE_NAME), b"m: 1\n").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_space_estimate_uses_the_newest_complete_backup() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(previous_backup_size(root.path()), None);
+        folder(
+            root.path(),
+            "pre-deployment-20260101_000000",
+            &[("a", 5000)],
+            true,
+        );
+        folder(
+            root.path(),
+            "pre-deployment-20260102_000000",
+            &[("a", 100), ("b", 20)],
+            true,
+        );
+        // Newer, but without its manifest (a run that failed): not a basis.
+        folder(
+            root.path(),
+            "pre-deployment-20260103_000000",
+            &[("a", 9000)],
+            false,
+        );
+        folder(
+            root.path(),
+            ".pre-deployment-20260104_000000.partial",
+            &[("a", 9000)],
+            false,
+        );
+        // The newest complete one: its files and its manifest (5 bytes).
+        assert_eq!(previous_backup_size(root.path()), Some(125));
+    }
+
+    #[tokio::test]
+    async fn a_backup_root_that_cannot_hold_the_estimate_is_refused_before_anything_is_made() {
+        let root = tempfile::tempdir().unwrap();
+        check_space(root.path(), None).await.unwrap();
+        // The previous backup was 4 TiB (a sparse file: no disk is used).
+        folder(root.path(), "pre-deployment-20260101_000000", &[], true);
+        std::fs::File::create(root.path().join("pre-deployment-20260101_000000/db.sql.gz"))
+            .unwrap()
+            .set_len(4 << 40)
+            .unwrap();
+        let e = check_space(root.path(), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not enough free space"), "{e}");
+        assert!(e.contains("the previous backup is"), "{e}");
+        assert!(e.contains("check-free-space: false"), "{e}");
+    }
+
+    #[test]
+    fn only_our_interrupted_folders_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        folder(
+            r,
+            ".pre-deployment-20260101_000000.partial",
+            &[("a", 10)],
+            false,
+        );
+        folder(r, "pre-deployment-20260102_000000", &[("a", 10)], true);
+        folder(r, ".other.partial", &[("a", 10)], false);
+        folder(
+            r,
+            "pre-deployment-20260103_000000.partial",
+            &[("a", 10)],
+            false,
+        );
+        remove_stale_partials(&Workflow::new(Default::default(), false), r);
+        let mut left: Vec<String> = std::fs::read_dir(r)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".other.partial",
+                "pre-deployment-20260102_000000",
+                "pre-deployment-20260103_000000.partial"
+            ]
+        );
+    }
 }
