@@ -415,9 +415,7 @@ pub fn decode_file(
             ));
         }
         // Whatever the decoder did not need is still part of the file.
-        io::copy(&mut input, &mut io::sink())?;
-        drop(input);
-        Ok(tally.digest())
+        tally.finish(input)
     });
     (rx, task)
 }

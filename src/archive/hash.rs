@@ -40,6 +40,13 @@ impl Tally {
         }
     }
 
+    /// Reads `rest` (the reader this tally counts, or one built on it) to its end, so that
+    /// the bytes a decoder did not need are counted too, then gives [`Tally::digest`].
+    pub fn finish(&self, mut rest: impl Read) -> io::Result<(u64, String)> {
+        io::copy(&mut rest, &mut io::sink())?;
+        Ok(self.digest())
+    }
+
     /// (bytes, lowercase hex SHA-256) of everything so far.
     pub fn digest(&self) -> (u64, String) {
         let s = self.0.lock().unwrap_or_else(|p| p.into_inner());

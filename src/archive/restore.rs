@@ -130,53 +130,82 @@ fn check_with(
     archive_name: &str,
     produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> bool) -> Result<(), String>,
 ) -> Result<RestorePlan, UnsafeArchive> {
-    let refuse = |index: u64, path: String, reason: String| UnsafeArchive {
-        archive: archive_name.to_string(),
-        index,
-        path,
-        reason,
-    };
-    let mut walker = TarWalker::new();
-    let mut checker = Checker::new();
-    let produced = {
-        let mut sink =
-            |data: &[u8]| -> bool { walker.feed(data, &mut |e| checker.entry(e)).is_ok() };
-        produce(&mut sink)
-    };
-    // An unsafe entry found before the stream broke is the more useful report.
-    if let Some(e) = walker.error() {
-        let (index, path) = e
-            .entry
-            .clone()
-            .map_or((0, String::new()), |(i, p)| (i + 1, p));
-        let reason = if e.refused {
-            e.message.clone()
-        } else {
-            format!(
-                "the tar archive is malformed at byte {} of its content: {}",
-                e.offset, e.message
-            )
-        };
-        return Err(refuse(index, path, reason));
+    let mut gate = Gate::new(archive_name);
+    let produced = produce(&mut |data: &[u8]| gate.feed(data));
+    gate.finish(produced)
+}
+
+/// The rules applied to a tar stream as it is produced, by whoever holds the bytes: a
+/// reader that writes as it checks (rollback's staging) passes on a chunk only once
+/// [`Gate::feed`] accepted it, so nothing of a refused or malformed entry is passed on.
+pub struct Gate {
+    archive: String,
+    walker: TarWalker,
+    checker: Checker,
+}
+
+impl Gate {
+    /// `archive_name` is used in messages.
+    pub fn new(archive_name: &str) -> Self {
+        Gate {
+            archive: archive_name.to_string(),
+            walker: TarWalker::new(),
+            checker: Checker::new(),
+        }
     }
-    if let Err(reason) = produced {
-        return Err(refuse(0, String::new(), reason));
+
+    /// The next bytes of the tar stream; `false` once an entry was refused or the tar is
+    /// malformed (these bytes hold the offending header: do not use them).
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        let checker = &mut self.checker;
+        self.walker.feed(data, &mut |e| checker.entry(e)).is_ok()
     }
-    if let Err(e) = walker.finish() {
-        let (index, path) = e
-            .entry
-            .clone()
-            .map_or((0, String::new()), |(i, p)| (i + 1, p));
-        return Err(refuse(
+
+    /// After the stream (`produced`: whether its source read it whole, else why not): what
+    /// the archive creates, or the first reason to refuse it.
+    pub fn finish(mut self, produced: Result<(), String>) -> Result<RestorePlan, UnsafeArchive> {
+        let archive = self.archive;
+        let refuse = |index: u64, path: String, reason: String| UnsafeArchive {
+            archive: archive.clone(),
             index,
             path,
-            format!("the tar archive is incomplete: {}", e.message),
-        ));
+            reason,
+        };
+        // An unsafe entry found before the stream broke is the more useful report.
+        if let Some(e) = self.walker.error() {
+            let (index, path) = e
+                .entry
+                .clone()
+                .map_or((0, String::new()), |(i, p)| (i + 1, p));
+            let reason = if e.refused {
+                e.message.clone()
+            } else {
+                format!(
+                    "the tar archive is malformed at byte {} of its content: {}",
+                    e.offset, e.message
+                )
+            };
+            return Err(refuse(index, path, reason));
+        }
+        if let Err(reason) = produced {
+            return Err(refuse(0, String::new(), reason));
+        }
+        if let Err(e) = self.walker.finish() {
+            let (index, path) = e
+                .entry
+                .clone()
+                .map_or((0, String::new()), |(i, p)| (i + 1, p));
+            return Err(refuse(
+                index,
+                path,
+                format!("the tar archive is incomplete: {}", e.message),
+            ));
+        }
+        self.checker
+            .resolve_symlinks()
+            .map_err(|(index, path, reason)| refuse(index + 1, path, reason))?;
+        Ok(self.checker.plan)
     }
-    checker
-        .resolve_symlinks()
-        .map_err(|(index, path, reason)| refuse(index + 1, path, reason))?;
-    Ok(checker.plan)
 }
 
 /// The same rules applied to the entries of a walk that someone else drives (the
@@ -210,11 +239,6 @@ impl SafetyCheck {
                 self.refused = Some((e.index + 1, e.path_lossy(), reason));
             }
         }
-    }
-
-    /// Whether an entry so far was refused (a reader that writes as it checks stops here).
-    pub fn refused(&self) -> bool {
-        self.refused.is_some()
     }
 
     /// After the last entry: the entry a restore would refuse (1-based index, its path as

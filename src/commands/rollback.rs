@@ -33,13 +33,12 @@ use crate::actions::summary::{self as md, human_size};
 use crate::archive::codec::{self, Codec};
 use crate::archive::crypt::Identity;
 use crate::archive::hash::Tally;
-use crate::archive::restore::{RestorePlan, SafetyCheck};
-use crate::archive::tarwalk::TarWalker;
+use crate::archive::restore::{Gate, RestorePlan};
 use crate::archive::verify::Expect;
 use crate::cli::{split_list, RollbackArgs, Target, Thresholds};
 use crate::docker::Engine;
 use crate::error::{usage, VerificationFailed};
-use crate::manifest::{Manifest, Origin, Pointer, SourceKind, FILE_NAME, POINTER_FILE};
+use crate::manifest::{FileRecord, Manifest, Origin, Pointer, SourceKind, FILE_NAME, POINTER_FILE};
 use crate::pipe;
 
 /// The backup to restore: its trusted manifest and where its files are.
@@ -86,7 +85,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
     let id = identity.as_deref();
     super::crypto::preflight_manifest(m, &chosen.dir, &chosen.source, given, id, true, &ctx.wf)?;
     let safety_encrypt = super::crypto::safety_recipients(m, id)?;
-    let plans = check_files(ctx, &chosen, identity.clone()).await?;
+    let mut plans = check_files(ctx, &chosen, identity.clone()).await?;
 
     // 2. What to restore, and where: only what the inputs name. The manifest fills in the
     //    database's container, name and user, never the choice of targets.
@@ -366,13 +365,11 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     &image,
                     &v.name,
                     &archive,
+                    plans.remove(&v.file.path).unwrap_or_default(),
                     Reading {
-                        compression: v.file.compression,
+                        file: v.file.clone(),
                         identity: identity.clone(),
                         special_bits: args.restore_special_bits,
-                        size: v.file.size,
-                        sha256: v.file.sha256.clone(),
-                        plan: plans.get(&v.file.path).cloned().unwrap_or_default(),
                     },
                 )
                 .await
@@ -407,15 +404,7 @@ pub async fn run(ctx: &mut Context, args: RollbackArgs) -> Result<()> {
                     let (size, sha) =
                         read.with_context(|| format!("reading {}", path.display()))?;
                     // What was loaded is exactly what was checked, or it does not go live.
-                    if size != rec.file.size || sha != rec.file.sha256 {
-                        return Err(VerificationFailed(format!(
-                            "refusing to restore {}: it changed after it was checked ({size} bytes with SHA-256 {sha} now, the manifest says {} bytes with {})",
-                            path.display(),
-                            rec.file.size,
-                            rec.file.sha256
-                        ))
-                        .into());
-                    }
+                    unchanged(&rec.file, &path, (size, sha))?;
                     d.server.swap_in(&d.creds, &scratch, &d.creds.db).await?;
                     Ok::<_, anyhow::Error>(())
                 }
@@ -834,7 +823,7 @@ type Verdict = Result<Option<RestorePlan>, (String, String)>;
 /// read covered it all.
 fn read_and_check(
     path: &Path,
-    f: &crate::manifest::FileRecord,
+    f: &FileRecord,
     is_db: bool,
     identity: Option<&Identity>,
 ) -> (Option<(u64, String)>, Verdict) {
@@ -856,8 +845,23 @@ fn read_and_check(
         .map_err(|e| ("restore-safety".to_string(), e.to_string()));
     // The rest of the file (after a refusal, or bytes past the end of the stream) is hashed
     // too, so that an altered file is reported as altered.
-    let whole = std::io::copy(&mut input, &mut std::io::sink()).is_ok();
-    (whole.then(|| tally.digest()), plan)
+    (tally.finish(input).ok(), plan)
+}
+
+/// Whether the bytes a restore read, (size, SHA-256) of every stored byte, are the file
+/// `record` describes: a file that changed after its check is refused (exit 1), and what
+/// was read from it never goes live.
+fn unchanged(record: &FileRecord, path: &Path, (size, sha): (u64, String)) -> Result<()> {
+    if size != record.size || sha != record.sha256 {
+        return Err(VerificationFailed(format!(
+            "refusing to restore {}: it changed after it was checked ({size} bytes with SHA-256 {sha} now, the manifest says {} bytes with {}); the live data was not touched",
+            path.display(),
+            record.size,
+            record.sha256
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// What a rollback restores: the named volumes, and why the rest is not restored.
@@ -1025,18 +1029,12 @@ fn each_entry(from: &str, body: &str) -> String {
     )
 }
 
-/// How a volume's archive is read: its codec, the identity that opens it when it is
-/// `….age`, whether setuid/setgid/sticky bits are kept, and what the manifest and the check
-/// before the restore said about it.
+/// How a volume's archive is read: the manifest's record of it (codec, size, SHA-256), the
+/// identity that opens it when it is `….age`, and whether setuid/setgid/sticky bits are kept.
 struct Reading {
-    compression: Codec,
+    file: FileRecord,
     identity: Option<Arc<Identity>>,
     special_bits: bool,
-    /// The manifest's size and SHA-256 of the stored file.
-    size: u64,
-    sha256: String,
-    /// What [`check_files`] found the archive creates (entries, bytes, the root folder).
-    plan: RestorePlan,
 }
 
 /// Unpacks `archive` into a staging folder on `volume`, leaving the live content untouched.
@@ -1044,20 +1042,20 @@ struct Reading {
 /// read is checked as it goes: each entry by the restore-safety rules before its header is
 /// sent, and the stored bytes against the manifest's size and SHA-256 at the end, so the
 /// staged content is exactly what was checked even if the file changed in between. The free
-/// space is compared with what the check found the archive creates before anything is
-/// written. On any failure the staging folder is removed.
+/// space is compared with what [`check_files`] found the archive creates (`plan`) before
+/// anything is written. On any failure the staging folder is removed.
 async fn stage_volume(
     wf: &Workflow,
     engine: &Engine,
     image: &str,
     volume: &str,
     archive: &Path,
+    plan: RestorePlan,
     reading: Reading,
 ) -> Result<Staged> {
     wf.log(&format!(
         "Unpacking the backup of volume {volume} next to its live data"
     ));
-    let plan = reading.plan.clone();
     let special_bits = reading.special_bits;
     let root = plan
         .root
@@ -1254,38 +1252,21 @@ fn read_for_restore(
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(pipe::DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let Reading {
-            compression,
+            file,
             identity,
             special_bits,
-            size,
-            sha256,
-            plan: _,
         } = reading;
-        let name = path.display().to_string();
-        let refuse = |why: String| -> anyhow::Error {
-            VerificationFailed(format!(
-                "refusing to restore {name}: {why}; the live data was not touched"
-            ))
-            .into()
-        };
         let tally = Tally::new();
         let mut input =
             crate::archive::crypt::open_tallied(&path, identity.as_deref(), Some(&tally))?;
-        let mut walker = TarWalker::new();
-        let mut safety = SafetyCheck::new();
+        let mut gate = Gate::new(&path.display().to_string());
+        let mut gated = false;
         let mut filter = crate::archive::special::SpecialBits::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut failed = None;
-        let whole = codec::restore(compression, &mut input, &mut buf, &mut |d| {
-            let walked = walker.feed(d, &mut |e| {
-                safety.entry(e);
-                if safety.refused() {
-                    Err("refused".into())
-                } else {
-                    Ok(())
-                }
-            });
-            if walked.is_err() {
+        let whole = codec::restore(file.compression, &mut input, &mut buf, &mut |d| {
+            if !gate.feed(d) {
+                gated = true;
                 return false;
             }
             let out = if special_bits {
@@ -1301,37 +1282,24 @@ fn read_for_restore(
             };
             tx.blocking_send(bytes::Bytes::from(out)).is_ok()
         });
-        // An entry the rules refuse, or a malformed archive, is the news.
-        if let Some((index, entry, reason)) = std::mem::take(&mut safety).finish() {
-            return Err(refuse(format!("entry {index} `{entry}`: {reason}")));
+        if !gated {
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if matches!(whole, Ok(false)) {
+                anyhow::bail!("the upload stopped reading");
+            }
         }
-        if let Some(e) = walker.error() {
-            return Err(refuse(format!(
-                "the tar archive is malformed at byte {} of its content: {}",
-                e.offset, e.message
-            )));
-        }
-        let whole = whole.map_err(|e| refuse(format!("the stored stream is damaged: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if !whole {
-            anyhow::bail!("the upload stopped reading");
-        }
-        if let Err(e) = walker.finish() {
-            return Err(refuse(format!(
-                "the tar archive is incomplete: {}",
-                e.message
-            )));
-        }
-        std::io::copy(&mut input, &mut std::io::sink())?;
-        drop(input);
-        let (n, sha) = tally.digest();
-        if n != size || sha != sha256 {
-            return Err(refuse(format!(
-                "it changed after it was checked ({n} bytes with SHA-256 {sha} now, the manifest says {size} bytes with {sha256})"
-            )));
-        }
+        // An entry the rules refuse, a malformed or damaged archive: refused (exit 1).
+        let produced = whole
+            .map(|_| ())
+            .map_err(|e| format!("the stored stream is damaged: {e}"));
+        gate.finish(produced).map_err(|e| {
+            anyhow::Error::from(VerificationFailed(format!(
+                "{e}; the live data was not touched"
+            )))
+        })?;
+        unchanged(&file, &path, tally.finish(input)?)?;
         if special_bits {
             return Ok((0, vec![]));
         }
@@ -1373,12 +1341,18 @@ mod tests {
         let path = dir.path().join("volume_x.tar.gz");
         std::fs::write(&path, stored).unwrap();
         let reading = Reading {
-            compression: Codec::Gzip,
+            file: FileRecord {
+                path: "volume_x.tar.gz".into(),
+                size: manifest.len() as u64,
+                sha256: sha256_hex(manifest),
+                checks: vec![],
+                compression: Codec::Gzip,
+                compression_level: None,
+                encrypted: None,
+                recipients: vec![],
+            },
             identity: None,
             special_bits: true,
-            size: manifest.len() as u64,
-            sha256: sha256_hex(manifest),
-            plan: RestorePlan::default(),
         };
         let (mut rx, task) = read_for_restore(&path, reading);
         let mut sent = vec![];
