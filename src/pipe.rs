@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::archive::codec::{self, Codec, Encoder};
 use crate::archive::crypt;
-use crate::archive::verify::{Expect, StreamCheck, Streamed, Tee};
+use crate::archive::verify::{verify_reader_as, Expect, Streamed};
 use std::sync::{Condvar, Mutex};
 
 /// Chunks in flight between a producer and a consumer (× up to 256 KiB each).
@@ -32,38 +32,47 @@ pub const DEPTH: usize = 32;
 /// file could not be created).
 pub type Ship = tokio::sync::oneshot::Sender<Follower>;
 
+/// A backup file's writer: the number of uncompressed bytes it wrote, and what it verified
+/// on the way.
+pub type Writing<T> = JoinHandle<io::Result<(u64, T)>>;
+
 /// Compresses everything received into `path` (`codec` at `level`), with verification
-/// running while the file is written: the content checks decode the bytes as they go to
-/// the file ([`StreamCheck`]), and a read-behind thread ([`Follower`]) reads the stored file
-/// back and hashes it a little behind the writer. With `ship`, a second follower of the file
-/// is handed out for the destination. Returns the uncompressed byte count and both
-/// results, for [`crate::archive::verify::verify_written`] once the file is complete
-/// (the caller fsyncs it in parallel). The work is done on the other core while the source
-/// (pg_dump, Docker) is still producing the data.
+/// running while the file is written: a check-behind thread ([`Follower`]) reads the stored
+/// file back a little behind the writer and runs the content checks (the codec's, the
+/// dump's or the tar's) and the SHA-256 on exactly those bytes, in one pass. With `ship`, a
+/// second follower of the file is handed out for the destination. Returns the uncompressed
+/// byte count and that report (`None` when the thread could not start: verification then
+/// reads the file itself), for [`crate::archive::verify::verify_written`] once the file is
+/// complete (the caller fsyncs it in parallel). The work is done on the other core while
+/// the source (pg_dump, Docker) is still producing the data.
+///
+/// Why the stored bytes and not the stream handed to the file: what is checked is then what
+/// a restore will read, with one hash and no copy of the stream (checking the stream and
+/// hashing the stored file again to prove the two equal cost a second SHA-256 pass and two
+/// copies of every byte).
 pub fn encode_to_file_checked(
     path: PathBuf,
     codec: Codec,
     level: u32,
     expect: Expect,
     ship: Option<Ship>,
-) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Streamed)>>) {
+) -> (mpsc::Sender<Bytes>, Writing<Option<Streamed>>) {
     let (tx, rx) = mpsc::channel::<Bytes>(DEPTH);
     let task = tokio::task::spawn_blocking(move || {
         let (file, progress) = create_followed(&path, ship)?;
         let behind = Follower::open(&path, progress).ok().and_then(|f| {
             std::thread::Builder::new()
-                .name("read-behind".into())
-                .spawn(move || hash_behind(f))
+                .name("check-behind".into())
+                .spawn(move || verify_reader_as(f, expect, codec))
                 .ok()
         });
         let file = BufWriter::with_capacity(1 << 20, file);
-        let tee = Tee(file, StreamCheck::new(expect, codec)?);
-        let (total, Tee(file, check)) = encode(rx, tee, codec, level)?;
+        let (total, file) = encode(rx, file, codec, level)?;
         file.into_inner().map_err(|e| e.into_error())?.finish()?;
-        let report = check.finish();
-        // Without it (it failed to start or to read), verification hashes the file again.
-        let stored = behind.and_then(|b| b.join().ok()).and_then(Result::ok);
-        Ok((total, Streamed { report, stored }))
+        let checked = behind
+            .and_then(|b| b.join().ok())
+            .map(|report| Streamed { report });
+        Ok((total, checked))
     });
     (tx, task)
 }
@@ -71,7 +80,7 @@ pub fn encode_to_file_checked(
 /// What [`write_backup_file`] verified while it wrote: a clear file's streamed checks, or an
 /// encrypted file's (checked on the compressed plaintext, hashed as stored ciphertext).
 pub enum Written {
-    Checked(Streamed),
+    Checked(Option<Streamed>),
     Sealed(crypt::Sealed),
 }
 
@@ -87,7 +96,7 @@ pub fn write_backup_file(
     expect: Expect,
     seal: Option<Arc<crypt::Recipients>>,
     ship: Option<Ship>,
-) -> (mpsc::Sender<Bytes>, JoinHandle<io::Result<(u64, Written)>>) {
+) -> (mpsc::Sender<Bytes>, Writing<Written>) {
     let Some(recipients) = seal else {
         let (tx, task) = encode_to_file_checked(path, codec, level, expect, ship);
         let task = tokio::spawn(async move {
@@ -187,10 +196,10 @@ impl Progress {
 /// it fails if the writer failed, so that nothing downstream takes a partial file for a
 /// whole one.
 ///
-/// One mechanism serves both readers of a backup file: the read-behind hash of
-/// verification ([`encode_to_file_checked`]) and the destination's upload. They are two
-/// followers, not one reader that forwards: the hash must finish with the file (the file's
-/// verification waits for it), while an upload may lag behind or die; with its own follower
+/// One mechanism serves both readers of a backup file: the check-behind of verification
+/// ([`encode_to_file_checked`]) and the destination's upload. They are two followers, not
+/// one reader that forwards: the check must finish with the file (the file's verification
+/// waits for it), while an upload may lag behind or die; with its own follower
 /// a slow or failed destination never holds up or fails the local backup, and the second
 /// read costs little, the bytes having just been written (the page cache serves them).
 pub struct Follower {
@@ -241,12 +250,6 @@ impl Read for Follower {
             return Ok(n);
         }
     }
-}
-
-/// Reads a file back behind its writer and returns its (size, SHA-256) once the writer is
-/// done and the end of the file is reached.
-fn hash_behind(mut f: Follower) -> io::Result<(u64, String)> {
-    crate::archive::hash::sha256_reader(&mut f)
 }
 
 /// Bytes per chunk a [`follow`]ed file is sent in, and chunks in flight.
@@ -564,16 +567,14 @@ mod tests {
             drop(tx);
             let (raw, streamed) = writer.await.unwrap().unwrap();
             assert_eq!(raw, text.len() as u64);
-            let stored = streamed
-                .stored
-                .clone()
-                .expect("read back behind the writer");
+            let stored = streamed.clone().expect("checked behind the writer").report;
             let r = verify_written(&path, Expect::SqlDump, codec, 1, streamed);
             let again = verify_file_as(&path, Expect::SqlDump, codec, 1);
             assert!(r.verified(), "{codec}: {:?}", r.failure);
             assert_eq!(r.passed, again.passed);
             assert_eq!(r.sha256, again.sha256);
-            assert_eq!(stored, crate::archive::hash::sha256_file(&path).unwrap());
+            let file = crate::archive::hash::sha256_file(&path).unwrap();
+            assert_eq!((stored.size, stored.sha256), (file.0, Some(file.1)));
             assert!(r.passed.contains(&Check::SqlComplete));
             assert_eq!(r.sql.unwrap().tables.get("public.t"), Some(&300_000));
         }

@@ -223,21 +223,21 @@ pub fn verify_file_opened(
     verify_file_with(path, expect, codec, min_size, None, Some(opener))
 }
 
-/// [`verify_file_as`] for a file whose content checks already ran on its bytes while they
-/// were being written ([`StreamCheck`], `streamed` is its report): the file checks
-/// (`exists`, `regular-file`, `min-size`) run as usual, and the stored file is read back
-/// and hashed: `sha256` passes only when the stored bytes are exactly the bytes that were
-/// decoded and checked (same length, same SHA-256). The result is the same report, with
-/// the same checks in the same order, as [`verify_file_as`] would give, without decoding
-/// the file a second time.
+/// [`verify_file_as`] for a file whose content checks and SHA-256 already ran on its
+/// stored bytes, read back behind its writer (`streamed`, see
+/// [`crate::pipe::encode_to_file_checked`]; `None`: they did not run, and the file is read
+/// here): the file checks (`exists`, `regular-file`, `min-size`) run as usual, and the
+/// report holds only if the file is still the size that was read. The result is the same
+/// report, with the same checks in the same order, as [`verify_file_as`] would give,
+/// without reading the file a second time.
 pub fn verify_written(
     path: &Path,
     expect: Expect,
     codec: Codec,
     min_size: u64,
-    streamed: Streamed,
+    streamed: Option<Streamed>,
 ) -> FileReport {
-    verify_file_with(path, expect, codec, min_size, Some(streamed), None)
+    verify_file_with(path, expect, codec, min_size, streamed, None)
 }
 
 fn verify_file_with(
@@ -370,7 +370,7 @@ fn verify_file_with(
 }
 
 /// The content checks and `sha256` of an opened file: decoded here, or (`streamed`) taken
-/// from the checks that ran while it was written, with the stored bytes hashed again.
+/// from the checks that ran on its stored bytes while it was written.
 fn content(
     file: File,
     size: u64,
@@ -378,7 +378,7 @@ fn content(
     streamed: Option<Streamed>,
     opener: Option<Opener<'_>>,
 ) {
-    let Some(Streamed { report: s, stored }) = streamed else {
+    let Some(Streamed { report: s }) = streamed else {
         // Through the opener (decrypted first) when there is one.
         match opener {
             Some(open) => open(file, size, report),
@@ -388,7 +388,6 @@ fn content(
     };
     report.sql = s.sql;
     report.tar = s.tar;
-    report.size = size;
     for c in s.passed {
         if c != Check::Sha256 {
             report.pass(c);
@@ -399,57 +398,40 @@ fn content(
         return;
     }
     let shown = report.path.display().to_string();
-    let Some(written) = s.sha256 else {
-        report.fail(
-            Check::Sha256,
-            format!("{shown}: the bytes written could not be hashed; take a new backup"),
-        );
-        return;
-    };
-    let mut file = file;
-    let read_back = match stored {
-        Some(done) => Ok(done),
-        None => super::hash::sha256_reader(&mut file),
-    };
-    match read_back {
-        Ok((n, _)) if n != size => report.fail(
+    match s.sha256 {
+        _ if s.size != size => report.fail(
             Check::Sha256,
             format!(
-                "{shown} changed while it was being verified ({size} bytes at the start, {n} read): something is still writing it; take a new backup"
-            ),
-        ),
-        Ok((n, hex)) if n == s.size && hex == written => {
-            report.sha256 = Some(hex);
-            report.pass(Check::Sha256);
-        }
-        Ok((n, _)) => report.fail(
-            Check::Sha256,
-            format!(
-                "{shown} as stored ({n} bytes) is not what was written and checked ({} bytes, SHA-256 {written}): something else wrote to the file, or the disk returned other bytes; check the disk and take a new backup",
+                "{shown} changed while it was being verified ({} bytes read back behind the writer, {size} bytes now): something else is writing it; take a new backup",
                 s.size
             ),
         ),
-        Err(e) => report.fail(
+        Some(hex) => {
+            report.sha256 = Some(hex);
+            report.pass(Check::Sha256);
+        }
+        None => report.fail(
             Check::Sha256,
-            format!("reading {shown} back failed ({e}): check the disk, then verify again"),
+            format!("{shown}: the stored bytes could not be hashed; take a new backup"),
         ),
     }
 }
 
-/// What was verified while a file was written: the content checks' report
-/// ([`StreamCheck::finish`]) and, when it was taken, the (size, SHA-256) of the stored file
-/// read back behind the writer (else [`verify_written`] reads it back itself).
+/// What was verified while a file was written: the content checks and SHA-256 of its
+/// stored bytes, read back behind the writer ([`crate::pipe::encode_to_file_checked`]);
+/// `report.size` is the number of bytes read.
 #[derive(Clone, Debug)]
 pub struct Streamed {
     pub report: FileReport,
-    pub stored: Option<(u64, String)>,
 }
 
 /// The content checks of [`verify_file`] (the codec's, the dump's or the tar's) and the
 /// SHA-256, run on a file's bytes while they are written: a [`Write`] that passes what it
 /// is given, in blocks, to a checking thread. [`StreamCheck::finish`] returns its report
-/// (no `exists`, `regular-file` or `min-size`: give it to [`verify_written`] with the
-/// stored file). Writing never fails: a fault found ends the checking and is reported.
+/// (no `exists`, `regular-file` or `min-size`). The age layer checks the compressed
+/// plaintext of an encrypted file with it, before it is sealed ([`super::crypt`]): the
+/// stored ciphertext cannot be decoded without an identity. Writing never fails: a fault
+/// found ends the checking and is reported.
 /// Memory: a few blocks of 256 KiB here and 1 MiB in the checking threads.
 pub struct StreamCheck {
     tx: Option<SyncSender<Block>>,
@@ -1163,8 +1145,9 @@ mod tests {
         assert!(r.tar.is_none());
     }
 
-    /// Writes `bytes` through a [`StreamCheck`] in uneven pieces (as an encoder does) to a
-    /// file, then verifies the file with the streamed report.
+    /// Stores `bytes` as `name` and verifies it with the report of its bytes checked as a
+    /// writer's check-behind reads them (in uneven pieces); the tee the age layer uses
+    /// ([`StreamCheck`], fed as an encoder feeds it) must give the same report.
     fn verify_streamed(
         d: &Dir,
         name: &str,
@@ -1172,36 +1155,35 @@ mod tests {
         expect: Expect,
         codec: Codec,
     ) -> FileReport {
+        struct Uneven<'a>(&'a [u8]);
+        impl Read for Uneven<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(70_001);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let behind = verify_reader_as(Uneven(bytes), expect, codec);
         let mut check = StreamCheck::new(expect, codec).unwrap();
         for piece in bytes.chunks(70_001) {
             check.write_all(piece).unwrap();
         }
-        let report = check.finish();
+        let tee = check.finish();
+        assert_eq!(
+            (&tee.passed, &tee.sha256, tee.size),
+            (&behind.passed, &behind.sha256, behind.size)
+        );
+        assert_eq!(
+            tee.failure.as_ref().map(|f| f.check),
+            behind.failure.as_ref().map(|f| f.check)
+        );
         let p = d.file(name, bytes);
-        // Read back now, and as the writer's read-behind thread would have.
-        let stored = Some(crate::archive::hash::sha256_file(&p).unwrap());
-        let a = verify_written(
-            &p,
-            expect,
-            codec,
-            0,
-            Streamed {
-                report: report.clone(),
-                stored,
-            },
-        );
-        let b = verify_written(
-            &p,
-            expect,
-            codec,
-            0,
-            Streamed {
-                report,
-                stored: None,
-            },
-        );
-        assert_eq!((&a.passed, &a.sha256), (&b.passed, &b.sha256));
-        a
+        let r = verify_written(&p, expect, codec, 0, Some(Streamed { report: behind }));
+        // Without the check-behind, the file is read here: the same report.
+        let again = verify_written(&p, expect, codec, 0, None);
+        assert_eq!((&r.passed, &r.sha256), (&again.passed, &again.sha256));
+        r
     }
 
     #[test]
@@ -1249,40 +1231,28 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_file_that_differs_from_the_checked_stream_fails_sha256() {
+    fn a_file_that_grew_after_it_was_checked_fails_sha256() {
         let d = Dir::new();
         let bytes = good_dump();
-        let mut check = StreamCheck::new(Expect::SqlDump, Codec::Gzip).unwrap();
-        check.write_all(&bytes).unwrap();
-        let streamed = Streamed {
-            report: check.finish(),
-            stored: None,
+        let behind = Streamed {
+            report: verify_reader_as(&bytes[..], Expect::SqlDump, Codec::Gzip),
         };
         assert!(
-            streamed.report.failure.is_none(),
+            behind.report.failure.is_none(),
             "{:?}",
-            streamed.report.failure
+            behind.report.failure
         );
-        // Same length, one byte changed after the checks saw it.
-        let mut other = bytes.clone();
-        let mid = other.len() / 2;
-        other[mid] ^= 0x40;
-        let p = d.file("f.sql.gz", &other);
-        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, streamed.clone());
-        assert_fails(&r, Check::Sha256, "not what was written and checked");
-        // The same, read back behind the writer.
-        let behind = Streamed {
-            stored: Some(crate::archive::hash::sha256_file(&p).unwrap()),
-            ..streamed.clone()
-        };
-        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, behind);
-        assert_fails(&r, Check::Sha256, "not what was written and checked");
-        // One byte more.
+        // Something appended to the file after the check-behind reached the writer's end.
         let mut longer = bytes.clone();
         longer.push(0);
         let p = d.file("g.sql.gz", &longer);
-        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, streamed);
-        assert_fails(&r, Check::Sha256, "not what was written and checked");
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, Some(behind.clone()));
+        assert_fails(&r, Check::Sha256, "changed while it was being verified");
+        assert_eq!(r.sha256, None);
+        // Cut short.
+        let p = d.file("h.sql.gz", &bytes[..bytes.len() - 1]);
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 0, Some(behind));
+        assert_fails(&r, Check::Sha256, "changed while it was being verified");
     }
 
     #[test]
@@ -1311,14 +1281,11 @@ mod tests {
         assert_fails(&r, Check::SqlComplete, "");
         // A small complete empty dump still passes min-size on completeness.
         let empty = gz(&dump_text(&[], None));
-        let mut check = StreamCheck::new(Expect::SqlDump, Codec::Gzip).unwrap();
-        check.write_all(&empty).unwrap();
         let p = d.file("e.sql.gz", &empty);
         let streamed = Streamed {
-            report: check.finish(),
-            stored: None,
+            report: verify_reader_as(&empty[..], Expect::SqlDump, Codec::Gzip),
         };
-        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 1 << 20, streamed);
+        let r = verify_written(&p, Expect::SqlDump, Codec::Gzip, 1 << 20, Some(streamed));
         assert!(r.verified(), "{:?}", r.failure);
         assert!(r.passed.contains(&Check::MinSize));
     }

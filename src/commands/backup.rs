@@ -716,8 +716,8 @@ async fn make(
         }
         Ok(())
     });
-    // The content checks ran while the files were written: read back, each stored file
-    // must hash to exactly the bytes that were checked.
+    // The content checks and SHA-256 ran on the stored bytes while the files were written:
+    // each file must still be the size that was read back.
     let (db_report, vol_reports) = tokio::task::spawn_blocking(move || {
         let check = |p: &Path, e: Expect, min: u64, w: pipe::Written| match w {
             pipe::Written::Sealed(s) => crate::archive::crypt::written_report(p, e, min, s),
