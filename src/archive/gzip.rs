@@ -37,9 +37,11 @@ pub const CHUNK: usize = 2 << 20;
 const MEMORY_BUDGET: usize = 48 << 20;
 /// Largest deflate stored block.
 const STORED_MAX: usize = 65_535;
-/// Bytes per incompressibility sample, and how many samples per chunk.
+/// Bytes per incompressibility sample, and how many samples per chunk: 48 KiB in all, so
+/// that one tar header and its padding (up to 1 KiB that shrinks to nothing) moves the
+/// estimate by about 2%, under the 3% that decides.
 const SAMPLE: usize = 8 * 1024;
-const SAMPLES: usize = 4;
+const SAMPLES: usize = 6;
 
 struct Job {
     seq: u64,
@@ -130,14 +132,22 @@ impl Deflater {
 }
 
 /// Whether `input` looks incompressible: a few samples of it are deflated at level 1 with
-/// `c` (a raw deflate stream at level 1, reset here) and none shrinks by 3% or more. Input
-/// smaller than the samples is never called incompressible. Shared with the zstd writer.
+/// `c` (a raw deflate stream at level 1, reset here) and together they shrink by less than
+/// 3%. Input smaller than the samples is never called incompressible. Shared with the zstd
+/// writer.
+///
+/// Together, not one by one: in a volume of PDFs or images a sample often holds a tar
+/// header and its zero padding, which shrinks that sample by 5–10% while the chunk around
+/// it would shrink by a few hundred bytes. Deflating such a chunk at level 6 costs about
+/// 50 ms of a core per 2 MiB (measured: a fifth of the CPU of a 300 MiB volume backup went
+/// there) for nothing. Sampling stops as soon as the answer is sure.
 pub(crate) fn incompressible(c: &mut Compress, input: &[u8]) -> io::Result<bool> {
-    if input.len() < 4 * SAMPLE {
+    if input.len() < SAMPLES * SAMPLE {
         return Ok(false); // small: just compress it (and fall back to stored if larger)
     }
     let mut scratch = [0u8; SAMPLE + 1024];
     let (mut raw, mut packed) = (0usize, 0usize);
+    let all = SAMPLE * SAMPLES;
     for k in 0..SAMPLES {
         let at = (input.len() - SAMPLE) * k / (SAMPLES - 1).max(1);
         let sample = &input[at..at + SAMPLE];
@@ -152,8 +162,8 @@ pub(crate) fn incompressible(c: &mut Compress, input: &[u8]) -> io::Result<bool>
             packed += n;
         }
         raw += sample.len();
-        if packed * 100 < raw * 97 {
-            return Ok(false); // a compressible sample: compress the chunk
+        if (packed + all - raw) * 100 < all * 97 {
+            return Ok(false); // compressible even if the samples left do not shrink at all
         }
     }
     Ok(packed * 100 >= raw * 97)
@@ -568,6 +578,23 @@ mod tests {
             data.len()
         );
         assert!(gz.len() as f64 <= data.len() as f64 * 1.001);
+    }
+
+    /// Random data with a tar header and its zero padding where the first sample falls (a
+    /// volume of PDFs): stored, not deflated; text around the same header is compressed.
+    #[test]
+    fn a_tar_header_in_random_data_does_not_make_the_chunk_compressible() {
+        let mut noise = Rng::new(7).bytes(CHUNK);
+        noise[..1024].fill(0);
+        noise[100..120].copy_from_slice(b"uploads/2023/doc.pdf");
+        let mut c = Compress::new(Compression::new(1), false);
+        assert!(incompressible(&mut c, &noise).unwrap());
+        let gz = roundtrip(&noise, 6, 1, CHUNK);
+        assert!(gz.len() >= noise.len(), "stored: {}", gz.len());
+        let mut text = dump_text(&[("public.t", 40_000)], None);
+        text.truncate(CHUNK);
+        text[..1024].fill(0);
+        assert!(!incompressible(&mut c, &text).unwrap());
     }
 
     #[test]
