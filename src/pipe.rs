@@ -7,8 +7,9 @@
 //!
 //! A backup file is also read while it is written, by [`Follower`]s: blocking readers that
 //! wait on the writer's progress, end with the file once the writer is done and fail if it
-//! failed. One follows the file to hash it for verification; with a destination, another
-//! hands the bytes to the upload as the file grows (see [`Follower`] for why two).
+//! failed. One follows the file to verify it (the content checks and the SHA-256 of the
+//! stored bytes); with a destination, another hands the bytes to the upload as the file
+//! grows (see [`Follower`] for why two).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
