@@ -42,10 +42,8 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const ZSTD_JOB: u32 = 1 << 20;
 /// Input staged before it goes to libzstd, to choose its level (see [`ZstdWriter`]).
 const ZSTD_STAGE: usize = ZSTD_JOB as usize;
-/// The level of staged input that looks incompressible (`zstd --fast=1`): its match finder
-/// skips ahead over random data, several times faster than level 3, and the blocks come out
-/// raw either way.
-const ZSTD_FAST_LEVEL: i32 = -1;
+/// Largest zstd block (the format's limit, and the size of our raw blocks).
+const ZSTD_BLOCK: usize = 128 << 10;
 /// Largest zstd window accepted when decoding (libzstd's default limit, 128 MiB).
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
@@ -169,7 +167,8 @@ pub enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    /// `level` must be in [`Codec::levels`] (gzip clamps, zstd refuses an invalid one).
+    /// `level` must be in [`Codec::levels`] (the `compression-level` input is checked there;
+    /// gzip and libzstd clamp one outside).
     pub fn new(inner: W, codec: Codec, level: u32) -> io::Result<Self> {
         Ok(match codec {
             Codec::Gzip => Encoder::Gzip(Box::new(ParallelGzEncoder::new(inner, level))),
@@ -192,58 +191,120 @@ impl<W: Write> Encoder<W> {
 
 /// Multithreaded zstd frames (content checksum on) with an incompressible-data fast path.
 ///
-/// Input is staged in [`ZSTD_STAGE`] pieces (one libzstd job each); a piece whose samples
-/// do not shrink (the gzip writer's test: PDFs, images, archives) is compressed at
-/// [`ZSTD_FAST_LEVEL`], any other at the chosen level. libzstd applies a level change to
-/// the next job of the same frame, so the file stays one ordinary frame. The workers
-/// compress while the caller keeps reading (pg_dump, Docker): even one worker overlaps the
-/// two.
+/// Input is staged in [`ZSTD_STAGE`] pieces (one libzstd job each). A piece whose samples
+/// do not shrink (the gzip writer's test: PDFs, images, archives) is written as a frame of
+/// its own of raw blocks ([`write_raw_frame`]): what libzstd would emit for it too, without
+/// its match finder and job copies over every byte (even at `--fast=1` those cost more than
+/// the whole gzip writer, which stores such data). Any other piece goes to libzstd at the
+/// chosen level, in one frame for each run of such pieces. A file is a sequence of
+/// ordinary frames, which every zstd decoder reads as one stream (`zstd -d`, `zstd -t`,
+/// `tar --zstd`). The workers compress while the caller keeps reading (pg_dump, Docker):
+/// even one worker overlaps the two.
 pub struct ZstdWriter<W: Write> {
-    enc: zstd::stream::write::Encoder<'static, W>,
+    /// The open libzstd frame, or the file between frames; `None` after a failure.
+    sink: Option<Sink<W>>,
     stage: Vec<u8>,
     level: i32,
-    /// The level libzstd was last given.
-    current: i32,
+    /// Whether any frame was written (an empty input still gets one).
+    framed: bool,
     sampler: flate2::Compress,
+}
+
+enum Sink<W: Write> {
+    Frame(zstd::stream::write::Encoder<'static, W>),
+    Between(W),
 }
 
 impl<W: Write> ZstdWriter<W> {
     pub fn new(inner: W, level: i32) -> io::Result<Self> {
-        let mut enc = zstd::stream::write::Encoder::new(inner, level)?;
-        enc.include_checksum(true)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        enc.multithread(threads.clamp(1, 8) as u32)?;
-        enc.set_parameter(zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
         Ok(ZstdWriter {
-            enc,
+            sink: Some(Sink::Between(inner)),
             stage: Vec::new(),
             level,
-            current: level,
+            framed: false,
             sampler: flate2::Compress::new(flate2::Compression::new(1), false),
         })
     }
 
-    /// Compresses `piece` at the level its content calls for.
-    fn put(&mut self, piece: &[u8]) -> io::Result<()> {
-        let fast = piece.len() >= ZSTD_STAGE
-            && self.level > ZSTD_FAST_LEVEL
-            && super::gzip::incompressible(&mut self.sampler, piece)?;
-        let want = if fast { ZSTD_FAST_LEVEL } else { self.level };
-        if want != self.current {
-            self.enc
-                .set_parameter(zstd_safe::CParameter::CompressionLevel(want))?;
-            self.current = want;
+    fn take(&mut self) -> io::Result<Sink<W>> {
+        self.sink
+            .take()
+            .ok_or_else(|| io::Error::other("the zstd writer failed earlier"))
+    }
+
+    /// The open libzstd frame, opened here if there is none.
+    fn frame(&mut self) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+        match self.take()? {
+            Sink::Frame(e) => Ok(e),
+            Sink::Between(w) => {
+                let mut enc = zstd::stream::write::Encoder::new(w, self.level)?;
+                enc.include_checksum(true)?;
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                enc.multithread(threads.clamp(1, 8) as u32)?;
+                enc.set_parameter(zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+                self.framed = true;
+                Ok(enc)
+            }
         }
-        self.enc.write_all(piece)
+    }
+
+    /// The file between frames: the open libzstd frame, if any, is ended here.
+    fn between(&mut self) -> io::Result<W> {
+        match self.take()? {
+            Sink::Frame(e) => e.finish(),
+            Sink::Between(w) => Ok(w),
+        }
+    }
+
+    /// Writes `piece` the way its content calls for.
+    fn put(&mut self, piece: &[u8]) -> io::Result<()> {
+        let raw =
+            piece.len() >= ZSTD_STAGE && super::gzip::incompressible(&mut self.sampler, piece)?;
+        if raw {
+            let mut w = self.between()?;
+            write_raw_frame(&mut w, piece)?;
+            self.framed = true;
+            self.sink = Some(Sink::Between(w));
+        } else {
+            let mut e = self.frame()?;
+            e.write_all(piece)?;
+            self.sink = Some(Sink::Frame(e));
+        }
+        Ok(())
     }
 
     pub fn finish(mut self) -> io::Result<W> {
         let rest = std::mem::take(&mut self.stage);
-        if !rest.is_empty() {
+        if !rest.is_empty() || !self.framed {
             self.put(&rest)?;
         }
-        self.enc.finish()
+        self.between()
     }
+}
+
+/// `data` as one zstd frame of raw blocks (RFC 8878 §3.1.1): single segment (the window is
+/// the content size), the content size declared in 4 bytes, the content checksum on (the
+/// low 32 bits of XXH64), like every frame this writer makes, so the verifier holds it to
+/// the same checks.
+fn write_raw_frame<W: Write>(w: &mut W, data: &[u8]) -> io::Result<()> {
+    let size = u32::try_from(data.len()).map_err(io::Error::other)?;
+    let mut head = [0u8; 9];
+    head[..4].copy_from_slice(&ZSTD_MAGIC);
+    // Frame_Header_Descriptor: FCS field of 4 bytes (2 << 6), Single_Segment (1 << 5),
+    // Content_Checksum (1 << 2), no dictionary.
+    head[4] = (2 << 6) | (1 << 5) | (1 << 2);
+    head[5..].copy_from_slice(&size.to_le_bytes());
+    w.write_all(&head)?;
+    let mut blocks = data.chunks(ZSTD_BLOCK).peekable();
+    while let Some(b) = blocks.next() {
+        // Block_Header: Last_Block (bit 0), Block_Type 0 = raw (bits 1-2), Block_Size.
+        let last = u32::from(blocks.peek().is_none());
+        let h = ((b.len() as u32) << 3) | last;
+        w.write_all(&h.to_le_bytes()[..3])?;
+        w.write_all(b)?;
+    }
+    let sum = twox_hash::XxHash64::oneshot(0, data) as u32;
+    w.write_all(&sum.to_le_bytes())
 }
 
 impl<W: Write> Write for ZstdWriter<W> {
@@ -283,7 +344,11 @@ impl<W: Write> Write for ZstdWriter<W> {
             self.stage.clear();
             r?;
         }
-        self.enc.flush()
+        match &mut self.sink {
+            Some(Sink::Frame(e)) => e.flush(),
+            Some(Sink::Between(w)) => w.flush(),
+            None => Err(io::Error::other("the zstd writer failed earlier")),
+        }
     }
 }
 
@@ -852,7 +917,9 @@ mod tests {
         }
         let z = e.finish().unwrap();
         let s = strict(&z).unwrap();
-        assert_eq!(s.units, 1);
+        // Each whole staged MiB of noise is a raw frame of its own (3, then 2 after the
+        // text, whose end is not on a MiB boundary), each run of other pieces one frame.
+        assert!(s.units >= 6, "{} frames", s.units);
         assert_eq!(s.uncompressed, data.len() as u64);
         assert!(oracle(Codec::Zstd, &z) == data);
         let text_alone = zst(&text, 3).len();
@@ -863,6 +930,25 @@ mod tests {
             2 * noise.len()
         );
         assert!(zstd_cli_t(&z));
+    }
+
+    /// Our raw frames, at the block limit and around it, are what libzstd, the zstd CLI and
+    /// the verifier accept, checksum included; one byte changed fails the checksum.
+    #[test]
+    fn raw_frames_decode_everywhere_and_carry_their_checksum() {
+        for n in [1, ZSTD_BLOCK - 1, ZSTD_BLOCK, ZSTD_BLOCK + 1, ZSTD_STAGE] {
+            let data = Rng::new(n as u64).bytes(n);
+            let mut z = Vec::new();
+            write_raw_frame(&mut z, &data).unwrap();
+            assert_eq!(z.len(), 9 + 3 * n.div_ceil(ZSTD_BLOCK) + n + 4, "{n}");
+            let s = strict(&z).unwrap();
+            assert_eq!((s.units, s.uncompressed), (1, n as u64));
+            assert_eq!(zstd::decode_all(&z[..]).unwrap(), data);
+            assert!(zstd_cli_t(&z), "{n}");
+            let mut bad = z.clone();
+            bad[9 + 3 + n / 2] ^= 1;
+            assert!(strict(&bad).is_err(), "{n}: a flipped byte must fail");
+        }
     }
 
     #[test]
