@@ -78,8 +78,9 @@ pub fn encode_to_file_checked(
     (tx, task)
 }
 
-/// What [`write_backup_file`] verified while it wrote: a clear file's streamed checks, or an
-/// encrypted file's (checked on the compressed plaintext, hashed as stored ciphertext).
+/// What [`write_backup_file`] verified while it wrote: a clear file's checks of its stored
+/// bytes (`None`: they did not run, and verification reads the file), or an encrypted
+/// file's (checked on the compressed plaintext, hashed as stored ciphertext).
 pub enum Written {
     Checked(Option<Streamed>),
     Sealed(crypt::Sealed),

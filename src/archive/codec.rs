@@ -227,9 +227,7 @@ impl<W: Write> ZstdWriter<W> {
     }
 
     fn take(&mut self) -> io::Result<Sink<W>> {
-        self.sink
-            .take()
-            .ok_or_else(|| io::Error::other("the zstd writer failed earlier"))
+        self.sink.take().ok_or_else(failed_earlier)
     }
 
     /// The open libzstd frame, opened here if there is none.
@@ -280,6 +278,11 @@ impl<W: Write> ZstdWriter<W> {
         }
         self.between()
     }
+}
+
+/// A [`ZstdWriter`] used after one of its writes failed (its sink went with the failure).
+fn failed_earlier() -> io::Error {
+    io::Error::other("the zstd writer failed earlier")
 }
 
 /// `data` as one zstd frame of raw blocks (RFC 8878 §3.1.1): single segment (the window is
@@ -347,7 +350,7 @@ impl<W: Write> Write for ZstdWriter<W> {
         match &mut self.sink {
             Some(Sink::Frame(e)) => e.flush(),
             Some(Sink::Between(w)) => w.flush(),
-            None => Err(io::Error::other("the zstd writer failed earlier")),
+            None => Err(failed_earlier()),
         }
     }
 }

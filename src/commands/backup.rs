@@ -698,13 +698,14 @@ async fn make(
         timings.insert("volume archives".into(), started.elapsed().as_secs_f64());
     }
 
-    // Read everything back.
+    // Verify: the checks that ran behind the writers, held to the files as they are now
+    // (or, where they did not run, a read of the file here).
     let started = Instant::now();
     let (min_db, min_vol) = (spec.thresholds.min_db_size, spec.thresholds.min_volume_size);
     let db_paths = db_file.clone();
     let vol_paths = vol_files.clone();
-    // The files reach the disk (fsync) while verification reads them back from the cache;
-    // both are done before the manifest is written and the folder renamed.
+    // The files reach the disk (fsync) while they are verified; both are done before the
+    // manifest is written and the folder renamed.
     let to_sync: Vec<PathBuf> = db_file
         .iter()
         .map(|(p, _)| p.clone())
